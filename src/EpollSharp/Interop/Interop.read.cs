@@ -1,0 +1,18 @@
+using System.Runtime.InteropServices;
+
+namespace EpollSharp;
+
+internal static partial class Interop
+{
+    internal static partial class Sys
+    {
+        /// <summary><c>ssize_t read(int fd, void *buf, size_t count);</c></summary>
+#if NET7_0_OR_GREATER
+        [LibraryImport(Libraries.Libc, EntryPoint = "read", SetLastError = true)]
+        internal static unsafe partial nint read(int fd, void* buf, nuint count);
+#else
+        [DllImport(Libraries.Libc, EntryPoint = "read", SetLastError = true)]
+        internal static extern unsafe nint read(int fd, void* buf, nuint count);
+#endif
+    }
+}

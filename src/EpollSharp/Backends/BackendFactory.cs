@@ -1,0 +1,60 @@
+using System;
+using EpollSharp.Native;
+
+namespace EpollSharp.Backends;
+
+/// <summary>Chooses and creates the backend for a loop.</summary>
+internal static class BackendFactory
+{
+    /// <summary>The environment variable that <see cref="EventLoopBackend.Auto"/> honours.</summary>
+    internal const string EnvironmentVariable = "EPOLLSHARP_BACKEND";
+
+    /// <summary>Resolves <see cref="EventLoopBackend.Auto"/> to a concrete backend.</summary>
+    internal static EventLoopBackend Resolve(EventLoopBackend requested)
+    {
+        if (requested != EventLoopBackend.Auto)
+        {
+            return requested;
+        }
+
+        string? env = Environment.GetEnvironmentVariable(EnvironmentVariable);
+        if (!string.IsNullOrWhiteSpace(env))
+        {
+            return env!.Trim().ToUpperInvariant() switch
+            {
+                "EPOLL" => EventLoopBackend.Epoll,
+                "KQUEUE" => EventLoopBackend.Kqueue,
+                "MANAGED" => EventLoopBackend.Managed,
+                "AUTO" => PlatformDefault(),
+                _ => throw new InvalidOperationException(
+                    $"The environment variable {EnvironmentVariable} is '{env}'; expected one of: epoll, kqueue, managed, auto."),
+            };
+        }
+
+        return PlatformDefault();
+    }
+
+    internal static IPollBackend Create(EventLoopBackend requested, int maxEvents)
+    {
+        EventLoopBackend kind = Resolve(requested);
+        return kind switch
+        {
+            EventLoopBackend.Epoll => EpollHandle.IsSupported
+                ? new EpollBackend(maxEvents)
+                : throw new PlatformNotSupportedException("The epoll backend needs Linux; use EventLoopBackend.Auto or Managed on this platform."),
+            EventLoopBackend.Kqueue => throw new PlatformNotSupportedException("The kqueue backend is not available in this build."),
+            EventLoopBackend.Managed => throw new PlatformNotSupportedException("The managed backend is not available in this build."),
+            _ => throw new ArgumentOutOfRangeException(nameof(requested), requested, "Unknown backend."),
+        };
+    }
+
+    private static EventLoopBackend PlatformDefault()
+    {
+        if (Platform.IsLinux)
+        {
+            return EventLoopBackend.Epoll;
+        }
+
+        return EventLoopBackend.Managed;
+    }
+}

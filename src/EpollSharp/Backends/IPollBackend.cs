@@ -1,0 +1,81 @@
+using System;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+
+namespace EpollSharp.Backends;
+
+/// <summary>One readiness event as a backend reports it: the registration's token and what is ready.</summary>
+internal struct BackendEvent
+{
+    /// <summary>The token given to <see cref="IPollBackend.Add"/>.</summary>
+    public ulong Token;
+
+    /// <summary>What is ready.</summary>
+    public Readiness Readiness;
+}
+
+/// <summary>What a backend is asked to watch: the OS handle, and the <see cref="Socket"/> when the caller registered one.</summary>
+internal readonly struct BackendTarget
+{
+    public BackendTarget(SafeHandle handle, Socket? socket)
+    {
+        Handle = handle;
+        Socket = socket;
+    }
+
+    /// <summary>The handle. The loop holds a reference on it (DangerousAddRef) for the whole registration, so its value is stable.</summary>
+    public SafeHandle Handle { get; }
+
+    /// <summary>The socket, when one was registered; null for a plain handle.</summary>
+    public Socket? Socket { get; }
+
+    /// <summary>The Unix descriptor number.</summary>
+    public int FileDescriptor => (int)Handle.DangerousGetHandle();
+}
+
+/// <summary>
+/// The contract between <see cref="EventLoop"/> and a readiness mechanism (epoll, kqueue, managed).
+/// The loop knows nothing else of the mechanism; a backend knows nothing of the loop.
+/// </summary>
+/// <remarks>
+/// Every backend must:
+/// <list type="number">
+/// <item>Report readiness as (token, <see cref="Readiness"/>) pairs, with the token given when the target was added, never another.</item>
+/// <item>Report <see cref="Readiness.Closed"/> and <see cref="Readiness.Error"/> even when the interest is <see cref="Interest.None"/>.</item>
+/// <item>Honour the trigger mode: <see cref="TriggerMode.Level"/> reports on every wait while ready;
+///   <see cref="TriggerMode.Edge"/> reports a readiness once until it is renewed (new data, new room);
+///   <see cref="TriggerMode.OneShot"/> reports once, then nothing until <see cref="Modify"/> re-arms it.
+///   A backend that emulates a mode says how in its doc comment.</item>
+/// <item>Report nothing for a target after <see cref="Remove"/> returned.</item>
+/// <item>Return from <see cref="Wait"/> after at most the timeout (milliseconds; -1 infinite, 0 poll), and
+///   early when <see cref="Wake"/> is called; retry an interrupted wait (EINTR) with the remaining time.</item>
+/// <item><see cref="Wake"/> may be called from any thread, any number of times; wake-ups coalesce, and a wake-up that
+///   comes before the wait starts makes the next wait return at once (it is never lost). The wake itself is
+///   not reported as an event.</item>
+/// <item><see cref="Add"/>, <see cref="Modify"/> and <see cref="Remove"/> may be called from any thread, also while
+///   another thread waits, and take effect promptly (a backend that needs to restart its wait wakes itself).</item>
+/// <item>Allocate nothing in <see cref="Wait"/> and <see cref="Wake"/> once warm.</item>
+/// <item>Throw <see cref="ArgumentException"/> (naming "handle") for a target it cannot watch, and
+///   <see cref="PlatformNotSupportedException"/> for a feature it cannot provide.</item>
+/// </list>
+/// </remarks>
+internal interface IPollBackend : IDisposable
+{
+    /// <summary>Which backend this is.</summary>
+    EventLoopBackend Kind { get; }
+
+    /// <summary>Starts watching <paramref name="target"/>.</summary>
+    void Add(BackendTarget target, ulong token, Interest interest, TriggerMode mode);
+
+    /// <summary>Changes the interest or mode of a watched target; also re-arms a one-shot target.</summary>
+    void Modify(BackendTarget target, ulong token, Interest interest, TriggerMode mode);
+
+    /// <summary>Stops watching <paramref name="target"/>. Must be called before the handle is closed.</summary>
+    void Remove(BackendTarget target);
+
+    /// <summary>Waits for readiness and writes it to <paramref name="events"/>; returns how many were written.</summary>
+    int Wait(Span<BackendEvent> events, int timeoutMilliseconds);
+
+    /// <summary>Makes a current or the next <see cref="Wait"/> return promptly. Thread-safe.</summary>
+    void Wake();
+}

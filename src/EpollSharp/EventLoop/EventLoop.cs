@@ -1,0 +1,352 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Runtime.ExceptionServices;
+using System.Threading;
+using System.Threading.Tasks;
+using EpollSharp.Backends;
+
+namespace EpollSharp;
+
+/// <summary>
+/// A single-threaded reactor: register sockets and handles, get readiness callbacks, post work from
+/// any thread, and run timers, all on one thread, the loop thread.
+/// </summary>
+/// <remarks>
+/// <para><b>One iteration</b> of <see cref="Run"/> does, in order:</para>
+/// <list type="number">
+/// <item>Compute the wait timeout: 0 when work is posted, a stop is requested or the last wait filled the
+///   event buffer; otherwise until the earliest timer is due (rounded up to the next millisecond); otherwise infinite.</item>
+/// <item>Wait for readiness (the backend's <c>epoll_wait</c> / <c>kevent</c> / select), or a wake-up.</item>
+/// <item>Dispatch each readiness event to its registration's callback, in the order the kernel returned them,
+///   skipping registrations disposed in the meantime.</item>
+/// <item>Run the timers that are due, in due order.</item>
+/// <item>Run the work posted before this step began, in the order it was posted (work posted by this step runs next iteration).</item>
+/// </list>
+/// <para><b>Threads.</b> <see cref="Run"/> and <see cref="Start(string?)"/> make a thread the loop thread. Callbacks only ever run
+/// there. <see cref="Post(Action)"/>, <see cref="Stop"/>, <see cref="Dispose"/>, the registration and timer members and
+/// <see cref="IsOnLoopThread"/> are safe from any thread.</para>
+/// <para><b>Exceptions</b> thrown by callbacks go to <see cref="EventLoopOptions.UnhandledExceptionHandler"/>; without one, the loop
+/// finishes the iteration, stops, and <see cref="Run"/> rethrows (an <see cref="AggregateException"/> if several callbacks threw).</para>
+/// </remarks>
+public sealed partial class EventLoop : IDisposable
+{
+    private readonly IPollBackend _backend;
+    private readonly BackendEvent[] _events;
+    private readonly Action<Exception>? _exceptionHandler;
+    private readonly string _threadName;
+    private readonly object _lifecycleLock = new();
+    private readonly ManualResetEventSlim _runExited = new(initialState: true);
+    private readonly LoopSynchronizationContext _synchronizationContext;
+    private readonly LoopTaskScheduler _taskScheduler;
+
+    private volatile bool _stopRequested;
+    private bool _running;
+    private bool _disposed;
+    private bool _disposeWhenRunExits;
+    private int _loopThreadId;
+    private bool _lastWaitFilledBuffer;
+    private List<Exception>? _fatal;
+
+    /// <summary>Creates a loop with default options (the platform's best backend).</summary>
+    /// <exception cref="PlatformNotSupportedException">No backend is available.</exception>
+    public EventLoop()
+        : this(null)
+    {
+    }
+
+    /// <summary>Creates a loop.</summary>
+    /// <param name="options">Options; <see langword="null"/> for the defaults.</param>
+    /// <exception cref="PlatformNotSupportedException">The requested backend is not available on this platform.</exception>
+    /// <exception cref="InvalidOperationException"><c>EPOLLSHARP_BACKEND</c> holds an unknown value.</exception>
+    public EventLoop(EventLoopOptions? options)
+    {
+        options ??= new EventLoopOptions();
+        if (!Enum.IsDefined(typeof(EventLoopBackend), options.Backend))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.Backend, "Unknown EventLoopBackend value.");
+        }
+
+        _backend = BackendFactory.Create(options.Backend, options.MaxEventsPerWait);
+        _events = new BackendEvent[options.MaxEventsPerWait];
+        _exceptionHandler = options.UnhandledExceptionHandler;
+        _threadName = options.ThreadName;
+        _synchronizationContext = new LoopSynchronizationContext(this);
+        _taskScheduler = new LoopTaskScheduler(this);
+        InitializeRegistrations();
+    }
+
+    /// <summary>The backend this loop uses (never <see cref="EventLoopBackend.Auto"/>).</summary>
+    public EventLoopBackend Backend => _backend.Kind;
+
+    /// <summary>Whether the calling thread is this loop's thread, inside <see cref="Run"/>.</summary>
+    public bool IsOnLoopThread => Volatile.Read(ref _loopThreadId) == Environment.CurrentManagedThreadId;
+
+    /// <summary>Whether <see cref="Run"/> is executing (on any thread).</summary>
+    public bool IsRunning
+    {
+        get
+        {
+            lock (_lifecycleLock)
+            {
+                return _running;
+            }
+        }
+    }
+
+    /// <summary>Whether <see cref="Dispose"/> was called.</summary>
+    public bool IsDisposed
+    {
+        get
+        {
+            lock (_lifecycleLock)
+            {
+                return _disposed;
+            }
+        }
+    }
+
+    /// <summary>A <see cref="System.Threading.SynchronizationContext"/> that posts to this loop. <see cref="Run"/> installs it on the loop thread, so <c>await</c> in a callback continues on the loop.</summary>
+    public SynchronizationContext SynchronizationContext => _synchronizationContext;
+
+    /// <summary>A <see cref="System.Threading.Tasks.TaskScheduler"/> that runs tasks on this loop, e.g. with <c>Task.Factory.StartNew(..., loop.TaskScheduler)</c>.</summary>
+    public TaskScheduler TaskScheduler => _taskScheduler;
+
+    /// <summary>
+    /// Runs the loop on the calling thread until <see cref="Stop"/> or <see cref="Dispose"/> is called.
+    /// A stop requested before <see cref="Run"/> makes it return after one iteration.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The loop was disposed.</exception>
+    /// <exception cref="InvalidOperationException">The loop is already running (also when called from one of its own callbacks).</exception>
+    /// <exception cref="Exception">An exception a callback threw, when no <see cref="EventLoopOptions.UnhandledExceptionHandler"/> handled it.</exception>
+    public void Run()
+    {
+        Reserve();
+        RunReserved();
+    }
+
+    /// <summary>
+    /// Starts the loop on a new background thread and returns once it runs.
+    /// </summary>
+    /// <param name="threadName">The thread's name; <see langword="null"/> for <see cref="EventLoopOptions.ThreadName"/>.</param>
+    /// <returns>A task that completes when the loop stops; faulted with the exception <see cref="Run"/> would have thrown.</returns>
+    /// <exception cref="ObjectDisposedException">The loop was disposed.</exception>
+    /// <exception cref="InvalidOperationException">The loop is already running.</exception>
+    public Task Start(string? threadName = null)
+    {
+        Reserve();
+        var completion = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                RunReserved();
+                completion.SetResult(true);
+            }
+            catch (Exception ex)
+            {
+                completion.SetException(ex);
+            }
+        })
+        {
+            IsBackground = true,
+            Name = threadName ?? _threadName,
+        };
+        thread.Start();
+        return completion.Task;
+    }
+
+    /// <summary>
+    /// Asks the loop to stop: <see cref="Run"/> returns after the current iteration. Safe from any thread and
+    /// from callbacks; idempotent. Registrations, timers and queued work stay, for the next <see cref="Run"/>.
+    /// </summary>
+    public void Stop()
+    {
+        _stopRequested = true;
+        RequestWake();
+    }
+
+    /// <summary>
+    /// Stops the loop and releases it: every registration is disposed, every timer cancelled, the backend closed.
+    /// Posting afterwards throws <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    /// <remarks>
+    /// From the loop thread (inside a callback) the release happens when <see cref="Run"/> unwinds. From another
+    /// thread while the loop runs, this waits for the current iteration to finish. Work posted before
+    /// <see cref="Dispose"/> runs before the loop exits if the loop is running; a loop that is not running never runs it.
+    /// </remarks>
+    public void Dispose()
+    {
+        bool releaseNow = false;
+        bool waitForRun = false;
+        lock (_lifecycleLock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            if (_running)
+            {
+                _disposeWhenRunExits = true;
+                waitForRun = !IsOnLoopThread;
+            }
+            else
+            {
+                releaseNow = true;
+            }
+        }
+
+        ClosePosting();
+        if (releaseNow)
+        {
+            Release();
+        }
+        else
+        {
+            Stop();
+            if (waitForRun)
+            {
+                _runExited.Wait();
+            }
+        }
+    }
+
+    private void Reserve()
+    {
+        lock (_lifecycleLock)
+        {
+            if (_disposed)
+            {
+                throw new ObjectDisposedException(nameof(EventLoop));
+            }
+
+            if (_running)
+            {
+                throw new InvalidOperationException(IsOnLoopThread
+                    ? "Run was called from inside one of this loop's callbacks; a loop cannot run re-entrantly."
+                    : "The loop is already running on another thread; one thread runs a loop.");
+            }
+
+            _running = true;
+            _runExited.Reset();
+        }
+    }
+
+    private void RunReserved()
+    {
+        Volatile.Write(ref _loopThreadId, Environment.CurrentManagedThreadId);
+        SynchronizationContext? previous = SynchronizationContext.Current;
+        SynchronizationContext.SetSynchronizationContext(_synchronizationContext);
+        bool release = false;
+        try
+        {
+            while (!_stopRequested)
+            {
+                RunOnce();
+            }
+
+            lock (_lifecycleLock)
+            {
+                release = _disposeWhenRunExits;
+            }
+
+            if (release)
+            {
+                // Work posted before Dispose still runs, on the loop thread.
+                RunPostedWork();
+            }
+        }
+        finally
+        {
+            _stopRequested = false;
+            SynchronizationContext.SetSynchronizationContext(previous);
+            Volatile.Write(ref _loopThreadId, 0);
+            lock (_lifecycleLock)
+            {
+                release = _disposeWhenRunExits;
+                _running = false;
+            }
+
+            if (release)
+            {
+                Release();
+            }
+
+            _runExited.Set();
+        }
+
+        List<Exception>? fatal = _fatal;
+        _fatal = null;
+        if (fatal is not null)
+        {
+            if (fatal.Count == 1)
+            {
+                ExceptionDispatchInfo.Capture(fatal[0]).Throw();
+            }
+
+            throw new AggregateException("Several event loop callbacks threw.", fatal);
+        }
+    }
+
+    /// <summary>One iteration: wait, dispatch, timers, posted work.</summary>
+    private void RunOnce()
+    {
+        int timeout = ComputeTimeout();
+        int n = _backend.Wait(_events, timeout);
+        _lastWaitFilledBuffer = n == _events.Length;
+        for (int i = 0; i < n; i++)
+        {
+            Dispatch(_events[i].Token, _events[i].Readiness);
+        }
+
+        RunDueTimers();
+        RunPostedWork();
+    }
+
+    private int ComputeTimeout()
+    {
+        if (_stopRequested || _lastWaitFilledBuffer || HasPostedWork)
+        {
+            return 0;
+        }
+
+        return TimeoutUntilNextTimer();
+    }
+
+    /// <summary>Handles an exception thrown by a callback; never lets it escape the iteration.</summary>
+    private void OnCallbackException(Exception ex)
+    {
+        if (_exceptionHandler is not null)
+        {
+            try
+            {
+                _exceptionHandler(ex);
+                return;
+            }
+            catch (Exception handlerException)
+            {
+                ex = handlerException;
+            }
+        }
+
+        (_fatal ??= new List<Exception>()).Add(ex);
+        _stopRequested = true;
+    }
+
+    private void Release()
+    {
+        DisposeAllRegistrations();
+        CancelAllTimers();
+        _backend.Dispose();
+    }
+
+    private void ThrowIfDisposed()
+    {
+        if (Volatile.Read(ref _disposed))
+        {
+            throw new ObjectDisposedException(nameof(EventLoop));
+        }
+    }
+}

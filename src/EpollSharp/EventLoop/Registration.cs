@@ -1,0 +1,101 @@
+using System;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using EpollSharp.Backends;
+
+namespace EpollSharp;
+
+/// <summary>
+/// A handle registered with an <see cref="EventLoop"/>: its interest, trigger mode, callback and state.
+/// Dispose it to stop watching the handle.
+/// </summary>
+/// <remarks>
+/// <para>Lifecycle:</para>
+/// <list type="number">
+/// <item><see cref="EventLoop.Register(Socket, Interest, ReadinessCallback, object?, TriggerMode)"/> creates it, already watching.</item>
+/// <item>While it lives, the loop holds a reference on the handle, so the descriptor number cannot be
+///   closed and reused under it, even if the socket is disposed first.</item>
+/// <item>Its callback runs only on the loop thread, only for this handle, and never with <see cref="Readiness.None"/>.</item>
+/// <item><see cref="Dispose"/> stops watching, then lets go of the handle (closing it if its owner already did).
+///   After <see cref="Dispose"/> returns on the loop thread, the callback is never called again, even for an
+///   event already in the batch being dispatched. Called from another thread, it guarantees that no callback
+///   starts afterwards; one already running on the loop thread may still be finishing.</item>
+/// </list>
+/// <para>Every member may be called from any thread.</para>
+/// </remarks>
+public sealed class Registration : IDisposable
+{
+    private readonly ReadinessCallback _callback;
+    private int _disposed;
+
+    internal Registration(EventLoop loop, SafeHandle handle, Socket? socket, Interest interest, TriggerMode mode, ReadinessCallback callback, object? state)
+    {
+        Loop = loop;
+        Handle = handle;
+        Socket = socket;
+        Interest = interest;
+        Mode = mode;
+        _callback = callback;
+        State = state;
+    }
+
+    /// <summary>The loop this registration belongs to.</summary>
+    public EventLoop Loop { get; }
+
+    /// <summary>The registered handle.</summary>
+    public SafeHandle Handle { get; }
+
+    /// <summary>The registered socket, or <see langword="null"/> when a plain handle was registered.</summary>
+    public Socket? Socket { get; }
+
+    /// <summary>The current interest.</summary>
+    public Interest Interest { get; internal set; }
+
+    /// <summary>The trigger mode chosen at registration.</summary>
+    public TriggerMode Mode { get; }
+
+    /// <summary>Your object, passed back through the registration to the callback. May be changed at any time.</summary>
+    public object? State { get; set; }
+
+    /// <summary>Whether <see cref="Dispose"/> was called (or the loop was disposed).</summary>
+    public bool IsDisposed => System.Threading.Volatile.Read(ref _disposed) != 0;
+
+    /// <summary>The token carried in the kernel's event data: slot in the low 32 bits, generation in the high 32.</summary>
+    internal ulong Token { get; set; }
+
+    /// <summary>
+    /// Set once <see cref="Readiness.Closed"/> or <see cref="Readiness.Error"/> was delivered, with nothing readable or
+    /// writable, to a level-triggered registration: from then on it is watched edge-triggered, so a hang-up that persists
+    /// is not reported in a busy loop. Cleared when the interest is changed to something other than none.
+    /// </summary>
+    internal bool HangupLatched { get; set; }
+
+    internal BackendTarget Target => new(Handle, Socket);
+
+    /// <summary>The mode the backend applies now.</summary>
+    internal TriggerMode EffectiveMode => HangupLatched && Mode == TriggerMode.Level ? TriggerMode.Edge : Mode;
+
+    /// <summary>Changes what this registration is told about. On a one-shot registration this also re-arms it.</summary>
+    /// <param name="interest">The new interest.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="interest"/> has undefined bits.</exception>
+    /// <exception cref="ObjectDisposedException">The registration or its loop was disposed.</exception>
+    public void ChangeInterest(Interest interest) => Loop.Modify(this, interest);
+
+    /// <summary>Re-arms a one-shot registration with its current interest (on other modes it re-applies the interest).</summary>
+    /// <exception cref="ObjectDisposedException">The registration or its loop was disposed.</exception>
+    public void Rearm() => Loop.Modify(this, Interest);
+
+    /// <summary>Re-arms a one-shot registration with a new interest.</summary>
+    /// <param name="interest">The interest to arm with.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="interest"/> has undefined bits.</exception>
+    /// <exception cref="ObjectDisposedException">The registration or its loop was disposed.</exception>
+    public void Rearm(Interest interest) => Loop.Modify(this, interest);
+
+    /// <summary>Stops watching the handle. Idempotent. See the remarks of <see cref="Registration"/> for the guarantees.</summary>
+    public void Dispose() => Loop.Deregister(this);
+
+    /// <summary>Marks the registration disposed; returns false if it already was.</summary>
+    internal bool MarkDisposed() => System.Threading.Interlocked.Exchange(ref _disposed, 1) == 0;
+
+    internal void Invoke(Readiness readiness) => _callback(this, readiness);
+}

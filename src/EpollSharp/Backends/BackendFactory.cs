@@ -34,6 +34,26 @@ internal static class BackendFactory
         return PlatformDefault();
     }
 
+    /// <summary>Whether <paramref name="kind"/> can be created in this process; when not, why.</summary>
+    internal static bool IsAvailable(EventLoopBackend kind, out string reason)
+    {
+        switch (kind)
+        {
+            case EventLoopBackend.Epoll:
+                reason = EpollHandle.IsSupported ? string.Empty : "epoll needs Linux.";
+                return EpollHandle.IsSupported;
+            case EventLoopBackend.Kqueue:
+                reason = "The kqueue backend is not available in this build.";
+                return false;
+            case EventLoopBackend.Managed:
+                reason = "The managed backend is not available in this build.";
+                return false;
+            default:
+                reason = "Unknown backend.";
+                return false;
+        }
+    }
+
     internal static IPollBackend Create(EventLoopBackend requested, int maxEvents)
     {
         EventLoopBackend kind = Resolve(requested);

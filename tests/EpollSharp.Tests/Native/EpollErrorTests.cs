@@ -261,14 +261,17 @@ public class EpollErrorTests
     }
 
     [Fact]
-    public void ClosedSocketHandleIsRejected()
+    public void DisposedSocketHandleThrowsObjectDisposed()
     {
+        // SafeSocketHandle reports itself invalid once closed; it must still count as disposed, not as an invalid argument.
         using var epoll = EpollHandle.Create();
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         var handle = socket.SafeHandle;
         socket.Dispose();
-        Assert.ThrowsAny<Exception>(() => epoll.Add(handle, EpollEvents.In, 0));
         Assert.True(handle.IsClosed);
+        Assert.Throws<ObjectDisposedException>(() => epoll.Add(handle, EpollEvents.In, 0));
+        Assert.Throws<ObjectDisposedException>(() => epoll.Modify(handle, EpollEvents.In, 0));
+        Assert.Throws<ObjectDisposedException>(() => epoll.Delete(handle));
     }
 }
 

@@ -187,7 +187,7 @@ public class TimeoutsTests
     public void RemainingSubtractsElapsedTime()
     {
         long start = Stopwatch.GetTimestamp() - (Stopwatch.Frequency * 30 / 1000); // started 30 ms ago
-        Assert.InRange(Timeouts.Remaining(start, 100), 1, 70);
+        Assert.InRange(Timeouts.Remaining(start, 100), 0, 70); // 0 only if this thread stalled 70 ms
     }
 
     [Fact]

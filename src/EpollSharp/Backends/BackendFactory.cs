@@ -43,8 +43,7 @@ internal static class BackendFactory
                 reason = EpollHandle.IsSupported ? string.Empty : "epoll needs Linux.";
                 return EpollHandle.IsSupported;
             case EventLoopBackend.Kqueue:
-                reason = "The kqueue backend is not available in this build.";
-                return false;
+                return KqueueLibrary.IsAvailable(out reason);
             case EventLoopBackend.Managed:
                 reason = "The managed backend is not available in this build.";
                 return false;
@@ -62,7 +61,9 @@ internal static class BackendFactory
             EventLoopBackend.Epoll => EpollHandle.IsSupported
                 ? new EpollBackend(maxEvents)
                 : throw new PlatformNotSupportedException("The epoll backend needs Linux; use EventLoopBackend.Auto or Managed on this platform."),
-            EventLoopBackend.Kqueue => throw new PlatformNotSupportedException("The kqueue backend is not available in this build."),
+            EventLoopBackend.Kqueue => KqueueLibrary.IsAvailable(out string kqueueReason)
+                ? new KqueueBackend(maxEvents)
+                : throw new PlatformNotSupportedException(kqueueReason),
             EventLoopBackend.Managed => throw new PlatformNotSupportedException("The managed backend is not available in this build."),
             _ => throw new ArgumentOutOfRangeException(nameof(requested), requested, "Unknown backend."),
         };
@@ -73,6 +74,12 @@ internal static class BackendFactory
         if (Platform.IsLinux)
         {
             return EventLoopBackend.Epoll;
+        }
+
+        // Never on Linux (epoll is there), even when EPOLLSHARP_KQUEUE_LIBRARY names libkqueue.
+        if ((Platform.IsMacOS || Platform.IsFreeBSD) && KqueueLibrary.IsAvailable(out _))
+        {
+            return EventLoopBackend.Kqueue;
         }
 
         return EventLoopBackend.Managed;

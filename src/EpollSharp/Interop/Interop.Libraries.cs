@@ -15,5 +15,22 @@ internal static partial class Interop
         /// name is used because the unversioned <c>libc.so</c> is a linker script on glibc systems.
         /// </summary>
         internal const string Libc = "libc.so.6";
+
+#if NET7_0_OR_GREATER
+        /// <summary>
+        /// The library that exports <c>kqueue</c> and <c>kevent</c>: a logical name that no file has, resolved by
+        /// <see cref="Backends.KqueueLibrary"/> (a <c>DllImport</c> resolver on this assembly) to the C library on
+        /// macOS (<c>/usr/lib/libSystem.B.dylib</c>) and FreeBSD (<c>libc.so.7</c>), or to the library that
+        /// <c>EPOLLSHARP_KQUEUE_LIBRARY</c> names (libkqueue on Linux).
+        /// </summary>
+        internal const string Kqueue = "EpollSharp.Kqueue";
+#else
+        /// <summary>
+        /// The library that exports <c>kqueue</c> and <c>kevent</c>. netstandard2.0 has no <c>NativeLibrary</c>, so
+        /// no resolver: "libc", which the .NET runtime maps to the system C library on macOS and FreeBSD.
+        /// <c>EPOLLSHARP_KQUEUE_LIBRARY</c> is not supported by this build.
+        /// </summary>
+        internal const string Kqueue = "libc";
+#endif
     }
 }

@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using System.Threading;
 using EpollSharp.Native;
 using Microsoft.Win32.SafeHandles;
 using K = EpollSharp.Interop.Kqueue;
@@ -53,6 +54,9 @@ internal sealed unsafe class KqueueBackend : IPollBackend
     private readonly int _capacity;
     private readonly object _lock = new();
     private readonly Dictionary<int, Entry> _entries = new();
+
+    /// <summary>How many entries have <c>EV_ONESHOT</c> filters: while none has, <see cref="Wait"/> never takes the lock.</summary>
+    private int _oneShotEntries;
 
     // Merging the read and write events of one token within one wait: an open-addressing table indexed by token,
     // valid where _mergeStamp equals the current _batch, so it never needs clearing.
@@ -125,7 +129,7 @@ internal sealed unsafe class KqueueBackend : IPollBackend
                     // The descriptor was closed without Remove and its number now names this handle. The kernels forgot
                     // its filters at close; libkqueue did not, and would take the add below for a change of them.
                     DeleteFilters(fd, existing, except: 0);
-                    _entries.Remove(fd);
+                    Forget(fd, existing);
                 }
 
                 var entry = new Entry(target.Handle);
@@ -165,7 +169,7 @@ internal sealed unsafe class KqueueBackend : IPollBackend
                 catch
                 {
                     // Nothing is watched now; keep no entry that claims otherwise.
-                    _entries.Remove(fd);
+                    Forget(fd, entry);
                     throw;
                 }
             }
@@ -193,7 +197,7 @@ internal sealed unsafe class KqueueBackend : IPollBackend
                     // Errors other than ENOENT/EBADF cannot happen for a delete of an open descriptor; either way the
                     // descriptor is no longer watched, which is what was asked.
                     DeleteFilters(fd, entry, except: 0);
-                    _entries.Remove(fd);
+                    Forget(fd, entry);
                 }
             }
         }
@@ -295,6 +299,7 @@ internal sealed unsafe class KqueueBackend : IPollBackend
         lock (_lock)
         {
             _entries.Clear();
+            _oneShotEntries = 0;
         }
 
         _kq.Dispose();
@@ -373,7 +378,8 @@ internal sealed unsafe class KqueueBackend : IPollBackend
                 continue;
             }
 
-            if ((ev.Flags & K.EV_ONESHOT) != 0 && !Disarm((int)ev.Ident, token, ev.Filter))
+            // Returned events carry EV_ONESHOT on every flavour known, but kevent(2) does not promise it: the count decides too.
+            if (((ev.Flags & K.EV_ONESHOT) != 0 || Volatile.Read(ref _oneShotEntries) != 0) && !Disarm((int)ev.Ident, token, ev.Filter))
             {
                 continue;
             }
@@ -396,7 +402,7 @@ internal sealed unsafe class KqueueBackend : IPollBackend
     {
         lock (_lock)
         {
-            if (!_entries.TryGetValue(fd, out Entry? entry) || entry.Token != token || entry.Mode != TriggerMode.OneShot)
+            if (!_entries.TryGetValue(fd, out Entry? entry) || entry.Token != token || !entry.OneShot)
             {
                 return true; // not ours to judge: the loop drops events of disposed registrations by token
             }
@@ -467,10 +473,27 @@ internal sealed unsafe class KqueueBackend : IPollBackend
         }
 
         entry.Token = token;
-        entry.Mode = mode;
         entry.ReadAdded = read;
         entry.WriteAdded = write;
         entry.Armed = true;
+        SetOneShot(entry, (flags & K.EV_ONESHOT) != 0);
+    }
+
+    /// <summary>Removes <paramref name="entry"/> from the table. Under the lock.</summary>
+    private void Forget(int fd, Entry entry)
+    {
+        SetOneShot(entry, false);
+        _entries.Remove(fd);
+    }
+
+    /// <summary>Records whether <paramref name="entry"/> has EV_ONESHOT filters, keeping the count. Under the lock.</summary>
+    private void SetOneShot(Entry entry, bool oneShot)
+    {
+        if (entry.OneShot != oneShot)
+        {
+            entry.OneShot = oneShot;
+            Volatile.Write(ref _oneShotEntries, _oneShotEntries + (oneShot ? 1 : -1));
+        }
     }
 
     /// <summary>Deletes the filters <paramref name="entry"/> added (but not <paramref name="except"/>), one call each, ignoring ENOENT and EBADF.</summary>
@@ -535,7 +558,8 @@ internal sealed unsafe class KqueueBackend : IPollBackend
 
         public ulong Token { get; set; }
 
-        public TriggerMode Mode { get; set; }
+        /// <summary>Its filters were added with EV_ONESHOT (not so for an empty interest, watched with EV_CLEAR in every mode).</summary>
+        public bool OneShot { get; set; }
 
         public bool ReadAdded { get; set; }
 

@@ -164,6 +164,33 @@ public sealed class KqueueBackendTests
     }
 
     [SkippableFact]
+    public void A_one_shot_registration_with_an_empty_interest_still_reports_a_reset_after_data()
+    {
+        using var backend = Create();
+        using var pair = SocketPair.Create();
+        using var other = SocketPair.Create();
+        backend.Add(Target(other), Token + 7, Interest.Readable, TriggerMode.OneShot); // a one-shot entry exists
+        backend.Add(Target(pair), Token, Interest.None, TriggerMode.OneShot);
+        pair.Peer.Send(new byte[] { 1 });
+        Thread.Sleep(20);
+        WaitFor(backend, 50); // the data's wake-up (no readiness the loop would deliver)
+        pair.ResetPeer();
+        Readiness seen = Readiness.None;
+        var sw = Stopwatch.StartNew();
+        while ((seen & Readiness.Error) == 0 && sw.ElapsedMilliseconds < 5000)
+        {
+            foreach (var e in WaitFor(backend, 100).Where(e => e.Token == Token))
+            {
+                seen |= e.Readiness;
+            }
+        }
+
+        Assert.Equal(Readiness.Error | Readiness.Closed, seen & (Readiness.Error | Readiness.Closed));
+        backend.Remove(Target(pair));
+        backend.Remove(Target(other));
+    }
+
+    [SkippableFact]
     public void A_descriptor_closed_without_Remove_leaves_nothing_that_disturbs_a_new_one_with_the_same_number()
     {
         using var backend = Create();

@@ -55,6 +55,7 @@
 #define IDLE_PROBE_SIZE      16
 #define IDLE_PROBE_MS        3000
 #define WATCHDOG_SLACK_S     10
+#define SOURCE_SPREAD        64    /* loopback source addresses 127.0.0.1 .. 127.0.0.64 */
 #define MAX_THREADS          64
 #define MAX_INFLIGHT         1024
 #define MAX_SIZE             (64u * 1024 * 1024)
@@ -249,6 +250,7 @@ struct options {
     long threads;
     enum mode mode;
     bool json;
+    bool spread;
 };
 
 static void usage(FILE *f)
@@ -264,7 +266,10 @@ static void usage(FILE *f)
             "  --duration SECONDS   measured pingpong time, or idle hold time (default 5)\n"
             "  --mode pingpong|idle (default pingpong)\n"
             "  --threads T          threads sharing the connections (default 1)\n"
-            "  --json               print one JSON line instead of text\n");
+            "  --no-source-spread   towards 127.x.y.z, connect from 127.0.0.1 only\n"
+            "                       (default: from 127.0.0.1 .. 127.0.0.%d)\n"
+            "  --json               print one JSON line instead of text\n",
+            SOURCE_SPREAD);
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *out)
@@ -293,7 +298,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 {
     *o = (struct options){ .host = "127.0.0.1", .port = NULL, .connections = 64, .size = 64,
                            .inflight = 1, .warmup = 1.0, .duration = 5.0, .threads = 1,
-                           .mode = MODE_PINGPONG, .json = false };
+                           .mode = MODE_PINGPONG, .json = false, .spread = true };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -304,7 +309,22 @@ static int parse_options(int argc, char **argv, struct options *o)
         } else if (!strcmp(a, "--json")) {
             o->json = true;
             continue;
-        } else if (!v) {
+        } else if (!strcmp(a, "--no-source-spread")) {
+            o->spread = false;
+            continue;
+        }
+        static const char *const valued[] = { "--host", "--port", "--connections", "--size",
+                                              "--inflight", "--warmup", "--duration",
+                                              "--threads", "--mode" };
+        bool known = false;
+        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
+            known |= !strcmp(a, valued[k]);
+        if (!known) {
+            fprintf(stderr, "loadgen: unknown option '%s'\n", a);
+            usage(stderr);
+            return -1;
+        }
+        if (!v) {
             ok = false;
         } else if (!strcmp(a, "--host")) {
             o->host = v;
@@ -331,10 +351,6 @@ static int parse_options(int argc, char **argv, struct options *o)
                 o->mode = MODE_IDLE;
             else
                 ok = false;
-        } else {
-            fprintf(stderr, "loadgen: unknown option '%s'\n", a);
-            usage(stderr);
-            return -1;
         }
         if (!ok) {
             fprintf(stderr, "loadgen: bad or missing value for %s\n", a);
@@ -376,6 +392,7 @@ struct lconn {
     uint8_t state;
     uint8_t attempts;
     bool bad;        /* wrong or extra bytes were seen */
+    uint32_t id;     /* connection number, 0 .. connections-1 */
     int64_t when;    /* PENDING: next attempt; CONNECTING: attempt start */
     uint64_t seed;
     uint64_t tx;        /* bytes sent */
@@ -389,6 +406,7 @@ struct worker {
     const struct options *o;
     const struct sockaddr *addr;
     socklen_t addrlen;
+    bool spread; /* bind a loopback source address per connection */
     int ep;
     struct lconn *c;
     size_t n;
@@ -597,6 +615,21 @@ static void connect_start(struct worker *w, struct lconn *c, int64_t now)
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (w->spread) {
+        /* The kernel looks for a free source port by probing candidates, and
+           with thousands of connections to one address and port each probe
+           mostly hits a port in use: connecting slows down quadratically.
+           Spreading the connections over several loopback source addresses
+           keeps the first candidates free.  The port is still chosen at
+           connect() time thanks to IP_BIND_ADDRESS_NO_PORT. */
+        struct sockaddr_in src = { .sin_family = AF_INET };
+        src.sin_addr.s_addr = htonl(0x7f000001u + c->id % SOURCE_SPREAD);
+        setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(c->fd, (struct sockaddr *)&src, sizeof src) != 0) {
+            connect_attempt_failed(w, c, errno, now);
+            return;
+        }
+    }
     if (connect(c->fd, w->addr, w->addrlen) == 0) {
         connect_established(w, c);
         return;
@@ -879,6 +912,8 @@ int main(int argc, char **argv)
         w->o = &o;
         w->addr = res->ai_addr;
         w->addrlen = res->ai_addrlen;
+        w->spread = o.spread && res->ai_family == AF_INET &&
+                    (ntohl(((struct sockaddr_in *)res->ai_addr)->sin_addr.s_addr) >> 24) == 127;
         w->msg_size = msg_size;
         w->inflight = inflight;
         w->n = (size_t)o.connections / nthreads + (t < (size_t)o.connections % nthreads);
@@ -889,6 +924,7 @@ int main(int argc, char **argv)
             uint64_t g = t + j * nthreads;
             c->fd = -1;
             c->state = CS_PENDING;
+            c->id = (uint32_t)g;
             c->seed = mix64(g + 0x5eedULL);
             c->starts = w->starts + j * inflight;
             c->when = 0;

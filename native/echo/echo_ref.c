@@ -77,6 +77,8 @@ struct server {
     uint64_t accepted;
     uint64_t bytes;
     uint64_t shed;
+    uint64_t backlogs; /* times a connection's echo data had to be buffered */
+    uint64_t pauses;   /* times reading stopped because a backlog was too large */
 };
 
 /* epoll data pointers that identify the two non-connection descriptors */
@@ -192,6 +194,7 @@ static int conn_read(struct server *s, struct conn *c)
     for (;;) {
         if (c->len >= BACKLOG_HIGH_WATER) {
             c->read_paused = true;
+            s->pauses++;
             return 0;
         }
         ssize_t n = recv(c->fd, iobuf, sizeof iobuf, 0);
@@ -227,6 +230,8 @@ static int conn_read(struct server *s, struct conn *c)
 static void conn_settle(struct server *s, struct conn *c)
 {
     if (c->len > 0) {
+        if (!c->out_armed)
+            s->backlogs++;
         if (conn_set_out(s, c, true) != 0)
             conn_close(s, c);
     } else if (c->eof) {
@@ -588,9 +593,10 @@ int main(int argc, char **argv)
     close(s.sfd);
     if (s.reserve_fd >= 0)
         close(s.reserve_fd);
-    if (s.shed)
-        fprintf(stderr, "echo_ref: %" PRIu64 " connections closed at accept for lack of descriptors\n",
-                s.shed);
+    fprintf(stderr,
+            "echo_ref: write backlogs %" PRIu64 ", read pauses %" PRIu64
+            ", connections shed for lack of descriptors %" PRIu64 "\n",
+            s.backlogs, s.pauses, s.shed);
     printf("stats: connections=%" PRIu64 " bytes=%" PRIu64 "\n", s.accepted, s.bytes);
     fflush(stdout);
     return 0;

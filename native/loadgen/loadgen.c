@@ -50,7 +50,7 @@
 #define CONNECT_MAX_ATTEMPTS 8
 #define CONNECT_BACKOFF_MS   5     /* doubled per attempt ... */
 #define CONNECT_BACKOFF_MAX  500   /* ... up to this */
-#define DRAIN_GRACE_MS       1500  /* after the run: time for outstanding echoes */
+#define DRAIN_GRACE_MS       3000  /* after the run: time for outstanding echoes */
 #define EXCESS_WATCH_MS      100   /* after everything came back: watch for extra bytes */
 #define IDLE_PROBE_SIZE      16
 #define IDLE_PROBE_MS        3000
@@ -248,6 +248,7 @@ struct options {
     double warmup;
     double duration;
     long threads;
+    long rcvbuf;
     enum mode mode;
     bool json;
     bool spread;
@@ -266,6 +267,7 @@ static void usage(FILE *f)
             "  --duration SECONDS   measured pingpong time, or idle hold time (default 5)\n"
             "  --mode pingpong|idle (default pingpong)\n"
             "  --threads T          threads sharing the connections (default 1)\n"
+            "  --rcvbuf BYTES       SO_RCVBUF of each connection (default: kernel's)\n"
             "  --no-source-spread   towards 127.x.y.z, connect from 127.0.0.1 only\n"
             "                       (default: from 127.0.0.1 .. 127.0.0.%d)\n"
             "  --json               print one JSON line instead of text\n",
@@ -315,7 +317,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         }
         static const char *const valued[] = { "--host", "--port", "--connections", "--size",
                                               "--inflight", "--warmup", "--duration",
-                                              "--threads", "--mode" };
+                                              "--threads", "--mode", "--rcvbuf" };
         bool known = false;
         for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
             known |= !strcmp(a, valued[k]);
@@ -344,6 +346,8 @@ static int parse_options(int argc, char **argv, struct options *o)
             ok = parse_seconds(v, &o->duration);
         } else if (!strcmp(a, "--threads")) {
             ok = parse_long(v, 1, MAX_THREADS, &o->threads);
+        } else if (!strcmp(a, "--rcvbuf")) {
+            ok = parse_long(v, 1, 1L << 30, &o->rcvbuf);
         } else if (!strcmp(a, "--mode")) {
             if (!strcmp(v, "pingpong"))
                 o->mode = MODE_PINGPONG;
@@ -615,6 +619,11 @@ static void connect_start(struct worker *w, struct lconn *c, int64_t now)
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (w->o->rcvbuf > 0) {
+        /* before connect(), so that the window scale is chosen accordingly */
+        int size = (int)w->o->rcvbuf;
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    }
     if (w->spread) {
         /* The kernel looks for a free source port by probing candidates, and
            with thousands of connections to one address and port each probe

@@ -218,11 +218,12 @@ public sealed partial class Connection
     public void Close() => Close(_settings.CloseTimeout);
 
     /// <summary>
-    /// Closes gracefully: input that has already arrived is still delivered (unless receiving is paused, in which case it is
-    /// dropped), pending offloads complete, buffered output is flushed, the sending side is shut down (FIN), and input that
-    /// arrives afterwards is read and discarded until the peer closes its side, so the peer gets every byte and no reset.
-    /// If that does not finish within <paramref name="timeout"/>, the connection is reset (<see cref="ConnectionCloseReason.CloseTimeout"/>).
-    /// Calling it again can only shorten the deadline.
+    /// Closes gracefully: input that has already arrived is still delivered (reading goes on until the socket has nothing
+    /// more; while receiving is paused, that waits for <see cref="ResumeReceiving"/>, which the default handler calls when the
+    /// backlog drains), pending offloads complete, buffered output is flushed, the sending side is shut down (FIN), and input
+    /// that arrives afterwards is read and discarded until the peer closes its side, so the peer gets every byte and no reset.
+    /// If that does not finish within <paramref name="timeout"/>, the connection is reset (<see cref="ConnectionCloseReason.CloseTimeout"/>);
+    /// use <see cref="Abort"/> to end it at once. Calling it again can only shorten the deadline.
     /// </summary>
     /// <param name="timeout">The deadline; <see cref="Timeout.InfiniteTimeSpan"/> for none.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative and not infinite.</exception>
@@ -256,21 +257,13 @@ public sealed partial class Connection
             {
                 ProceedClose();
             }
-            else if (_receivingPaused)
-            {
-                _inputEnded = true;
-                ProceedClose();
-                if (_settings.TriggerMode == TriggerMode.Edge)
-                {
-                    // Read (and discard) what waits in the socket: no new edge would report it.
-                    PostReceiveContinuation();
-                }
-            }
-            else if (!_inReceivePass)
+            else if (!_receivingPaused && !_inReceivePass)
             {
                 // Deliver what has arrived; the pass ends the input when the socket has nothing more.
                 ReceivePass(hangup: false);
             }
+
+            // Otherwise the pass running now, or the first one after ResumeReceiving, ends the input.
         }
         catch
         {

@@ -34,6 +34,10 @@ internal static class Program
             return 0;
         }
 
+        // Open stderr now: .NET opens the console streams lazily (dup of the descriptor), and the handler writes to it when
+        // accepting pauses, which is when the process may have no descriptor left to give.
+        Console.Error.Flush();
+
         var handler = new EchoHandler();
         var loopOptions = new EventLoopOptions
         {

@@ -63,7 +63,18 @@ internal static class Program
             stop.TrySetResult(context.Signal);
         });
 
-        using var group = new EventLoopGroup(options.Loops, loopOptions);
+        EventLoopGroup group;
+        try
+        {
+            group = new EventLoopGroup(options.Loops, loopOptions);
+        }
+        catch (PlatformNotSupportedException e)
+        {
+            Console.Error.WriteLine($"backend {EchoOptions.BackendName(options.Backend)}: {e.Message}");
+            return 1;
+        }
+
+        using var disposeGroup = group;
         IReadOnlyList<ConnectionListener> listeners;
         try
         {

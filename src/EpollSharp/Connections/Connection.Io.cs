@@ -10,6 +10,11 @@ public sealed partial class Connection
 {
     private static readonly Action<object?> s_continueReceiving = static state => ((Connection)state!).ContinueReceiving();
 
+#if !NET5_0_OR_GREATER
+    [ThreadStatic]
+    private static byte[]? t_sendScratch;
+#endif
+
     /// <summary>
     /// Sends <paramref name="data"/>: at once as far as the kernel takes it, the rest copied to the connection's backlog
     /// and sent when the socket is writable. Allocates nothing when the kernel takes everything.
@@ -95,35 +100,29 @@ public sealed partial class Connection
 #if NET5_0_OR_GREATER
         return _socket.Send(data, SocketFlags.None, out error);
 #else
-        // netstandard2.0 has no span overload: go through a pooled array, one chunk at a time.
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(Math.Min(data.Length, SendQueue.ChunkSize));
-        try
+        // netstandard2.0 has no span overload: copy through a scratch array of the loop thread (one per thread, kept,
+        // so a write neither allocates nor takes a second array from the pool while the receive buffer is out).
+        byte[] buffer = t_sendScratch ??= new byte[SendQueue.ChunkSize];
+        int total = 0;
+        error = SocketError.Success;
+        while (total < data.Length)
         {
-            int total = 0;
-            error = SocketError.Success;
-            while (total < data.Length)
+            int count = Math.Min(buffer.Length, data.Length - total);
+            data.Slice(total, count).CopyTo(buffer);
+            int n = _socket.Send(buffer, 0, count, SocketFlags.None, out error);
+            if (error != SocketError.Success)
             {
-                int count = Math.Min(buffer.Length, data.Length - total);
-                data.Slice(total, count).CopyTo(buffer);
-                int n = _socket.Send(buffer, 0, count, SocketFlags.None, out error);
-                if (error != SocketError.Success)
-                {
-                    break;
-                }
-
-                total += n;
-                if (n < count)
-                {
-                    break;
-                }
+                break;
             }
 
-            return total;
+            total += n;
+            if (n < count)
+            {
+                break;
+            }
         }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
+
+        return total;
 #endif
     }
 

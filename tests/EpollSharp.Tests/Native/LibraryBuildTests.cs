@@ -22,10 +22,18 @@ public class LibraryBuildTests
         _output.WriteLine($"EpollSharp: {framework} from {assembly.Location}; tests: {self}");
 #if EPOLLSHARP_NETSTANDARD2_0
         Assert.Equal(".NETStandard,Version=v2.0", framework);
-        // The DllImport build: no source-generated LibraryImport stubs.
-        Assert.DoesNotContain(assembly.GetTypes(), t => t.Name.Contains("__", System.StringComparison.Ordinal) && t.Namespace == "EpollSharp");
+        // The DllImport build: the declared method is itself the P/Invoke.
+        Assert.True(EpollWaitIsPInvoke(), "netstandard2.0 declares epoll_wait with DllImport");
 #else
         Assert.Equal(self, framework);
+        // The LibraryImport build: the declared method is a generated managed stub around an inner P/Invoke.
+        Assert.False(EpollWaitIsPInvoke(), "net8.0+ declares epoll_wait with LibraryImport");
 #endif
+    }
+
+    private static bool EpollWaitIsPInvoke()
+    {
+        MethodInfo method = typeof(EpollSharp.Interop.Sys).GetMethod("epoll_wait", BindingFlags.NonPublic | BindingFlags.Static)!;
+        return (method.Attributes & MethodAttributes.PinvokeImpl) != 0;
     }
 }

@@ -176,7 +176,9 @@ public sealed partial class Connection
     /// read to the handler (or discards it once a graceful close ended the input). Rents the buffer for this pass only.
     /// </summary>
     /// <param name="hangup">The peer's half-close or a hang-up was reported: read on to the end of stream even after a short read.</param>
-    private void ReceivePass(bool hangup)
+    /// <param name="errorReported">The backend reported <see cref="Readiness.Error"/>: an end of stream that follows is a reset
+    /// whose error code was consumed before the read (a kqueue emulation reads SO_ERROR to fill in its event).</param>
+    private void ReceivePass(bool hangup, bool errorReported = false)
     {
         if (_inReceivePass)
         {
@@ -228,7 +230,15 @@ public sealed partial class Connection
 
                 if (n == 0)
                 {
-                    EndOfInput();
+                    if (errorReported)
+                    {
+                        CloseOnError(SocketError.ConnectionReset);
+                    }
+                    else
+                    {
+                        EndOfInput();
+                    }
+
                     return;
                 }
 

@@ -497,7 +497,7 @@ public sealed partial class Connection
 
         if ((readiness & (Readiness.Readable | Readiness.ReadClosed | Trouble)) != 0 && WantsToRead)
         {
-            ReceivePass(hangup: (readiness & (Readiness.ReadClosed | Trouble)) != 0);
+            ReceivePass(hangup: (readiness & (Readiness.ReadClosed | Trouble)) != 0, errorReported: (readiness & Readiness.Error) != 0);
         }
         else if ((readiness & Readiness.Error) != 0)
         {

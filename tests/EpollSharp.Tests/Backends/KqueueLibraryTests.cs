@@ -100,7 +100,12 @@ public class KqueueLibraryTests
         Assert.Equal(reason, ex.Message);
         if (Platform.IsLinux && string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable(Env)))
         {
+#if EPOLLSHARP_NETSTANDARD2_0
+            // That build cannot load a library by path at all: the reason says so and names the build to use.
+            Assert.Contains("netstandard2.0 build", reason, StringComparison.Ordinal);
+#else
             Assert.Contains(Env, reason, StringComparison.Ordinal);
+#endif
         }
     }
 

@@ -46,8 +46,9 @@ internal static class BackendFactory
                 reason = "The kqueue backend is not available in this build.";
                 return false;
             case EventLoopBackend.Managed:
-                reason = "The managed backend is not available in this build.";
-                return false;
+                // Managed socket APIs only: available wherever .NET runs.
+                reason = string.Empty;
+                return true;
             default:
                 reason = "Unknown backend.";
                 return false;
@@ -63,7 +64,7 @@ internal static class BackendFactory
                 ? new EpollBackend(maxEvents)
                 : throw new PlatformNotSupportedException("The epoll backend needs Linux; use EventLoopBackend.Auto or Managed on this platform."),
             EventLoopBackend.Kqueue => throw new PlatformNotSupportedException("The kqueue backend is not available in this build."),
-            EventLoopBackend.Managed => throw new PlatformNotSupportedException("The managed backend is not available in this build."),
+            EventLoopBackend.Managed => new ManagedBackend(maxEvents),
             _ => throw new ArgumentOutOfRangeException(nameof(requested), requested, "Unknown backend."),
         };
     }

@@ -1,0 +1,1225 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Threading;
+
+namespace EpollSharp.Backends;
+
+/// <summary>
+/// The fallback backend, built only on managed socket APIs (<see cref="Socket.Select(System.Collections.IList, System.Collections.IList, System.Collections.IList, int)"/>,
+/// <see cref="Socket.Available"/>, a peeking <see cref="Socket.Receive(byte[], int, int, SocketFlags, out SocketError)"/>): no P/Invoke,
+/// so it runs wherever .NET runs, and it can be forced on Linux. See <c>docs/backends-managed.md</c> for the full account and measurements.
+/// </summary>
+/// <remarks>
+/// <para><b>A wait</b> repeats, until it has something to report, is woken, or times out:</para>
+/// <list type="number">
+/// <item>Apply registrations changed since the last wait (copied under the gate, so the rest runs without it).</item>
+/// <item><b>Scan</b>: a non-blocking Select over every armed registration, in groups of at most <see cref="SelectCapacity"/> list
+///   entries (Socket.Select allocates its poll array above 79), then classify what each is ready for and apply its trigger mode.
+///   Cost: O(registrations) per wait.</item>
+/// <item><b>Block</b>: a Select with the timeout on the wake socket plus every registration whose next change would be reported.
+///   Readiness that is present but must not be reported now (already reported in edge mode, outside the interest, a disarmed
+///   one-shot) is left out, so the Select cannot return at once over and over; the next scan looks at it again. Above
+///   <see cref="SelectCapacity"/> entries the further groups are watched by <see cref="ManagedWatcher"/> threads.</item>
+/// </list>
+/// <para><b>Readiness mapping.</b> Readable: in the Select read list. Readable with <see cref="Socket.Available"/> 0 on a stream
+///   means end of stream, a reset, or a listener: a one-byte peek tells them apart (0 = end of stream:
+///   <see cref="Readiness.ReadClosed"/>; an error = <see cref="Readiness.Error"/> | <see cref="Readiness.Closed"/>; not connected =
+///   a listener: readable). Error: in the Select error list (POLLERR on Unix, a failed connect on Windows), checked before any
+///   peek because a peek consumes a pending error; on a stream it also means <see cref="Readiness.Closed"/>. Closed without an
+///   error: end of stream seen and a zero-byte send fails (our own sending side is shut too, the full hang-up of EPOLLHUP).
+///   A registered socket that was disposed reports <see cref="Readiness.Closed"/> and is polled no more.</para>
+/// <para><b>Modes.</b> Level: report whatever is present on every wait. One-shot: report once, then skip the registration
+///   entirely until <see cref="Modify"/> re-arms it. Edge: remember what was reported; report again when a bit is seen gone and
+///   then back, or when the receive queue's byte count differs from the last look (new data); a report carries everything
+///   present, as epoll's does. <see cref="Modify"/> forgets what was reported, so a readiness still present is reported once
+///   more (as EPOLL_CTL_MOD does). Limit: a renewal that happens entirely between two looks (the callback drains to
+///   would-block, then exactly as many bytes, or another connection on a listener, arrive before the next wait) is not seen.</para>
+/// <para><b>Threads.</b> <see cref="Add"/>, <see cref="Modify"/> and <see cref="Remove"/> take the gate; when the loop is blocked they
+///   signal the wake socket, so the wait restarts with the change. <see cref="Remove"/> marks the entry under the gate, and a
+///   report is committed under the gate only for an entry that is not removed and whose request did not change since the scan.</para>
+/// </remarks>
+internal sealed class ManagedBackend : IPollBackend
+{
+    /// <summary>The most list entries (read + write + error, wake socket included) in one Socket.Select call: below the 80 at which it allocates.</summary>
+    internal const int SelectCapacity = 64;
+
+    /// <summary>The longest single blocking Select; a longer timeout is waited in several.</summary>
+    private const int MaxSelectMilliseconds = 1_000_000;
+
+    /// <summary>How often a sleeping wait re-reads the byte count of edge registrations that hold undrained data.</summary>
+    internal const int StaleCheckMilliseconds = 10;
+
+    // ---- Shared with other threads. ----
+    private readonly object _gate = new();
+    private readonly Dictionary<IntPtr, ManagedEntry> _byKey = new();
+    private ManagedEntry[] _live = new ManagedEntry[16];
+    private int _liveCount;
+    private List<Socket> _retired = new();
+    private bool _disposed;
+
+    /// <summary>A registration changed since the last scan's snapshot.</summary>
+    private volatile bool _dirty = true;
+
+    /// <summary>1 while the waiting thread is about to block or blocked in Select: only then do changes and wakes write to the wake socket.</summary>
+    private int _blocking;
+
+    /// <summary>Set by <see cref="Wake"/>, consumed by the wait it ends.</summary>
+    private int _wakeRequested;
+
+    /// <summary>1 while a byte was sent to the wake socket and not yet drained: coalesces wake-ups.</summary>
+    private int _signalPending;
+
+    private readonly ManagedSignalSocket _wake;
+    /// <summary>Monitor for "every watcher of this round has parked" (a plain monitor: ManualResetEventSlim allocates its lock the first time it blocks).</summary>
+    private readonly object _parkGate = new();
+    private int _activeWatchers;
+
+    // ---- The waiting thread's own. ----
+    private readonly List<ManagedWatcher> _watchers = new();
+    private ManagedSignalSocket? _recall;
+    private List<Socket> _retiredTaken = new();
+    private ManagedEntry[] _snapshot = new ManagedEntry[16];
+    private int _snapshotCount;
+    private int _rotor;
+    private readonly List<Socket> _read = new(SelectCapacity);
+    private readonly List<Socket> _write = new(SelectCapacity);
+    private readonly List<Socket> _error = new(SelectCapacity);
+    private readonly ManagedEntry[] _readEntries = new ManagedEntry[SelectCapacity];
+    private readonly ManagedEntry[] _writeEntries = new ManagedEntry[SelectCapacity];
+    private readonly ManagedEntry[] _errorEntries = new ManagedEntry[SelectCapacity];
+    private readonly int[] _chunk = new int[SelectCapacity];
+    private readonly Socket[] _ownRead = new Socket[SelectCapacity];
+    private readonly Socket[] _ownWrite = new Socket[SelectCapacity];
+    private readonly Socket[] _ownError = new Socket[SelectCapacity];
+    private int _ownReadCount;
+    private int _ownWriteCount;
+    private int _ownErrorCount;
+    private ManagedEntry[] _stale = new ManagedEntry[16];
+    private int _staleCount;
+    private int _readCount;
+    private int _writeCount;
+    private int _errorCount;
+    private int _chunkCount;
+    private ManagedEntry?[] _candidates;
+    private Readiness[] _candidateReadiness;
+    private int _candidateCount;
+    private int _candidateLimit;
+    private readonly byte[] _probe = new byte[1];
+
+    public ManagedBackend(int maxEvents)
+    {
+        _wake = ManagedSignalSocket.Create();
+        _candidates = new ManagedEntry?[Math.Max(1, maxEvents)];
+        _candidateReadiness = new Readiness[_candidates.Length];
+    }
+
+    public EventLoopBackend Kind => EventLoopBackend.Managed;
+
+    /// <summary>The recall socket every watcher's read list starts with.</summary>
+    internal Socket RecallReceiver => _recall!.Receiver;
+
+    /// <summary>How many watcher threads exist (for tests and measurements).</summary>
+    internal int WatcherCount => _watchers.Count;
+
+    public void Add(BackendTarget target, ulong token, Interest interest, TriggerMode mode)
+    {
+        IntPtr key = target.Handle.DangerousGetHandle();
+        bool owns = target.Socket is null;
+        Socket socket = target.Socket ?? WrapHandle(target.Handle);
+        try
+        {
+            var entry = new ManagedEntry(socket, key, token, ownsSocket: owns);
+            lock (_gate)
+            {
+                if (_disposed)
+                {
+                    throw new ObjectDisposedException(nameof(ManagedBackend));
+                }
+
+                if (_byKey.ContainsKey(key))
+                {
+                    throw new ArgumentException("The handle is already registered with this event loop; change the existing registration's interest instead.", "handle");
+                }
+
+                entry.Interest = interest;
+                entry.Mode = mode;
+                entry.Version = 1;
+                if (_liveCount == _live.Length)
+                {
+                    Array.Resize(ref _live, _live.Length * 2);
+                }
+
+                entry.Index = _liveCount;
+                _live[_liveCount++] = entry;
+                _byKey.Add(key, entry);
+                _dirty = true;
+            }
+        }
+        catch
+        {
+            if (owns)
+            {
+                socket.Dispose();
+            }
+
+            throw;
+        }
+
+        AfterChange();
+    }
+
+    public void Modify(BackendTarget target, ulong token, Interest interest, TriggerMode mode)
+    {
+        IntPtr key = target.Handle.DangerousGetHandle();
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                throw new ObjectDisposedException(nameof(ManagedBackend));
+            }
+
+            if (!_byKey.TryGetValue(key, out ManagedEntry? entry) || entry.Token != token)
+            {
+                throw new ArgumentException("The handle is not registered with this event loop.", "handle");
+            }
+
+            entry.Interest = interest;
+            entry.Mode = mode;
+            entry.Version++;
+            _dirty = true;
+        }
+
+        AfterChange();
+    }
+
+    public void Remove(BackendTarget target)
+    {
+        IntPtr key = target.Handle.DangerousGetHandle();
+        lock (_gate)
+        {
+            if (_disposed || !_byKey.TryGetValue(key, out ManagedEntry? entry))
+            {
+                return;
+            }
+
+            _byKey.Remove(key);
+            int last = --_liveCount;
+            ManagedEntry moved = _live[last];
+            _live[entry.Index] = moved;
+            moved.Index = entry.Index;
+            _live[last] = null!;
+            entry.Removed = true;
+            if (entry.OwnsSocket)
+            {
+                // Disposed by the waiting thread at its next snapshot: it may be inside a Select with it now.
+                _retired.Add(entry.Socket);
+            }
+
+            _dirty = true;
+        }
+
+        // Wake a blocked wait even though nothing is to be reported: its Select holds a reference on the socket's handle,
+        // which keeps the descriptor open (and a Socket.Dispose spinning) until the Select returns.
+        AfterChange();
+    }
+
+    public int Wait(Span<BackendEvent> events, int timeoutMilliseconds)
+    {
+        long start = timeoutMilliseconds > 0 ? Stopwatch.GetTimestamp() : 0;
+        while (true)
+        {
+            if (_dirty)
+            {
+                Refresh();
+            }
+
+            int n = Scan(events);
+            if (n > 0)
+            {
+                return n;
+            }
+
+            if (Interlocked.Exchange(ref _wakeRequested, 0) != 0)
+            {
+                return 0;
+            }
+
+            int remaining = Remaining(timeoutMilliseconds, start);
+            if (remaining == 0)
+            {
+                return 0;
+            }
+
+            // Announce the block, then look once more: a change or wake made before this point is seen here; one made
+            // after it sees _blocking set and signals the wake socket (Interlocked on both sides: one of them must see the other).
+            Interlocked.Exchange(ref _blocking, 1);
+            try
+            {
+                if (_dirty || Volatile.Read(ref _wakeRequested) != 0)
+                {
+                    continue;
+                }
+
+                Block(remaining);
+            }
+            finally
+            {
+                Volatile.Write(ref _blocking, 0);
+            }
+        }
+    }
+
+    public void Wake()
+    {
+        Interlocked.Exchange(ref _wakeRequested, 1);
+        if (Volatile.Read(ref _blocking) != 0)
+        {
+            Signal();
+        }
+    }
+
+    public void Dispose()
+    {
+        var owned = new List<Socket>();
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            for (int i = 0; i < _liveCount; i++)
+            {
+                _live[i].Removed = true;
+                if (_live[i].OwnsSocket)
+                {
+                    owned.Add(_live[i].Socket);
+                }
+
+                _live[i] = null!;
+            }
+
+            _liveCount = 0;
+            _byKey.Clear();
+            owned.AddRange(_retired);
+            _retired.Clear();
+        }
+
+        foreach (ManagedWatcher watcher in _watchers)
+        {
+            watcher.Stop();
+        }
+
+        _wake.Dispose();
+        _recall?.Dispose();
+        foreach (Socket socket in owned)
+        {
+            socket.Dispose();
+        }
+
+        foreach (Socket socket in _retiredTaken)
+        {
+            socket.Dispose();
+        }
+
+        _retiredTaken.Clear();
+        Array.Clear(_snapshot, 0, _snapshot.Length);
+        _snapshotCount = 0;
+    }
+
+    /// <summary>Called by a watcher when its round ends.</summary>
+    internal void WatcherDone(bool wakeLoop)
+    {
+        if (wakeLoop)
+        {
+            try
+            {
+                Signal();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The backend was disposed: nothing waits.
+            }
+        }
+
+        if (Interlocked.Decrement(ref _activeWatchers) == 0)
+        {
+            lock (_parkGate)
+            {
+                Monitor.PulseAll(_parkGate);
+            }
+        }
+    }
+
+    private static int Remaining(int timeoutMilliseconds, long start)
+    {
+        if (timeoutMilliseconds <= 0)
+        {
+            return timeoutMilliseconds;
+        }
+
+        long elapsed = (Stopwatch.GetTimestamp() - start) * 1000 / Stopwatch.Frequency;
+        long left = timeoutMilliseconds - elapsed;
+        return left <= 0 ? 0 : (int)left;
+    }
+
+    /// <summary>Wraps a plain handle in a non-owning <see cref="Socket"/>, or explains why it cannot be watched.</summary>
+    private static Socket WrapHandle(SafeHandle handle)
+    {
+#if NET5_0_OR_GREATER
+        var wrapped = new SafeSocketHandle(handle.DangerousGetHandle(), ownsHandle: false);
+        Socket? socket = null;
+        try
+        {
+            socket = new Socket(wrapped);
+
+            // The constructor accepts a descriptor that is not a socket (it leaves SocketType Unknown); ask the OS.
+            _ = socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Type);
+            return socket;
+        }
+        catch (SocketException ex)
+        {
+            if (socket is not null)
+            {
+                socket.Dispose();
+            }
+            else
+            {
+                wrapped.Dispose();
+            }
+
+            throw new ArgumentException(
+                "The managed backend watches sockets only, and this handle is not a socket (" + ex.SocketErrorCode.ToString() +
+                "): a regular file, pipe, eventfd or other descriptor cannot be polled with managed APIs. Use the epoll or kqueue backend for it.",
+                "handle",
+                ex);
+        }
+#else
+        _ = handle;
+        throw new PlatformNotSupportedException(
+            "The managed backend of the netstandard2.0 build watches Socket objects only: register the Socket itself, or use the .NET 8 (or later) build, which can wrap a socket handle.");
+#endif
+    }
+
+    private void AfterChange()
+    {
+        // Pairs with the Interlocked.Exchange of _blocking in Wait: either the wait sees _dirty, or this sees _blocking.
+        Thread.MemoryBarrier();
+        if (Volatile.Read(ref _blocking) != 0)
+        {
+            Signal();
+        }
+    }
+
+    private void Signal()
+    {
+        if (Interlocked.Exchange(ref _signalPending, 1) == 0)
+        {
+            _wake.Signal();
+        }
+    }
+
+    /// <summary>Takes a consistent copy of the live entries and applies changed requests to them.</summary>
+    private void Refresh()
+    {
+        lock (_gate)
+        {
+            _dirty = false;
+            if (_snapshot.Length < _liveCount)
+            {
+                _snapshot = new ManagedEntry[Math.Max(_liveCount, _snapshot.Length * 2)];
+            }
+
+            Array.Copy(_live, _snapshot, _liveCount);
+            if (_snapshotCount > _liveCount)
+            {
+                Array.Clear(_snapshot, _liveCount, _snapshotCount - _liveCount);
+            }
+
+            _snapshotCount = _liveCount;
+            for (int i = 0; i < _snapshotCount; i++)
+            {
+                ManagedEntry e = _snapshot[i];
+                if (e.AppliedVersion != e.Version)
+                {
+                    e.AppliedInterest = e.Interest;
+                    e.AppliedMode = e.Mode;
+                    e.AppliedVersion = e.Version;
+                    e.Armed = true;
+                    e.Reported = Readiness.None;
+                }
+            }
+
+            (_retired, _retiredTaken) = (_retiredTaken, _retired);
+        }
+
+        for (int i = 0; i < _retiredTaken.Count; i++)
+        {
+            _retiredTaken[i].Dispose();
+        }
+
+        _retiredTaken.Clear();
+        if (_rotor >= _snapshotCount)
+        {
+            _rotor = 0;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Scan: look at every armed entry without blocking, decide what to report.
+    // ------------------------------------------------------------------------------------------------------------
+
+    private int Scan(Span<BackendEvent> events)
+    {
+        int count = _snapshotCount;
+        if (count == 0 || events.Length == 0)
+        {
+            return 0;
+        }
+
+        if (_candidates.Length < events.Length)
+        {
+            _candidates = new ManagedEntry?[events.Length];
+            _candidateReadiness = new Readiness[events.Length];
+        }
+
+        _candidateCount = 0;
+        _candidateLimit = events.Length;
+
+        // Start where the last full batch stopped, so a few always-ready registrations cannot starve the rest.
+        int start = _rotor;
+        bool full = false;
+        for (int p = 0; p < count && !full; p++)
+        {
+            int i = start + p;
+            if (i >= count)
+            {
+                i -= count;
+            }
+
+            ManagedEntry e = _snapshot[i];
+            if (e.AppliedMode == TriggerMode.OneShot && !e.Armed)
+            {
+                continue;
+            }
+
+            int slots = PlanScan(e);
+            if (_chunkCount == SelectCapacity || _readCount + _writeCount + _errorCount + slots > SelectCapacity)
+            {
+                full = FlushChunk(i);
+                if (full)
+                {
+                    break;
+                }
+            }
+
+            AddToChunk(e, i);
+        }
+
+        if (!full)
+        {
+            FlushChunk(start);
+        }
+
+        return Commit(events);
+    }
+
+    /// <summary>Which lists the non-blocking look puts <paramref name="e"/> in; returns how many.</summary>
+    private static int PlanScan(ManagedEntry e)
+    {
+        e.HitRead = e.HitWrite = e.HitError = false;
+        if (e.Dead)
+        {
+            e.InRead = e.InWrite = e.InError = false;
+            return 0;
+        }
+
+        // After end of stream readability is known (it cannot go away); otherwise read is watched also for Interest.None,
+        // because a hang-up shows there (and, on Windows, a reset).
+        e.InRead = !e.EofSeen;
+        e.InWrite = (e.AppliedInterest & Interest.Writable) != 0;
+        e.InError = true;
+        return (e.InRead ? 1 : 0) + (e.InWrite ? 1 : 0) + 1;
+    }
+
+    private void AddToChunk(ManagedEntry e, int index)
+    {
+        _chunk[_chunkCount++] = index;
+        if (e.InRead)
+        {
+            _read.Add(e.Socket);
+            _readEntries[_readCount++] = e;
+        }
+
+        if (e.InWrite)
+        {
+            _write.Add(e.Socket);
+            _writeEntries[_writeCount++] = e;
+        }
+
+        if (e.InError)
+        {
+            _error.Add(e.Socket);
+            _errorEntries[_errorCount++] = e;
+        }
+    }
+
+    /// <summary>Selects the chunk without blocking and evaluates its entries; returns whether the batch is full (then <see cref="_rotor"/> says where to go on).</summary>
+    private bool FlushChunk(int nextIndex)
+    {
+        if (_chunkCount == 0)
+        {
+            return false;
+        }
+
+        if (_readCount + _writeCount + _errorCount > 0)
+        {
+            SelectChunk();
+        }
+
+        bool full = false;
+        for (int k = 0; k < _chunkCount; k++)
+        {
+            if (_candidateCount == _candidateLimit)
+            {
+                _rotor = _chunk[k];
+                full = true;
+                break;
+            }
+
+            Evaluate(_snapshot[_chunk[k]]);
+        }
+
+        if (!full && _candidateCount == _candidateLimit)
+        {
+            _rotor = nextIndex;
+            full = true;
+        }
+
+        ClearChunk();
+        return full;
+    }
+
+    private void ClearChunk()
+    {
+        _read.Clear();
+        _write.Clear();
+        _error.Clear();
+        Array.Clear(_readEntries, 0, _readCount);
+        Array.Clear(_writeEntries, 0, _writeCount);
+        Array.Clear(_errorEntries, 0, _errorCount);
+        _readCount = _writeCount = _errorCount = _chunkCount = 0;
+    }
+
+    private void SelectChunk()
+    {
+        try
+        {
+            Socket.Select(_readCount > 0 ? _read : null, _writeCount > 0 ? _write : null, _errorCount > 0 ? _error : null, 0);
+        }
+        catch (Exception ex) when (ex is ObjectDisposedException or SocketException or ArgumentException)
+        {
+            // One socket spoils the whole call: look at each on its own, to find and retire the culprit.
+            ProbeOneByOne();
+            return;
+        }
+
+        MarkHits(_read, _readEntries, _readCount, 0);
+        MarkHits(_write, _writeEntries, _writeCount, 1);
+        MarkHits(_error, _errorEntries, _errorCount, 2);
+    }
+
+    /// <summary>Select keeps the ready sockets, in their order: walk both lists together.</summary>
+    private static void MarkHits(List<Socket> ready, ManagedEntry[] asked, int askedCount, int list)
+    {
+        int p = 0;
+        for (int j = 0; j < ready.Count; j++)
+        {
+            Socket s = ready[j];
+            for (int tries = 0; tries < askedCount; tries++)
+            {
+                ManagedEntry e = asked[p];
+                p = p + 1 == askedCount ? 0 : p + 1;
+                if (ReferenceEquals(e.Socket, s))
+                {
+                    switch (list)
+                    {
+                        case 0:
+                            e.HitRead = true;
+                            break;
+                        case 1:
+                            e.HitWrite = true;
+                            break;
+                        default:
+                            e.HitError = true;
+                            break;
+                    }
+
+                    break;
+                }
+            }
+        }
+    }
+
+    private void ProbeOneByOne()
+    {
+        for (int k = 0; k < _chunkCount; k++)
+        {
+            ManagedEntry e = _snapshot[_chunk[k]];
+            try
+            {
+                e.HitRead = e.InRead && e.Socket.Poll(0, SelectMode.SelectRead);
+                e.HitWrite = e.InWrite && e.Socket.Poll(0, SelectMode.SelectWrite);
+                e.HitError = e.InError && e.Socket.Poll(0, SelectMode.SelectError);
+            }
+            catch (ObjectDisposedException)
+            {
+                e.Dead = true;
+            }
+            catch (SocketException)
+            {
+                e.HitError = true;
+            }
+        }
+    }
+
+    /// <summary>Classifies one entry and applies its trigger mode: adds it to the candidates when it is to be reported.</summary>
+    private void Evaluate(ManagedEntry e)
+    {
+        Readiness present = Classify(e, out int available);
+        switch (e.AppliedMode)
+        {
+            case TriggerMode.Edge:
+                // Forget what is gone (so that it is reported when it comes back); report what is new, and readability
+                // again when the receive queue's byte count changed since the last look.
+                e.Reported &= present;
+                Readiness renewed = present & ~e.Reported;
+                if ((present & e.Reported & Readiness.Readable) != 0 && available >= 0 && e.LastAvailable >= 0 && available != e.LastAvailable)
+                {
+                    renewed |= Readiness.Readable;
+                }
+
+                e.LastAvailable = available;
+                if (renewed != Readiness.None)
+                {
+                    AddCandidate(e, present);
+                }
+
+                break;
+            default:
+                // Level: whatever is present. One-shot: the same, once (disarmed entries are not scanned).
+                if (present != Readiness.None)
+                {
+                    AddCandidate(e, present);
+                }
+
+                break;
+        }
+    }
+
+    private void AddCandidate(ManagedEntry e, Readiness readiness)
+    {
+        _candidates[_candidateCount] = e;
+        _candidateReadiness[_candidateCount] = readiness;
+        _candidateCount++;
+    }
+
+    /// <summary>
+    /// What <paramref name="e"/> is ready for, restricted to its interest plus <see cref="Readiness.Closed"/> and <see cref="Readiness.Error"/>
+    /// (reporting anything else would use up a one-shot, or an edge, on readiness the loop then filters out).
+    /// </summary>
+    /// <param name="e">The entry, with the hit flags of this scan.</param>
+    /// <param name="available">The receive queue's byte count; 0 when not readable; -1 when unknown.</param>
+    private Readiness Classify(ManagedEntry e, out int available)
+    {
+        available = -1;
+        if (e.Dead)
+        {
+            return Readiness.Closed;
+        }
+
+        bool wantRead = (e.AppliedInterest & Interest.Readable) != 0;
+        Readiness r = Readiness.None;
+        if (e.HitError)
+        {
+            r |= e.IsStream ? Readiness.Error | Readiness.Closed : Readiness.Error;
+        }
+
+        if (e.EofSeen)
+        {
+            available = 0;
+            if (wantRead)
+            {
+                r |= Readiness.Readable | Readiness.ReadClosed;
+            }
+
+            if (!e.HitError && SendSideClosed(e))
+            {
+                r |= Readiness.Closed;
+            }
+        }
+        else if (e.HitRead)
+        {
+            available = ReadAvailable(e);
+            if (available > 0)
+            {
+                if (wantRead)
+                {
+                    r |= Readiness.Readable;
+                }
+                else
+                {
+                    e.DataPending = true;
+                }
+            }
+            else if (available == 0 && e.IsStream)
+            {
+                r |= ReadableButEmpty(e, wantRead, ref available);
+            }
+            else if (wantRead)
+            {
+                // A listener (Available fails there on Linux) or a datagram socket (a zero-length datagram is data).
+                r |= Readiness.Readable;
+            }
+        }
+        else if (e.InRead)
+        {
+            available = e.AvailableUnsupported ? -1 : 0;
+            e.DataPending = false;
+        }
+
+        if (e.HitWrite)
+        {
+            r |= Readiness.Writable;
+        }
+
+        return e.Dead ? Readiness.Closed : r;
+    }
+
+    /// <summary>A stream socket that Select calls readable has nothing buffered: end of stream, a reset, a listener, or nothing.</summary>
+    private Readiness ReadableButEmpty(ManagedEntry e, bool wantRead, ref int available)
+    {
+        Readiness readSide = wantRead ? Readiness.Readable | Readiness.ReadClosed : Readiness.None;
+        if (e.HitError)
+        {
+            // A pending error (a reset): the read side is finished. Do not peek: that would consume the error.
+            e.EofSeen = true;
+            return readSide;
+        }
+
+        if (!e.CanProbe)
+        {
+            // A wrapper around a plain handle: never read from it. On a stream, readable with nothing buffered and no
+            // error pending is end of stream.
+            e.EofSeen = true;
+            return readSide;
+        }
+
+        int n;
+        SocketError error;
+        try
+        {
+            n = e.Socket.Receive(_probe, 0, 1, SocketFlags.Peek, out error);
+        }
+        catch (ObjectDisposedException)
+        {
+            e.Dead = true;
+            return Readiness.Closed;
+        }
+
+        switch (error)
+        {
+            case SocketError.Success when n > 0:
+                // Data arrived since Available was read.
+                available = -1;
+                if (wantRead)
+                {
+                    return Readiness.Readable;
+                }
+
+                e.DataPending = true;
+                return Readiness.None;
+            case SocketError.Success:
+                e.EofSeen = true;
+                return SendSideClosed(e) ? readSide | Readiness.Closed : readSide;
+            case SocketError.WouldBlock:
+                // Spurious: someone else read it first.
+                return Readiness.None;
+            case SocketError.NotConnected:
+                // A listener (Windows) or a socket not yet connected.
+                return wantRead ? Readiness.Readable : Readiness.None;
+            default:
+                e.EofSeen = true;
+                return readSide | Readiness.Error | Readiness.Closed;
+        }
+    }
+
+    private int ReadAvailable(ManagedEntry e)
+    {
+        if (e.AvailableUnsupported)
+        {
+            return -1;
+        }
+
+        try
+        {
+            return e.Socket.Available;
+        }
+        catch (ObjectDisposedException)
+        {
+            e.Dead = true;
+            return -1;
+        }
+        catch (SocketException)
+        {
+            // FIONREAD on a listening socket fails on Linux (EINVAL). Asked once per registration.
+            e.AvailableUnsupported = true;
+            return -1;
+        }
+    }
+
+    /// <summary>Whether our own sending side is shut (a zero-byte send fails): with end of stream, that is a full hang-up.</summary>
+    private bool SendSideClosed(ManagedEntry e)
+    {
+        if (e.SendClosed || !e.IsStream || !e.CanProbe)
+        {
+            return e.SendClosed;
+        }
+
+        try
+        {
+            e.Socket.Send(_probe, 0, 0, SocketFlags.None, out SocketError error);
+            if (error is SocketError.Shutdown or SocketError.ConnectionReset or SocketError.ConnectionAborted or SocketError.NotConnected)
+            {
+                e.SendClosed = true;
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+            e.Dead = true;
+            return true;
+        }
+
+        return e.SendClosed;
+    }
+
+    /// <summary>Writes the candidates that are still valid (not removed, request unchanged since the snapshot) and applies the mode's bookkeeping.</summary>
+    private int Commit(Span<BackendEvent> events)
+    {
+        if (_candidateCount == 0)
+        {
+            return 0;
+        }
+
+        int n = 0;
+        lock (_gate)
+        {
+            for (int c = 0; c < _candidateCount; c++)
+            {
+                ManagedEntry e = _candidates[c]!;
+                _candidates[c] = null;
+                if (e.Removed || e.Version != e.AppliedVersion)
+                {
+                    // Removed: never report. Changed: the next wait applies the change and looks again.
+                    continue;
+                }
+
+                Readiness readiness = _candidateReadiness[c];
+                events[n].Token = e.Token;
+                events[n].Readiness = readiness;
+                n++;
+                if (e.AppliedMode == TriggerMode.OneShot)
+                {
+                    e.Armed = false;
+                }
+                else if (e.AppliedMode == TriggerMode.Edge)
+                {
+                    e.Reported = readiness;
+                }
+            }
+        }
+
+        _candidateCount = 0;
+        return n;
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Block: sleep in Select until something that would be reported may have happened.
+    // ------------------------------------------------------------------------------------------------------------
+
+    private void Block(int timeoutMilliseconds)
+    {
+        ClearChunk();
+        _staleCount = 0;
+        _ownReadCount = _ownWriteCount = _ownErrorCount = 0;
+        List<Socket> read = _read;
+        List<Socket> write = _write;
+        List<Socket> error = _error;
+        read.Add(_wake.Receiver);
+        _ownRead[_ownReadCount++] = _wake.Receiver;
+        int used = 1;
+        int groups = 0;
+        for (int i = 0; i < _snapshotCount; i++)
+        {
+            ManagedEntry e = _snapshot[i];
+            if (!PlanBlock(e, out bool r, out bool w, out bool x))
+            {
+                continue;
+            }
+
+            if (IsStaleEdge(e))
+            {
+                AddStale(e);
+            }
+
+            int need = (r ? 1 : 0) + (w ? 1 : 0) + (x ? 1 : 0);
+            if (used + need > SelectCapacity)
+            {
+                ManagedWatcher watcher = WatcherAt(groups++);
+                read = watcher.Read;
+                write = watcher.Write;
+                error = watcher.Error;
+                read.Clear();
+                write.Clear();
+                error.Clear();
+                read.Add(_recall!.Receiver);
+                used = 1;
+            }
+
+            if (r)
+            {
+                read.Add(e.Socket);
+            }
+
+            if (w)
+            {
+                write.Add(e.Socket);
+            }
+
+            if (x)
+            {
+                error.Add(e.Socket);
+            }
+
+            if (groups == 0)
+            {
+                // The loop's own group: kept, because Select empties the lists and a sliced wait selects again.
+                if (r)
+                {
+                    _ownRead[_ownReadCount++] = e.Socket;
+                }
+
+                if (w)
+                {
+                    _ownWrite[_ownWriteCount++] = e.Socket;
+                }
+
+                if (x)
+                {
+                    _ownError[_ownErrorCount++] = e.Socket;
+                }
+            }
+
+            used += need;
+        }
+
+        if (groups > 0)
+        {
+            Volatile.Write(ref _activeWatchers, groups);
+            for (int g = 0; g < groups; g++)
+            {
+                _watchers[g].Go();
+            }
+        }
+
+        bool drainWake = false;
+        try
+        {
+            drainWake = SelectOwnGroup(timeoutMilliseconds);
+        }
+        catch (Exception ex) when (ex is SocketException or ArgumentException || (ex is ObjectDisposedException && !IsDisposed()))
+        {
+            // A registered socket spoils the Select; the next scan probes them one by one and retires it. Pause a
+            // little so that a persistent fault cannot become a busy loop.
+            drainWake = true;
+            Thread.Sleep(1);
+        }
+        finally
+        {
+            if (groups > 0)
+            {
+                _recall!.Signal();
+                lock (_parkGate)
+                {
+                    while (Volatile.Read(ref _activeWatchers) != 0)
+                    {
+                        Monitor.Wait(_parkGate);
+                    }
+                }
+
+                _recall.Drain();
+                for (int g = 0; g < groups; g++)
+                {
+                    _watchers[g].Read.Clear();
+                    _watchers[g].Write.Clear();
+                    _watchers[g].Error.Clear();
+                }
+            }
+
+            _read.Clear();
+            _write.Clear();
+            _error.Clear();
+            Array.Clear(_ownRead, 0, _ownReadCount);
+            Array.Clear(_ownWrite, 0, _ownWriteCount);
+            Array.Clear(_ownError, 0, _ownErrorCount);
+            Array.Clear(_stale, 0, _staleCount);
+        }
+
+        if (drainWake)
+        {
+            // Drain first, then clear the flag: a signal whose byte this drain took has set its request flag already,
+            // so the wait loop sees it; a signal after the clear sends a new byte.
+            _wake.Drain();
+            Interlocked.Exchange(ref _signalPending, 0);
+        }
+    }
+
+    /// <summary>
+    /// Selects on the loop's own group until something is ready, the timeout passes, or (while edge registrations hold
+    /// undrained data) the byte count of one of those changed, looked at every <see cref="StaleCheckMilliseconds"/>.
+    /// Returns whether the wake socket was among the ready ones.
+    /// </summary>
+    private bool SelectOwnGroup(int timeoutMilliseconds)
+    {
+        long start = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            int slice = timeoutMilliseconds;
+            if (_staleCount > 0 && (slice < 0 || slice > StaleCheckMilliseconds))
+            {
+                slice = StaleCheckMilliseconds;
+            }
+
+            int microseconds = slice < 0 ? -1 : Math.Min(slice, MaxSelectMilliseconds) * 1000;
+            Socket.Select(_read, _write.Count > 0 ? _write : null, _error.Count > 0 ? _error : null, microseconds);
+            if (_read.Count + _write.Count + _error.Count > 0)
+            {
+                return _read.Count > 0 && ReferenceEquals(_read[0], _wake.Receiver);
+            }
+
+            if (_staleCount == 0 || StaleChanged() || Remaining(timeoutMilliseconds, start) == 0)
+            {
+                return false;
+            }
+
+            _read.Clear();
+            _write.Clear();
+            _error.Clear();
+            for (int i = 0; i < _ownReadCount; i++)
+            {
+                _read.Add(_ownRead[i]);
+            }
+
+            for (int i = 0; i < _ownWriteCount; i++)
+            {
+                _write.Add(_ownWrite[i]);
+            }
+
+            for (int i = 0; i < _ownErrorCount; i++)
+            {
+                _error.Add(_ownError[i]);
+            }
+        }
+    }
+
+    /// <summary>
+    /// An edge registration whose readability was reported and is still present (the data was not drained): new data
+    /// would not make Select return, so its byte count is re-read while the loop sleeps. A listener has no byte count.
+    /// </summary>
+    private static bool IsStaleEdge(ManagedEntry e) =>
+        e.AppliedMode == TriggerMode.Edge
+        && (e.AppliedInterest & Interest.Readable) != 0
+        && (e.Reported & Readiness.Readable) != 0
+        && !e.EofSeen
+        && !e.AvailableUnsupported
+        && e.LastAvailable >= 0;
+
+    private void AddStale(ManagedEntry e)
+    {
+        if (_staleCount == _stale.Length)
+        {
+            Array.Resize(ref _stale, _stale.Length * 2);
+        }
+
+        _stale[_staleCount++] = e;
+    }
+
+    /// <summary>Whether the byte count of a stale edge registration changed (or can no longer be read): then rescan.</summary>
+    private bool StaleChanged()
+    {
+        for (int i = 0; i < _staleCount; i++)
+        {
+            ManagedEntry e = _stale[i];
+            try
+            {
+                if (e.Socket.Available != e.LastAvailable)
+                {
+                    return true;
+                }
+            }
+            catch (Exception ex) when (ex is ObjectDisposedException or SocketException)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// Which lists the blocking Select puts <paramref name="e"/> in: only conditions whose appearance would be reported.
+    /// Returns false when there are none (a disarmed one-shot, a disposed socket, an edge registration with all reported).
+    /// </summary>
+    private static bool PlanBlock(ManagedEntry e, out bool read, out bool write, out bool error)
+    {
+        read = write = error = false;
+        if (e.Dead || (e.AppliedMode == TriggerMode.OneShot && !e.Armed))
+        {
+            return false;
+        }
+
+        bool wantRead = (e.AppliedInterest & Interest.Readable) != 0;
+        bool wantWrite = (e.AppliedInterest & Interest.Writable) != 0;
+
+        // Interest.None watches read for a hang-up, but not while unread data keeps the socket readable.
+        read = !e.EofSeen && (wantRead ? (e.Reported & Readiness.Readable) == 0 : !e.DataPending);
+        write = wantWrite && (e.Reported & Readiness.Writable) == 0;
+
+        // Resets make a socket readable; one left out of the read list still needs the error list to hear of them.
+        error = !read && (e.Reported & Readiness.Error) == 0;
+        return read || write || error;
+    }
+
+    private ManagedWatcher WatcherAt(int index)
+    {
+        while (_watchers.Count <= index)
+        {
+            _recall ??= ManagedSignalSocket.Create();
+            _watchers.Add(new ManagedWatcher(this, _watchers.Count + 1));
+        }
+
+        return _watchers[index];
+    }
+
+    private bool IsDisposed()
+    {
+        lock (_gate)
+        {
+            return _disposed;
+        }
+    }
+}

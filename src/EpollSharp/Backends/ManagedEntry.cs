@@ -1,0 +1,112 @@
+using System;
+using System.Net.Sockets;
+
+namespace EpollSharp.Backends;
+
+/// <summary>One target watched by <see cref="ManagedBackend"/>: its socket, what the loop asked for, and what the backend has seen.</summary>
+/// <remarks>
+/// Three groups of fields, with three owners:
+/// <list type="bullet">
+/// <item>Fixed at <see cref="ManagedBackend.Add"/>: the socket, the key, the token, the socket kind.</item>
+/// <item>Requested (<see cref="Interest"/>, <see cref="Mode"/>, <see cref="Version"/>, <see cref="Removed"/>, <see cref="Index"/>):
+///   written by <see cref="ManagedBackend.Add"/>, <see cref="ManagedBackend.Modify"/> and <see cref="ManagedBackend.Remove"/> on any
+///   thread, always under the backend's gate.</item>
+/// <item>Applied and observed (the rest): written only by the thread in <see cref="ManagedBackend.Wait"/>. The requested fields are
+///   copied to the applied ones, under the gate, at the start of a wait that follows a change.</item>
+/// </list>
+/// </remarks>
+internal sealed class ManagedEntry
+{
+    public ManagedEntry(Socket socket, IntPtr key, ulong token, bool ownsSocket)
+    {
+        Socket = socket;
+        Key = key;
+        Token = token;
+        OwnsSocket = ownsSocket;
+        CanProbe = !ownsSocket;
+        IsStream = socket.SocketType == SocketType.Stream;
+    }
+
+    /// <summary>The socket the backend polls: the registered one, or a non-owning wrapper around a registered plain handle.</summary>
+    public Socket Socket { get; }
+
+    /// <summary>The OS handle value; one entry per value.</summary>
+    public IntPtr Key { get; }
+
+    /// <summary>The loop's token for this registration.</summary>
+    public ulong Token { get; }
+
+    /// <summary>Whether <see cref="Socket"/> is a wrapper the backend created (and disposes; it does not own the descriptor).</summary>
+    public bool OwnsSocket { get; }
+
+    /// <summary>
+    /// Whether the backend may call Receive (a one-byte peek) and Send (zero bytes) on the socket, to tell end of stream from
+    /// an error and to see a full hang-up. Only for registered <see cref="System.Net.Sockets.Socket"/>s, which the loop requires
+    /// to be non-blocking. A wrapper around a plain handle does not know whether the descriptor blocks (.NET refuses synchronous
+    /// calls on it when the descriptor is non-blocking), so the backend only selects on it and reads <see cref="Socket.Available"/>.
+    /// </summary>
+    public bool CanProbe { get; }
+
+    /// <summary>Whether the socket is a byte stream (TCP, Unix stream): only then does "readable with nothing to read" mean end of stream.</summary>
+    public bool IsStream { get; }
+
+    // ---- Requested: under the backend's gate. ----
+
+    /// <summary>The interest last asked for.</summary>
+    public Interest Interest;
+
+    /// <summary>The trigger mode last asked for.</summary>
+    public TriggerMode Mode;
+
+    /// <summary>Incremented by every Add/Modify; the wait applies a change when it differs from <see cref="AppliedVersion"/>.</summary>
+    public int Version;
+
+    /// <summary>Set by Remove; a removed entry is never reported again.</summary>
+    public bool Removed;
+
+    /// <summary>The position in the backend's live array (for O(1) removal).</summary>
+    public int Index;
+
+    // ---- Applied and observed: the waiting thread only. ----
+
+    /// <summary>The interest the wait applies.</summary>
+    public Interest AppliedInterest;
+
+    /// <summary>The mode the wait applies.</summary>
+    public TriggerMode AppliedMode;
+
+    /// <summary>The <see cref="Version"/> that <see cref="AppliedInterest"/> and <see cref="AppliedMode"/> come from; -1 before the first.</summary>
+    public int AppliedVersion = -1;
+
+    /// <summary>One-shot: whether the entry may report (cleared by a report, set by Modify).</summary>
+    public bool Armed;
+
+    /// <summary>Edge: what was reported and has been present at every look since (a bit is dropped when it is seen gone).</summary>
+    public Readiness Reported;
+
+    /// <summary>Edge: the receive queue's byte count at the last look (-1 when it cannot be measured, e.g. a listener).</summary>
+    public int LastAvailable = -1;
+
+    /// <summary>The peer's end of stream (or a reset) was seen; sticky, since a stream cannot reopen.</summary>
+    public bool EofSeen;
+
+    /// <summary>A zero-byte send failed: our own sending side is shut too (with <see cref="EofSeen"/>: a full hang-up). Sticky.</summary>
+    public bool SendClosed;
+
+    /// <summary>Interest.None: unread data is buffered, so readability says nothing new; leave the socket out of the blocking read list.</summary>
+    public bool DataPending;
+
+    /// <summary><see cref="Socket.Available"/> failed with a socket error (a listening socket on Linux); use readability alone.</summary>
+    public bool AvailableUnsupported;
+
+    /// <summary>The registered socket was disposed (its methods throw <see cref="ObjectDisposedException"/>): report <see cref="Readiness.Closed"/>, poll it no more.</summary>
+    public bool Dead;
+
+    // ---- Scratch of one scan. ----
+
+    /// <summary>Put in the read / write / error list of the current Select.</summary>
+    public bool InRead, InWrite, InError;
+
+    /// <summary>Reported ready by the current Select.</summary>
+    public bool HitRead, HitWrite, HitError;
+}

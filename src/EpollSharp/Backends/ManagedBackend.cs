@@ -539,11 +539,13 @@ internal sealed class ManagedBackend : IPollBackend
         }
 
         // After end of stream readability is known (it cannot go away); otherwise read is watched also for Interest.None,
-        // because a hang-up shows there (and, on Windows, a reset).
+        // because a hang-up shows there (and, on Windows, a reset). A reset makes a socket readable too, so an entry in the
+        // read list needs no error entry: its error is looked up only when it is readable with nothing buffered.
+        bool wantRead = (e.AppliedInterest & Interest.Readable) != 0;
         e.InRead = !e.EofSeen;
         e.InWrite = (e.AppliedInterest & Interest.Writable) != 0;
-        e.InError = true;
-        return (e.InRead ? 1 : 0) + (e.InWrite ? 1 : 0) + 1;
+        e.InError = !wantRead || e.EofSeen;
+        return (e.InRead ? 1 : 0) + (e.InWrite ? 1 : 0) + (e.InError ? 1 : 0);
     }
 
     private void AddToChunk(ManagedEntry e, int index)
@@ -744,11 +746,6 @@ internal sealed class ManagedBackend : IPollBackend
 
         bool wantRead = (e.AppliedInterest & Interest.Readable) != 0;
         Readiness r = Readiness.None;
-        if (e.HitError)
-        {
-            r |= e.IsStream ? Readiness.Error | Readiness.Closed : Readiness.Error;
-        }
-
         if (e.EofSeen)
         {
             available = 0;
@@ -778,6 +775,12 @@ internal sealed class ManagedBackend : IPollBackend
             }
             else if (available == 0 && e.IsStream)
             {
+                if (!e.InError)
+                {
+                    // Not in this scan's error list: ask now, before anything reads from the socket.
+                    e.HitError = PollError(e);
+                }
+
                 r |= ReadableButEmpty(e, wantRead, ref available);
             }
             else if (wantRead)
@@ -792,12 +795,35 @@ internal sealed class ManagedBackend : IPollBackend
             e.DataPending = false;
         }
 
+        if (e.HitError)
+        {
+            r |= e.IsStream ? Readiness.Error | Readiness.Closed : Readiness.Error;
+        }
+
         if (e.HitWrite)
         {
             r |= Readiness.Writable;
         }
 
         return e.Dead ? Readiness.Closed : r;
+    }
+
+    /// <summary>Whether an error is pending (POLLERR on Unix), without consuming it as a read or SO_ERROR would.</summary>
+    private static bool PollError(ManagedEntry e)
+    {
+        try
+        {
+            return e.Socket.Poll(0, SelectMode.SelectError);
+        }
+        catch (ObjectDisposedException)
+        {
+            e.Dead = true;
+            return false;
+        }
+        catch (SocketException)
+        {
+            return true;
+        }
     }
 
     /// <summary>A stream socket that Select calls readable has nothing buffered: end of stream, a reset, a listener, or nothing.</summary>
@@ -807,6 +833,7 @@ internal sealed class ManagedBackend : IPollBackend
         if (e.HitError)
         {
             // A pending error (a reset): the read side is finished. Do not peek: that would consume the error.
+            // (Error and Closed are added by the caller.)
             e.EofSeen = true;
             return readSide;
         }

@@ -72,6 +72,21 @@ internal sealed class ManagedBackend : IPollBackend
     /// <summary>1 while a byte was sent to the wake socket and not yet drained: coalesces wake-ups.</summary>
     private int _signalPending;
 
+    /// <summary>The managed thread id of the thread inside <see cref="Wait"/>, 0 when none.</summary>
+    private int _waitThread;
+
+    /// <summary>Incremented (under the gate) by every snapshot; an entry removed at epoch E is in no snapshot after E.</summary>
+    private long _epoch;
+
+    /// <summary>The epoch of the snapshot the waiting thread uses now (it no longer touches sockets of older ones).</summary>
+    private long _usedEpoch;
+
+    /// <summary>Removers blocked until the waiting thread lets go of a removed socket.</summary>
+    private int _removersWaiting;
+
+    /// <summary>Monitor for <see cref="_usedEpoch"/> and <see cref="_waitThread"/> changes that removers wait for.</summary>
+    private readonly object _useGate = new();
+
     private readonly ManagedSignalSocket _wake;
     /// <summary>Monitor for "every watcher of this round has parked" (a plain monitor: ManualResetEventSlim allocates its lock the first time it blocks).</summary>
     private readonly object _parkGate = new();
@@ -99,6 +114,8 @@ internal sealed class ManagedBackend : IPollBackend
     private int _ownErrorCount;
     private ManagedEntry[] _stale = new ManagedEntry[16];
     private int _staleCount;
+    private ManagedEntry[] _evict = new ManagedEntry[16];
+    private int _evictCount;
     private int _readCount;
     private int _writeCount;
     private int _errorCount;
@@ -131,7 +148,7 @@ internal sealed class ManagedBackend : IPollBackend
         Socket socket = target.Socket ?? WrapHandle(target.Handle);
         try
         {
-            var entry = new ManagedEntry(socket, key, token, ownsSocket: owns);
+            var entry = new ManagedEntry(target.Handle, socket, key, token, ownsSocket: owns);
             lock (_gate)
             {
                 if (_disposed)
@@ -139,9 +156,16 @@ internal sealed class ManagedBackend : IPollBackend
                     throw new ObjectDisposedException(nameof(ManagedBackend));
                 }
 
-                if (_byKey.ContainsKey(key))
+                if (_byKey.TryGetValue(key, out ManagedEntry? existing))
                 {
-                    throw new ArgumentException("The handle is already registered with this event loop; change the existing registration's interest instead.", "handle");
+                    if (!existing.Handle.IsClosed)
+                    {
+                        throw new ArgumentException("The handle is already registered with this event loop; change the existing registration's interest instead.", "handle");
+                    }
+
+                    // The old socket was closed before its registration was disposed (so the loop never removed it), and
+                    // the OS gave its number to this one: forget the old entry, as the kernel forgot the old descriptor.
+                    Evict(existing);
                 }
 
                 entry.Interest = interest;
@@ -195,38 +219,58 @@ internal sealed class ManagedBackend : IPollBackend
         AfterChange();
     }
 
+    /// <summary>
+    /// Stops watching. From a thread other than the waiting one this returns only once the waiting thread no longer uses
+    /// the socket (at most one scan, or a wake-up, later): .NET's <see cref="Socket.Dispose()"/> resets the connection
+    /// instead of closing it gracefully when another thread holds a reference on the socket at that moment, and a
+    /// socket is typically disposed right after its registration.
+    /// </summary>
     public void Remove(BackendTarget target)
     {
         IntPtr key = target.Handle.DangerousGetHandle();
+        long removedAt;
         lock (_gate)
         {
-            if (_disposed || !_byKey.TryGetValue(key, out ManagedEntry? entry))
+            if (_disposed || !_byKey.TryGetValue(key, out ManagedEntry? entry) || !ReferenceEquals(entry.Handle, target.Handle))
             {
                 return;
             }
 
-            _byKey.Remove(key);
-            int last = --_liveCount;
-            ManagedEntry moved = _live[last];
-            _live[entry.Index] = moved;
-            moved.Index = entry.Index;
-            _live[last] = null!;
-            entry.Removed = true;
-            if (entry.OwnsSocket)
-            {
-                // Disposed by the waiting thread at its next snapshot: it may be inside a Select with it now.
-                _retired.Add(entry.Socket);
-            }
-
-            _dirty = true;
+            Evict(entry);
+            removedAt = _epoch;
         }
 
-        // Wake a blocked wait even though nothing is to be reported: its Select holds a reference on the socket's handle,
-        // which keeps the descriptor open (and a Socket.Dispose spinning) until the Select returns.
+        // Wake a blocked wait even though nothing is to be reported: it must move to a snapshot without this socket.
         AfterChange();
+        int waiter = Volatile.Read(ref _waitThread);
+        if (waiter != 0 && waiter != Environment.CurrentManagedThreadId)
+        {
+            WaitUntilUnused(removedAt);
+        }
     }
 
     public int Wait(Span<BackendEvent> events, int timeoutMilliseconds)
+    {
+        // Full fence: pairs with Remove, which reads _waitThread after publishing the removal (AfterChange's barrier).
+        Interlocked.Exchange(ref _waitThread, Environment.CurrentManagedThreadId);
+        try
+        {
+            return WaitCore(events, timeoutMilliseconds);
+        }
+        finally
+        {
+            Interlocked.Exchange(ref _waitThread, 0);
+            if (Volatile.Read(ref _removersWaiting) != 0)
+            {
+                lock (_useGate)
+                {
+                    Monitor.PulseAll(_useGate);
+                }
+            }
+        }
+    }
+
+    private int WaitCore(Span<BackendEvent> events, int timeoutMilliseconds)
     {
         long start = timeoutMilliseconds > 0 ? Stopwatch.GetTimestamp() : 0;
         while (true)
@@ -355,6 +399,54 @@ internal sealed class ManagedBackend : IPollBackend
         }
     }
 
+    /// <summary>Takes <paramref name="e"/> out of the live set. Under the gate.</summary>
+    private void Evict(ManagedEntry e)
+    {
+        if (e.Removed)
+        {
+            return;
+        }
+
+        if (_byKey.TryGetValue(e.Key, out ManagedEntry? current) && ReferenceEquals(current, e))
+        {
+            _byKey.Remove(e.Key);
+        }
+
+        int last = --_liveCount;
+        ManagedEntry moved = _live[last];
+        _live[e.Index] = moved;
+        moved.Index = e.Index;
+        _live[last] = null!;
+        e.Removed = true;
+        if (e.OwnsSocket)
+        {
+            // Disposed by the waiting thread at its next snapshot: it may be inside a Select with it now.
+            _retired.Add(e.Socket);
+        }
+
+        _dirty = true;
+    }
+
+    /// <summary>Blocks until the waiting thread uses a snapshot newer than <paramref name="removedAt"/>, or leaves its wait.</summary>
+    private void WaitUntilUnused(long removedAt)
+    {
+        Interlocked.Increment(ref _removersWaiting);
+        try
+        {
+            lock (_useGate)
+            {
+                while (Volatile.Read(ref _waitThread) != 0 && Volatile.Read(ref _usedEpoch) <= removedAt)
+                {
+                    Monitor.Wait(_useGate);
+                }
+            }
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _removersWaiting);
+        }
+    }
+
     private static int Remaining(int timeoutMilliseconds, long start)
     {
         if (timeoutMilliseconds <= 0)
@@ -426,9 +518,11 @@ internal sealed class ManagedBackend : IPollBackend
     /// <summary>Takes a consistent copy of the live entries and applies changed requests to them.</summary>
     private void Refresh()
     {
+        long epoch;
         lock (_gate)
         {
             _dirty = false;
+            epoch = ++_epoch;
             if (_snapshot.Length < _liveCount)
             {
                 _snapshot = new ManagedEntry[Math.Max(_liveCount, _snapshot.Length * 2)];
@@ -455,6 +549,16 @@ internal sealed class ManagedBackend : IPollBackend
             }
 
             (_retired, _retiredTaken) = (_retiredTaken, _retired);
+        }
+
+        // The previous snapshot's sockets are no longer in any Select: let removers of them go.
+        Interlocked.Exchange(ref _usedEpoch, epoch);
+        if (Volatile.Read(ref _removersWaiting) != 0)
+        {
+            lock (_useGate)
+            {
+                Monitor.PulseAll(_useGate);
+            }
         }
 
         for (int i = 0; i < _retiredTaken.Count; i++)
@@ -502,7 +606,7 @@ internal sealed class ManagedBackend : IPollBackend
             }
 
             ManagedEntry e = _snapshot[i];
-            if (e.AppliedMode == TriggerMode.OneShot && !e.Armed)
+            if (e.AppliedMode == TriggerMode.OneShot && !e.Armed && !e.Handle.IsClosed)
             {
                 continue;
             }
@@ -532,6 +636,11 @@ internal sealed class ManagedBackend : IPollBackend
     private static int PlanScan(ManagedEntry e)
     {
         e.HitRead = e.HitWrite = e.HitError = false;
+        if (e.Handle.IsClosed)
+        {
+            e.Dead = true;
+        }
+
         if (e.Dead)
         {
             e.InRead = e.InWrite = e.InError = false;
@@ -551,6 +660,27 @@ internal sealed class ManagedBackend : IPollBackend
     private void AddToChunk(ManagedEntry e, int index)
     {
         _chunk[_chunkCount++] = index;
+        if (e.OwnsSocket && !e.Dead)
+        {
+            // The wrapper polls a raw descriptor number: hold the owner's handle open while it is used, so the number
+            // cannot be closed and given to another file meanwhile.
+            bool added = false;
+            try
+            {
+                e.Handle.DangerousAddRef(ref added);
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+
+            e.HoldsRef = added;
+            if (!added)
+            {
+                e.Dead = true;
+                e.InRead = e.InWrite = e.InError = false;
+            }
+        }
+
         if (e.InRead)
         {
             _read.Add(e.Socket);
@@ -578,36 +708,52 @@ internal sealed class ManagedBackend : IPollBackend
             return false;
         }
 
-        if (_readCount + _writeCount + _errorCount > 0)
-        {
-            SelectChunk();
-        }
-
         bool full = false;
-        for (int k = 0; k < _chunkCount; k++)
+        try
         {
-            if (_candidateCount == _candidateLimit)
+            if (_readCount + _writeCount + _errorCount > 0)
             {
-                _rotor = _chunk[k];
-                full = true;
-                break;
+                SelectChunk();
             }
 
-            Evaluate(_snapshot[_chunk[k]]);
-        }
+            for (int k = 0; k < _chunkCount; k++)
+            {
+                if (_candidateCount == _candidateLimit)
+                {
+                    _rotor = _chunk[k];
+                    full = true;
+                    break;
+                }
 
-        if (!full && _candidateCount == _candidateLimit)
+                Evaluate(_snapshot[_chunk[k]]);
+            }
+
+            if (!full && _candidateCount == _candidateLimit)
+            {
+                _rotor = nextIndex;
+                full = true;
+            }
+        }
+        finally
         {
-            _rotor = nextIndex;
-            full = true;
+            ClearChunk();
         }
 
-        ClearChunk();
         return full;
     }
 
     private void ClearChunk()
     {
+        for (int k = 0; k < _chunkCount; k++)
+        {
+            ManagedEntry e = _snapshot[_chunk[k]];
+            if (e.HoldsRef)
+            {
+                e.HoldsRef = false;
+                e.Handle.DangerousRelease();
+            }
+        }
+
         _read.Clear();
         _write.Clear();
         _error.Clear();
@@ -693,6 +839,23 @@ internal sealed class ManagedBackend : IPollBackend
     private void Evaluate(ManagedEntry e)
     {
         Readiness present = Classify(e, out int available);
+        if (e.Dead)
+        {
+            // Closed by its owner while registered: the kernel would forget it silently, and so does this backend.
+            if (!e.EvictQueued)
+            {
+                e.EvictQueued = true;
+                if (_evictCount == _evict.Length)
+                {
+                    Array.Resize(ref _evict, _evict.Length * 2);
+                }
+
+                _evict[_evictCount++] = e;
+            }
+
+            return;
+        }
+
         switch (e.AppliedMode)
         {
             case TriggerMode.Edge:
@@ -741,7 +904,7 @@ internal sealed class ManagedBackend : IPollBackend
         available = -1;
         if (e.Dead)
         {
-            return Readiness.Closed;
+            return Readiness.None;
         }
 
         bool wantRead = (e.AppliedInterest & Interest.Readable) != 0;
@@ -805,7 +968,7 @@ internal sealed class ManagedBackend : IPollBackend
             r |= Readiness.Writable;
         }
 
-        return e.Dead ? Readiness.Closed : r;
+        return e.Dead ? Readiness.None : r;
     }
 
     /// <summary>Whether an error is pending (POLLERR on Unix), without consuming it as a read or SO_ERROR would.</summary>
@@ -855,7 +1018,7 @@ internal sealed class ManagedBackend : IPollBackend
         catch (ObjectDisposedException)
         {
             e.Dead = true;
-            return Readiness.Closed;
+            return Readiness.None;
         }
 
         switch (error)
@@ -937,7 +1100,7 @@ internal sealed class ManagedBackend : IPollBackend
     /// <summary>Writes the candidates that are still valid (not removed, request unchanged since the snapshot) and applies the mode's bookkeeping.</summary>
     private int Commit(Span<BackendEvent> events)
     {
-        if (_candidateCount == 0)
+        if (_candidateCount == 0 && _evictCount == 0)
         {
             return 0;
         }
@@ -945,6 +1108,13 @@ internal sealed class ManagedBackend : IPollBackend
         int n = 0;
         lock (_gate)
         {
+            for (int i = 0; i < _evictCount; i++)
+            {
+                Evict(_evict[i]);
+                _evict[i] = null!;
+            }
+
+            _evictCount = 0;
             for (int c = 0; c < _candidateCount; c++)
             {
                 ManagedEntry e = _candidates[c]!;
@@ -1191,6 +1361,11 @@ internal sealed class ManagedBackend : IPollBackend
         for (int i = 0; i < _staleCount; i++)
         {
             ManagedEntry e = _stale[i];
+            if (e.Handle.IsClosed)
+            {
+                return true;
+            }
+
             try
             {
                 if (e.Socket.Available != e.LastAvailable)

@@ -1,5 +1,6 @@
 using System;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 
 namespace EpollSharp.Backends;
 
@@ -17,8 +18,9 @@ namespace EpollSharp.Backends;
 /// </remarks>
 internal sealed class ManagedEntry
 {
-    public ManagedEntry(Socket socket, IntPtr key, ulong token, bool ownsSocket)
+    public ManagedEntry(SafeHandle handle, Socket socket, IntPtr key, ulong token, bool ownsSocket)
     {
+        Handle = handle;
         Socket = socket;
         Key = key;
         Token = token;
@@ -26,6 +28,12 @@ internal sealed class ManagedEntry
         CanProbe = !ownsSocket;
         IsStream = socket.SocketType == SocketType.Stream;
     }
+
+    /// <summary>
+    /// The registered handle (the socket's own, or the plain handle). The loop holds no reference on it between calls, so it
+    /// may be closed while registered: then the entry is dropped without a report, as the kernel drops a closed descriptor.
+    /// </summary>
+    public SafeHandle Handle { get; }
 
     /// <summary>The socket the backend polls: the registered one, or a non-owning wrapper around a registered plain handle.</summary>
     public Socket Socket { get; }
@@ -99,8 +107,14 @@ internal sealed class ManagedEntry
     /// <summary><see cref="Socket.Available"/> failed with a socket error (a listening socket on Linux); use readability alone.</summary>
     public bool AvailableUnsupported;
 
-    /// <summary>The registered socket was disposed (its methods throw <see cref="ObjectDisposedException"/>): report <see cref="Readiness.Closed"/>, poll it no more.</summary>
+    /// <summary>The registered socket or handle was closed (its methods throw <see cref="ObjectDisposedException"/>): never report it, drop it.</summary>
     public bool Dead;
+
+    /// <summary>Queued for eviction by the current scan.</summary>
+    public bool EvictQueued;
+
+    /// <summary>The scan holds a reference (DangerousAddRef) on <see cref="Handle"/> while it uses the wrapper <see cref="Socket"/>.</summary>
+    public bool HoldsRef;
 
     // ---- Scratch of one scan. ----
 

@@ -90,7 +90,12 @@ public sealed partial class EventLoop
             Volatile.Write(ref _incomingCount, _incomingCount + 1);
         }
 
-        RequestWake();
+        // On the loop thread the next timeout computation sees the work: no wake-up (three syscalls) needed.
+        if (!IsOnLoopThread)
+        {
+            RequestWake();
+        }
+
         return true;
     }
 

@@ -39,6 +39,7 @@ public sealed partial class EventLoop
             throw new ArgumentNullException(nameof(socket));
         }
 
+        ValidateArguments(interest, callback, mode);
         SafeHandle? handle = SocketHandles.TryGetSafeHandle(socket);
         if (handle is null || handle.IsClosed || handle.IsInvalid)
         {
@@ -74,6 +75,7 @@ public sealed partial class EventLoop
             throw new ArgumentNullException(nameof(handle));
         }
 
+        ValidateArguments(interest, callback, mode);
         if (handle.IsClosed)
         {
             throw new ObjectDisposedException(nameof(handle), "The handle was closed.");
@@ -97,14 +99,32 @@ public sealed partial class EventLoop
                 throw new ObjectDisposedException(nameof(Registration), "The registration was disposed.");
             }
 
+            bool latched = registration.HangupLatched;
             if (interest != Interest.None)
             {
                 // With something to read or write, the user can act on the hang-up again: plain level semantics.
                 registration.HangupLatched = false;
             }
 
-            _backend.Modify(registration.Target, registration.Token, interest, registration.EffectiveMode);
-            registration.Interest = interest;
+            bool added = false;
+            try
+            {
+                AddRefHandle(registration, ref added);
+                _backend.Modify(registration.Target, registration.Token, interest, registration.EffectiveMode);
+                registration.Interest = interest;
+            }
+            catch
+            {
+                registration.HangupLatched = latched;
+                throw;
+            }
+            finally
+            {
+                if (added)
+                {
+                    registration.Handle.DangerousRelease();
+                }
+            }
         }
     }
 
@@ -117,18 +137,42 @@ public sealed partial class EventLoop
                 return;
             }
 
+            // If the handle was closed first, the kernel already forgot the descriptor, and its number may belong to
+            // a new handle by now: removing "it" would remove that one. So remove only while the handle is open.
+            bool added = false;
             try
             {
+                registration.Handle.DangerousAddRef(ref added);
                 _backend.Remove(registration.Target);
             }
             catch (ObjectDisposedException)
             {
-                // The backend was already released with the loop.
+                // The handle was closed (the kernel dropped it), or the backend was released with the loop.
+            }
+            finally
+            {
+                if (added)
+                {
+                    registration.Handle.DangerousRelease();
+                }
             }
         }
 
         FreeSlot(registration);
-        registration.Handle.DangerousRelease();
+    }
+
+    private static void AddRefHandle(Registration registration, ref bool added)
+    {
+        try
+        {
+            registration.Handle.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+            throw new ObjectDisposedException(
+                registration.Socket is null ? "handle" : "socket",
+                "The registered socket or handle was closed; dispose the registration.");
+        }
     }
 
     /// <summary>Delivers one event: finds the registration by token, checks it is the same live one, filters by interest.</summary>
@@ -198,30 +242,28 @@ public sealed partial class EventLoop
             }
 
             registration.HangupLatched = true;
+            bool added = false;
             try
             {
+                registration.Handle.DangerousAddRef(ref added);
                 _backend.Modify(registration.Target, registration.Token, registration.Interest, registration.EffectiveMode);
             }
-            catch (Exception ex)
+            catch (ObjectDisposedException)
             {
-                OnCallbackException(ex);
+                // Closed meanwhile: the kernel no longer reports it.
+            }
+            finally
+            {
+                if (added)
+                {
+                    registration.Handle.DangerousRelease();
+                }
             }
         }
     }
 
     private Registration RegisterCore(SafeHandle handle, Socket? socket, Interest interest, ReadinessCallback callback, object? state, TriggerMode mode)
     {
-        if (callback is null)
-        {
-            throw new ArgumentNullException(nameof(callback));
-        }
-
-        ValidateInterest(interest, nameof(interest));
-        if (mode is not (TriggerMode.Level or TriggerMode.Edge or TriggerMode.OneShot))
-        {
-            throw new ArgumentOutOfRangeException(nameof(mode), mode, "Unknown TriggerMode value.");
-        }
-
         ThrowIfDisposed();
         bool added = false;
         try
@@ -250,8 +292,27 @@ public sealed partial class EventLoop
                 FreeSlot(registration);
             }
 
-            handle.DangerousRelease();
             throw;
+        }
+        finally
+        {
+            // The reference is held only for the duration of the call: a registration must not keep a socket from
+            // closing (Socket.Dispose waits for outstanding references).
+            handle.DangerousRelease();
+        }
+    }
+
+    private static void ValidateArguments(Interest interest, ReadinessCallback callback, TriggerMode mode)
+    {
+        if (callback is null)
+        {
+            throw new ArgumentNullException(nameof(callback));
+        }
+
+        ValidateInterest(interest, nameof(interest));
+        if (mode is not (TriggerMode.Level or TriggerMode.Edge or TriggerMode.OneShot))
+        {
+            throw new ArgumentOutOfRangeException(nameof(mode), mode, "Unknown TriggerMode value.");
         }
     }
 

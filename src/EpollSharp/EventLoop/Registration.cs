@@ -13,8 +13,10 @@ namespace EpollSharp;
 /// <para>Lifecycle:</para>
 /// <list type="number">
 /// <item><see cref="EventLoop.Register(Socket, Interest, ReadinessCallback, object?, TriggerMode)"/> creates it, already watching.</item>
-/// <item>While it lives, the loop holds a reference on the handle, so the descriptor number cannot be
-///   closed and reused under it, even if the socket is disposed first.</item>
+/// <item>Dispose the registration before the socket. If the socket is closed first, the kernel stops watching it
+///   (epoll and kqueue forget a descriptor when its last reference closes), no further callback comes for it, and
+///   <see cref="ChangeInterest(Interest)"/> throws <see cref="ObjectDisposedException"/>; <see cref="Dispose"/> then only frees
+///   the registration (it never touches the descriptor number, which may already belong to a new socket).</item>
 /// <item>Its callback runs only on the loop thread, only for this handle, and never with <see cref="Readiness.None"/>.</item>
 /// <item><see cref="Dispose"/> stops watching, then lets go of the handle (closing it if its owner already did).
 ///   After <see cref="Dispose"/> returns on the loop thread, the callback is never called again, even for an

@@ -279,6 +279,13 @@ public sealed class EpollHandle : SafeHandle
             throw new ArgumentNullException(nameof(fd));
         }
 
+        // A disposed handle may also report itself invalid (SafeSocketHandle does): closed is checked first,
+        // so that a disposed socket gives ObjectDisposedException as documented, not ArgumentException.
+        if (fd.IsClosed)
+        {
+            throw new ObjectDisposedException(fd.GetType().Name);
+        }
+
         if (fd.IsInvalid)
         {
             throw new ArgumentException("The handle does not hold a valid descriptor.", nameof(fd));

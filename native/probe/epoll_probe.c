@@ -1,0 +1,73 @@
+/*
+ * ABI probe for EpollSharp: prints the C view of every layout and constant that the managed binding
+ * hard-codes, one "NAME VALUE" line each (NAME without spaces, VALUE in decimal). The test
+ * tests/EpollSharp.Tests/Native/AbiProbeTests.cs compiles this file with `cc`, runs it and compares
+ * each line with the managed side (EpollEventLayout, EpollEvents, Interop.Sys, Interop.Errno).
+ *
+ * Build by hand: cc -std=c11 -Wall -Wextra -Werror -o /tmp/epoll_probe native/probe/epoll_probe.c
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+/* Flags are unsigned 32-bit values (EPOLLET is 1u << 31): print them as such. */
+#define FLAG(name) printf("%s %lu\n", #name, (unsigned long)(unsigned int)(name))
+/* Constants and errno values are small non-negative ints. */
+#define INT(name) printf("%s %d\n", #name, (int)(name))
+
+int main(void)
+{
+    /* struct epoll_event: 12 bytes packed on x86 and x86-64, 16 aligned elsewhere. */
+    printf("SIZEOF_EPOLL_EVENT %zu\n", sizeof(struct epoll_event));
+    printf("OFFSETOF_EPOLL_EVENT_EVENTS %zu\n", offsetof(struct epoll_event, events));
+    printf("OFFSETOF_EPOLL_EVENT_DATA %zu\n", offsetof(struct epoll_event, data));
+    printf("SIZEOF_EPOLL_DATA %zu\n", sizeof(epoll_data_t));
+
+    /* Every member of EpollSharp.Native.EpollEvents. */
+    FLAG(EPOLLIN);
+    FLAG(EPOLLPRI);
+    FLAG(EPOLLOUT);
+    FLAG(EPOLLERR);
+    FLAG(EPOLLHUP);
+    FLAG(EPOLLRDNORM);
+    FLAG(EPOLLRDBAND);
+    FLAG(EPOLLWRNORM);
+    FLAG(EPOLLWRBAND);
+    FLAG(EPOLLMSG);
+    FLAG(EPOLLRDHUP);
+    FLAG(EPOLLEXCLUSIVE);
+    FLAG(EPOLLWAKEUP);
+    FLAG(EPOLLONESHOT);
+    FLAG(EPOLLET);
+
+    /* epoll_ctl operations and creation flags (Interop.Sys). */
+    INT(EPOLL_CTL_ADD);
+    INT(EPOLL_CTL_DEL);
+    INT(EPOLL_CTL_MOD);
+    INT(EPOLL_CLOEXEC);
+    INT(EFD_CLOEXEC);
+    INT(EFD_NONBLOCK);
+    INT(EFD_SEMAPHORE);
+
+    /* Every constant of Interop.Errno. */
+    INT(EPERM);
+    INT(ENOENT);
+    INT(EINTR);
+    INT(EBADF);
+    INT(EAGAIN);
+    INT(ENOMEM);
+    INT(EACCES);
+    INT(EFAULT);
+    INT(EEXIST);
+    INT(EINVAL);
+    INT(ENFILE);
+    INT(EMFILE);
+    INT(ENOSPC);
+    INT(EPIPE);
+    INT(ELOOP);
+    INT(ECONNRESET);
+    return 0;
+}

@@ -1,0 +1,97 @@
+using System;
+using System.Collections.Generic;
+using System.Net;
+using System.Runtime.InteropServices;
+using System.Threading.Tasks;
+using EpollSharp;
+using EpollSharp.Connections;
+
+namespace EchoServer;
+
+/// <summary>
+/// An echo server on EpollSharp: N event loops (one thread each), a listener per loop with SO_REUSEPORT or one acceptor,
+/// graceful shutdown on SIGINT/SIGTERM, and one line of statistics at the end.
+/// </summary>
+internal static class Program
+{
+    private static int Main(string[] args)
+    {
+        EchoOptions options;
+        try
+        {
+            options = EchoOptions.Parse(args);
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine(e.Message);
+            Console.Error.WriteLine(EchoOptions.Usage);
+            return 2;
+        }
+
+        if (options.Help)
+        {
+            Console.WriteLine(EchoOptions.Usage);
+            return 0;
+        }
+
+        // Open stderr now: .NET opens the console streams lazily (dup of the descriptor), and the handler writes to it when
+        // accepting pauses, which is when the process may have no descriptor left to give.
+        Console.Error.Flush();
+
+        var handler = new EchoHandler();
+        var loopOptions = new EventLoopOptions
+        {
+            Backend = options.Backend,
+            UnhandledExceptionHandler = static ex => Console.Error.WriteLine("error: " + ex),
+        };
+        var listenerOptions = new ListenerOptions
+        {
+            MaxConnections = options.MaxConnections,
+            Connection = { TriggerMode = options.Trigger, IdleTimeout = options.IdleTimeout },
+        };
+
+        // SIGINT (Ctrl+C) and SIGTERM start a graceful shutdown instead of ending the process.
+        var stop = new TaskCompletionSource<PosixSignal>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using PosixSignalRegistration sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, context =>
+        {
+            context.Cancel = true;
+            stop.TrySetResult(context.Signal);
+        });
+        using PosixSignalRegistration sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
+        {
+            context.Cancel = true;
+            stop.TrySetResult(context.Signal);
+        });
+
+        EventLoopGroup group;
+        try
+        {
+            group = new EventLoopGroup(options.Loops, loopOptions);
+        }
+        catch (PlatformNotSupportedException e)
+        {
+            Console.Error.WriteLine($"backend {EchoOptions.BackendName(options.Backend)}: {e.Message}");
+            return 1;
+        }
+
+        using var disposeGroup = group;
+        IReadOnlyList<ConnectionListener> listeners;
+        try
+        {
+            listeners = group.Listen(new IPEndPoint(options.Host, options.Port), handler, listenerOptions, options.AcceptMode);
+        }
+        catch (Exception e) when (e is System.Net.Sockets.SocketException or PlatformNotSupportedException)
+        {
+            Console.Error.WriteLine($"cannot listen on {options.Host}:{options.Port}: {e.Message}");
+            return 1;
+        }
+
+        Console.WriteLine($"listening on {listeners[0].LocalEndPoint} backend={EchoOptions.BackendName(group.Backend)} loops={group.Loops.Count}");
+
+        // Until a signal, or until a loop dies (an exception the handler let through stops it).
+        Task.WaitAny(stop.Task, group.Completion);
+        bool graceful = group.ShutdownAsync(options.DrainTimeout).Wait(options.DrainTimeout + TimeSpan.FromSeconds(10));
+        Console.WriteLine($"stats: connections={group.AcceptedCount} bytes={handler.BytesEchoed} allocated={GC.GetTotalAllocatedBytes(true)}");
+        return graceful && !group.Completion.IsFaulted ? 0 : 1;
+    }
+}

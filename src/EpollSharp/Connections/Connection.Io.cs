@@ -1,0 +1,324 @@
+using System;
+using System.Buffers;
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Threading;
+
+namespace EpollSharp.Connections;
+
+public sealed partial class Connection
+{
+    private static readonly Action<object?> s_continueReceiving = static state => ((Connection)state!).ContinueReceiving();
+
+#if !NET5_0_OR_GREATER
+    [ThreadStatic]
+    private static byte[]? t_sendScratch;
+#endif
+
+    /// <summary>
+    /// Sends <paramref name="data"/>: at once as far as the kernel takes it, the rest copied to the connection's backlog
+    /// and sent when the socket is writable. Allocates nothing when the kernel takes everything.
+    /// </summary>
+    /// <param name="data">The bytes. They are copied (or sent) before this returns, so the span may be reused at once.</param>
+    /// <returns>
+    /// <see langword="true"/> if the bytes were sent or buffered. <see langword="false"/> if they were refused: the connection is
+    /// closed or closing, its output was shut down, a send failed (the connection then ends with that error), or buffering them
+    /// would exceed <see cref="ConnectionOptions.MaxBufferedBytes"/> (the connection is then reset with
+    /// <see cref="ConnectionCloseReason.OutputLimitExceeded"/>).
+    /// </returns>
+    /// <exception cref="InvalidOperationException">Not called on the connection's loop thread.</exception>
+    public bool Write(ReadOnlySpan<byte> data)
+    {
+        ThrowIfNotOnLoop();
+        if (_closed || _outputShutdownRequested)
+        {
+            return false;
+        }
+
+        if (data.IsEmpty)
+        {
+            return true;
+        }
+
+        Enter();
+        try
+        {
+            if (_sendQueue is null || _sendQueue.IsEmpty)
+            {
+                int sent = SendNow(data, out SocketError error);
+                if (sent > 0)
+                {
+                    Volatile.Write(ref _bytesSent, _bytesSent + sent);
+                    _lastActivity = Stopwatch.GetTimestamp();
+                }
+
+                if (error != SocketError.Success && error != SocketError.WouldBlock)
+                {
+                    CloseOnError(error);
+                    return false;
+                }
+
+                if (sent == data.Length)
+                {
+                    return true;
+                }
+
+                data = data.Slice(sent);
+            }
+
+            SendQueue queue = _sendQueue ??= new SendQueue();
+            if (queue.Length + data.Length > _settings.MaxBufferedBytes)
+            {
+                FinishClose(ConnectionCloseReason.OutputLimitExceeded, SocketError.Success, abortive: true);
+                return false;
+            }
+
+            queue.Append(data);
+            _interestDirty = true;
+            if (!_writePaused && queue.Length >= _settings.HighWatermark)
+            {
+                _writePaused = true;
+                _handler.OnWritePaused(this);
+            }
+
+            return true;
+        }
+        catch
+        {
+            Fault();
+            throw;
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    /// <summary>One non-blocking send attempt; returns the bytes the kernel took (a short count means its buffer is full).</summary>
+    private int SendNow(ReadOnlySpan<byte> data, out SocketError error)
+    {
+#if NET5_0_OR_GREATER
+        return _socket.Send(data, SocketFlags.None, out error);
+#else
+        // netstandard2.0 has no span overload: copy through a scratch array of the loop thread (one per thread, kept,
+        // so a write neither allocates nor takes a second array from the pool while the receive buffer is out).
+        byte[] buffer = t_sendScratch ??= new byte[SendQueue.ChunkSize];
+        int total = 0;
+        error = SocketError.Success;
+        while (total < data.Length)
+        {
+            int count = Math.Min(buffer.Length, data.Length - total);
+            data.Slice(total, count).CopyTo(buffer);
+            int n = _socket.Send(buffer, 0, count, SocketFlags.None, out error);
+            if (error != SocketError.Success)
+            {
+                break;
+            }
+
+            total += n;
+            if (n < count)
+            {
+                break;
+            }
+        }
+
+        return total;
+#endif
+    }
+
+    /// <summary>Sends from the backlog until it is empty or the kernel's buffer is full; handles the low watermark and a pending FIN.</summary>
+    private void Flush()
+    {
+        SendQueue queue = _sendQueue!;
+        while (!queue.IsEmpty)
+        {
+            ArraySegment<byte> segment = queue.Peek();
+            int n = _socket.Send(segment.Array!, segment.Offset, segment.Count, SocketFlags.None, out SocketError error);
+            if (error != SocketError.Success)
+            {
+                if (error == SocketError.WouldBlock)
+                {
+                    break;
+                }
+
+                CloseOnError(error);
+                return;
+            }
+
+            queue.Consume(n);
+            Volatile.Write(ref _bytesSent, _bytesSent + n);
+            _lastActivity = Stopwatch.GetTimestamp();
+            if (n < segment.Count)
+            {
+                break;
+            }
+        }
+
+        _interestDirty = true;
+        if (_writePaused && queue.Length <= _settings.LowWatermark)
+        {
+            _writePaused = false;
+            _handler.OnWriteResumed(this);
+            if (_closed)
+            {
+                return;
+            }
+        }
+
+        if (queue.IsEmpty && _outputShutdownRequested && !_outputShut)
+        {
+            ShutdownOutputNow();
+        }
+    }
+
+    /// <summary>
+    /// Reads until the socket has nothing more, the end of stream, an error, a pause, or the per-event budget; hands each
+    /// read to the handler (or discards it once a graceful close ended the input). Rents the buffer for this pass only.
+    /// </summary>
+    /// <param name="hangup">The peer's half-close or a hang-up was reported: read on to the end of stream even after a short read.</param>
+    private void ReceivePass(bool hangup)
+    {
+        if (_inReceivePass)
+        {
+            return;
+        }
+
+        _inReceivePass = true;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(_settings.ReceiveBufferSize);
+        try
+        {
+            for (int reads = 0; ; reads++)
+            {
+                if (_closed || _inputClosed)
+                {
+                    return;
+                }
+
+                bool discard = _inputEnded;
+                if (!discard && _receivingPaused)
+                {
+                    return;
+                }
+
+                if (reads == _settings.MaxReadsPerEvent)
+                {
+                    if (_settings.TriggerMode == TriggerMode.Edge)
+                    {
+                        // No new edge will come for data already waiting: continue after the other work of this iteration.
+                        PostReceiveContinuation();
+                    }
+
+                    return;
+                }
+
+                int n = _socket.Receive(buffer, 0, buffer.Length, SocketFlags.None, out SocketError error);
+                if (error != SocketError.Success)
+                {
+                    if (error == SocketError.WouldBlock)
+                    {
+                        InputDrained();
+                    }
+                    else
+                    {
+                        CloseOnError(error);
+                    }
+
+                    return;
+                }
+
+                if (n == 0)
+                {
+                    EndOfInput();
+                    return;
+                }
+
+                Volatile.Write(ref _bytesReceived, _bytesReceived + n);
+                _lastActivity = Stopwatch.GetTimestamp();
+                if (!discard)
+                {
+                    _handler.OnReceived(this, new ReadOnlySpan<byte>(buffer, 0, n));
+                }
+
+                if (n < buffer.Length && !hangup)
+                {
+                    // A short read emptied the socket's buffer: anything arriving later is a new readiness (and a new edge).
+                    InputDrained();
+                    return;
+                }
+            }
+        }
+        finally
+        {
+            _inReceivePass = false;
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>The socket has nothing more to read for now. A graceful close stops delivering input here.</summary>
+    private void InputDrained()
+    {
+        if (_closeRequested && !_inputEnded)
+        {
+            _inputEnded = true;
+            ProceedClose();
+        }
+    }
+
+    private void EndOfInput()
+    {
+        _inputClosed = true;
+        _interestDirty = true;
+        if (!_closeRequested)
+        {
+            _handler.OnReadClosed(this);
+            if (_closed)
+            {
+                return;
+            }
+        }
+
+        if (_closeRequested)
+        {
+            ProceedClose();
+        }
+
+        CheckCompleted();
+    }
+
+    private void PostReceiveContinuation()
+    {
+        if (_continuationPosted)
+        {
+            return;
+        }
+
+        _continuationPosted = Loop.TryPost(s_continueReceiving, this);
+    }
+
+    private void ContinueReceiving()
+    {
+        _continuationPosted = false;
+        if (_closed)
+        {
+            return;
+        }
+
+        _depth++;
+        try
+        {
+            if (WantsToRead)
+            {
+                ReceivePass(hangup: false);
+            }
+        }
+        catch
+        {
+            Fault();
+            throw;
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+}

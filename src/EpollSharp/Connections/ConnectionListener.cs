@@ -1,0 +1,640 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Threading;
+using System.Threading.Tasks;
+
+namespace EpollSharp.Connections;
+
+/// <summary>
+/// A listening TCP socket on an <see cref="EventLoop"/>: accepts connections and starts a <see cref="Connection"/> for each,
+/// on its own loop or, in a group, round-robin on the group's loops.
+/// </summary>
+/// <remarks>
+/// <para><b>Accepting.</b> When the socket is readable the listener accepts until the queue is empty, at most
+/// <see cref="ListenerOptions.MaxAcceptsPerEvent"/> per event so that established connections are not starved. Accepted sockets are
+/// non-blocking and close-on-exec (.NET opens every socket close-on-exec).</para>
+/// <para><b>Running out.</b> When accept fails for lack of descriptors (<c>EMFILE</c>, <c>ENFILE</c>) or memory, the listener never
+/// spins: it stops watching its socket, sheds the pending connection with its reserve descriptor (see
+/// <see cref="ListenerOptions.KeepReserveDescriptor"/>), calls <see cref="ConnectionHandler.OnAcceptPaused"/>, and retries after a delay
+/// that doubles up to <see cref="ListenerOptions.MaxAcceptRetryDelay"/>, or at once when one of its connections closes. The first
+/// successful accept ends the episode (<see cref="ConnectionHandler.OnAcceptResumed"/>). It also pauses before the process runs out:
+/// at <see cref="MaxConnections"/> live connections (derived from the descriptor limit by default) it stops accepting until one closes.</para>
+/// <para><b>Threads.</b> Every member may be called from any thread. Accepting, and the pause callbacks, run on <see cref="Loop"/>'s thread.</para>
+/// </remarks>
+public sealed class ConnectionListener : IDisposable
+{
+    private const int NotPaused = 0;
+    private const int PausedAtLimit = 1;
+    private const int PausedForRetry = 2;
+
+    private static readonly ReadinessCallback s_onAcceptReady = static (registration, _) => ((ConnectionListener)registration.State!).OnAcceptReady();
+    private static readonly Action<LoopTimer> s_onRetry = static timer => ((ConnectionListener)timer.State!).Resume();
+    private static readonly Action<LoopTimer> s_onDrainExpired = static timer => ((ConnectionListener)timer.State!).AbortAll(ConnectionCloseReason.ShutdownTimeout);
+    private static readonly Action<object?> s_resume = static state => ((ConnectionListener)state!).OnResumeSignal();
+    private static readonly Action<object?> s_stop = static state => ((ConnectionListener)state!).StopAcceptingOnLoop();
+    private static readonly Action<object?> s_start = static state => ((Connection)state!).Start();
+    private static readonly Action<object?> s_requestShutdown = static state =>
+    {
+        var connection = (Connection)state!;
+        connection.RequestShutdown(connection.Listener!.DrainDeadline);
+    };
+
+    private static readonly Action<object?> s_abortForShutdown = static state => ((Connection)state!).AbortFor(ConnectionCloseReason.ShutdownTimeout);
+    private static readonly Action<object?> s_abortForDispose = static state => ((Connection)state!).AbortFor(ConnectionCloseReason.ListenerDisposed);
+
+    private readonly Socket _socket;
+    private readonly ConnectionHandler _handler;
+    private readonly ConnectionSettings _settings;
+    private readonly ListenerOptions _options;
+    private readonly EventLoop[] _targets;
+    private readonly ConnectionBudget _budget;
+    private readonly Registration _registration;
+    private readonly object _trackLock = new();
+
+    // Loop-thread state.
+    private LoopTimer? _retryTimer;
+    private Socket? _reserve;
+    private AcceptPauseEpisode? _episode;
+    private TimeSpan _retryDelay;
+    private bool _stopped;
+    private int _nextTarget;
+
+    // Shared state.
+    private int _pauseKind;
+    private int _resumePosted;
+    private long _accepted;
+    private long _shed;
+
+    // Guarded by _trackLock.
+    private Connection? _head;
+    private int _count;
+    private bool _closedToNewConnections;
+    private TaskCompletionSource<bool>? _drained;
+    private LoopTimer? _drainTimer;
+
+    private ConnectionListener(EventLoop loop, EventLoop[] targets, EndPoint endPoint, ConnectionHandler handler, ListenerOptions options, ConnectionBudget? budget)
+    {
+        Loop = loop;
+        _targets = targets;
+        _handler = handler;
+        _options = options;
+        _settings = new ConnectionSettings(options.Connection);
+        _retryDelay = options.AcceptRetryDelay;
+        _socket = SocketSetup.CreateListener(endPoint, options);
+        try
+        {
+            LocalEndPoint = _socket.LocalEndPoint!;
+            _budget = budget ?? new ConnectionBudget(options.MaxConnections != 0 ? options.MaxConnections : DescriptorLimits.DefaultMaxConnections());
+            _budget.Add(this);
+            if (options.KeepReserveDescriptor)
+            {
+                TryOpenReserve();
+            }
+
+            // Last: from here on the loop may call back.
+            _registration = loop.Register(_socket, Interest.Readable, s_onAcceptReady, this);
+        }
+        catch
+        {
+            _reserve?.Dispose();
+            _socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The loop that accepts.</summary>
+    public EventLoop Loop { get; }
+
+    /// <summary>The address the listener is bound to, with the real port when port 0 was asked for.</summary>
+    public EndPoint LocalEndPoint { get; }
+
+    /// <summary>The connection limit in force (for a group listening in <see cref="GroupAcceptMode.ReusePort"/> mode, shared by its listeners).</summary>
+    public int MaxConnections => _budget.Max;
+
+    /// <summary>How many of this listener's connections are open.</summary>
+    public int ConnectionCount
+    {
+        get
+        {
+            lock (_trackLock)
+            {
+                return _count;
+            }
+        }
+    }
+
+    /// <summary>How many connections were accepted since the listener started.</summary>
+    public long AcceptedCount => Interlocked.Read(ref _accepted);
+
+    /// <summary>How many pending connections were accepted and closed at once for lack of descriptors.</summary>
+    public long ShedCount => Interlocked.Read(ref _shed);
+
+    /// <summary>Whether accepting is paused (descriptors exhausted, connection limit, accept error).</summary>
+    public bool IsAcceptPaused => Volatile.Read(ref _pauseKind) != NotPaused;
+
+    /// <summary>The handler given to the listener.</summary>
+    public ConnectionHandler Handler => _handler;
+
+    /// <summary>The drain deadline of a graceful shutdown as a <see cref="Stopwatch"/> timestamp; 0 for none.</summary>
+    internal long DrainDeadline { get; private set; }
+
+    /// <summary>
+    /// Binds to <paramref name="endPoint"/>, listens, and starts accepting on <paramref name="loop"/>. Safe from any thread;
+    /// the loop may already be running.
+    /// </summary>
+    /// <param name="loop">The loop that accepts and runs the connections.</param>
+    /// <param name="endPoint">Where to listen, e.g. <c>new IPEndPoint(IPAddress.Loopback, 8080)</c>; port 0 picks a free port.</param>
+    /// <param name="handler">What to do with the connections.</param>
+    /// <param name="options">Options; <see langword="null"/> for the defaults. Copied: later changes have no effect.</param>
+    /// <returns>The listener, accepting.</returns>
+    /// <exception cref="ArgumentNullException">An argument other than <paramref name="options"/> is null.</exception>
+    /// <exception cref="ArgumentException">The connection options do not fit together (see <see cref="ConnectionOptions.Validate"/>).</exception>
+    /// <exception cref="PlatformNotSupportedException"><see cref="ListenerOptions.ReusePort"/> was asked for on a system other than Linux.</exception>
+    /// <exception cref="SocketException">Binding or listening failed (e.g. the address is in use).</exception>
+    /// <exception cref="ObjectDisposedException">The loop was disposed.</exception>
+    public static ConnectionListener Listen(EventLoop loop, EndPoint endPoint, ConnectionHandler handler, ListenerOptions? options = null)
+    {
+        if (loop is null)
+        {
+            throw new ArgumentNullException(nameof(loop));
+        }
+
+        return Create(loop, new[] { loop }, endPoint, handler, options?.Clone() ?? new ListenerOptions(), budget: null);
+    }
+
+    internal static ConnectionListener Create(EventLoop loop, EventLoop[] targets, EndPoint endPoint, ConnectionHandler handler, ListenerOptions options, ConnectionBudget? budget)
+    {
+        if (endPoint is null)
+        {
+            throw new ArgumentNullException(nameof(endPoint));
+        }
+
+        if (handler is null)
+        {
+            throw new ArgumentNullException(nameof(handler));
+        }
+
+        return new ConnectionListener(loop, targets, endPoint, handler, options, budget);
+    }
+
+    /// <summary>Stops accepting for good and closes the listening socket; open connections are not affected. Idempotent; safe from any thread.</summary>
+    public void StopAccepting()
+    {
+        if (Loop.IsOnLoopThread || !Loop.TryPost(s_stop, this))
+        {
+            // On the loop thread, or the loop is gone (then nothing runs on it any more).
+            StopAcceptingOnLoop();
+        }
+    }
+
+    /// <summary>
+    /// Shuts down gracefully: stops accepting, then asks each open connection to finish
+    /// (<see cref="ConnectionHandler.OnShutdownRequested"/>, by default a graceful <see cref="Connection.Close()"/> whose deadline is
+    /// no later than the drain deadline), and resets those still open when <paramref name="drainTimeout"/> has passed
+    /// (<see cref="ConnectionCloseReason.ShutdownTimeout"/>). Safe from any thread; calling it again returns the same task.
+    /// </summary>
+    /// <param name="drainTimeout">How long connections may take to finish; <see cref="Timeout.InfiniteTimeSpan"/> to wait for ever.</param>
+    /// <returns>A task that completes when every connection of the listener has closed.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="drainTimeout"/> is negative and not infinite.</exception>
+    public Task ShutdownAsync(TimeSpan drainTimeout)
+    {
+        if (drainTimeout < TimeSpan.Zero && drainTimeout != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentOutOfRangeException(nameof(drainTimeout), drainTimeout, "The drain timeout must be zero or more, or Timeout.InfiniteTimeSpan.");
+        }
+
+        Connection[] connections;
+        TaskCompletionSource<bool> drained;
+        lock (_trackLock)
+        {
+            if (_drained is not null)
+            {
+                return _drained.Task;
+            }
+
+            drained = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+            _drained = drained;
+            _closedToNewConnections = true;
+            DrainDeadline = drainTimeout == Timeout.InfiniteTimeSpan ? 0 : Stopwatch.GetTimestamp() + ConnectionSettings.ToStopwatchTicks(drainTimeout);
+            connections = SnapshotLocked();
+            if (_count == 0)
+            {
+                drained.TrySetResult(true);
+            }
+        }
+
+        StopAccepting();
+        foreach (Connection connection in connections)
+        {
+            if (!connection.Loop.TryPost(s_requestShutdown, connection))
+            {
+                connection.CloseOnDeadLoop();
+            }
+        }
+
+        if (!drained.Task.IsCompleted && drainTimeout != Timeout.InfiniteTimeSpan)
+        {
+            try
+            {
+                LoopTimer timer = Loop.Schedule(drainTimeout, s_onDrainExpired, this);
+                lock (_trackLock)
+                {
+                    _drainTimer = timer;
+                }
+            }
+            catch (ObjectDisposedException)
+            {
+                AbortAll(ConnectionCloseReason.ShutdownTimeout);
+            }
+        }
+
+        return drained.Task;
+    }
+
+    /// <summary>Stops accepting and resets every open connection (<see cref="ConnectionCloseReason.ListenerDisposed"/>), without waiting. Safe from any thread.</summary>
+    public void Dispose()
+    {
+        lock (_trackLock)
+        {
+            _closedToNewConnections = true;
+        }
+
+        StopAccepting();
+        AbortAll(ConnectionCloseReason.ListenerDisposed);
+    }
+
+    /// <summary>Called by a connection (on its loop thread) when it has closed.</summary>
+    internal void OnConnectionClosed(Connection connection)
+    {
+        TaskCompletionSource<bool>? drained = null;
+        LoopTimer? drainTimer = null;
+        lock (_trackLock)
+        {
+            Connection? previous = connection.ListPrevious;
+            Connection? next = connection.ListNext;
+            if (previous is not null)
+            {
+                previous.ListNext = next;
+            }
+            else if (_head == connection)
+            {
+                _head = next;
+            }
+
+            if (next is not null)
+            {
+                next.ListPrevious = previous;
+            }
+
+            connection.ListPrevious = null;
+            connection.ListNext = null;
+            _count--;
+            if (_count == 0 && _drained is not null)
+            {
+                drained = _drained;
+                drainTimer = _drainTimer;
+            }
+        }
+
+        _budget.Release();
+        if (Volatile.Read(ref _pauseKind) == PausedForRetry)
+        {
+            // Descriptors were short and one just came free: try again now rather than at the next retry.
+            PostResume();
+        }
+
+        if (drained is not null)
+        {
+            drainTimer?.Cancel();
+            drained.TrySetResult(true);
+        }
+    }
+
+    /// <summary>The shared budget has room again (a connection closed somewhere): resume if paused at the limit.</summary>
+    internal void SignalRoom()
+    {
+        if (Volatile.Read(ref _pauseKind) == PausedAtLimit)
+        {
+            PostResume();
+        }
+    }
+
+    private void PostResume()
+    {
+        if (Interlocked.Exchange(ref _resumePosted, 1) == 0 && !Loop.TryPost(s_resume, this))
+        {
+            Volatile.Write(ref _resumePosted, 0);
+        }
+    }
+
+    private void OnResumeSignal()
+    {
+        Volatile.Write(ref _resumePosted, 0);
+        Resume();
+    }
+
+    private void OnAcceptReady()
+    {
+        if (_stopped || Volatile.Read(ref _pauseKind) != NotPaused)
+        {
+            return;
+        }
+
+        for (int i = 0; i < _options.MaxAcceptsPerEvent; i++)
+        {
+            if (!_socket.Poll(0, SelectMode.SelectRead))
+            {
+                // Nothing pending: accepting works (again).
+                EndEpisode();
+                return;
+            }
+
+            if (!_budget.TryAcquire())
+            {
+                Pause(AcceptPauseReason.ConnectionLimit, SocketError.Success, shed: 0);
+                return;
+            }
+
+            Socket accepted;
+            try
+            {
+                accepted = _socket.Accept();
+            }
+            catch (SocketException e)
+            {
+                _budget.Release();
+                if (!OnAcceptError(e.SocketErrorCode))
+                {
+                    return;
+                }
+
+                continue;
+            }
+
+            EndEpisode();
+            Admit(accepted);
+        }
+    }
+
+    /// <summary>Handles a failed accept; returns whether to go on accepting in this pass.</summary>
+    private bool OnAcceptError(SocketError error)
+    {
+        switch (error)
+        {
+            case SocketError.WouldBlock:
+                return false;
+            case SocketError.ConnectionAborted:
+            case SocketError.ConnectionReset:
+            case SocketError.Interrupted:
+                // The client gave up before we accepted it; the next one may be fine.
+                return true;
+            case SocketError.TooManyOpenSockets:
+                Pause(AcceptPauseReason.DescriptorLimit, error, Shed());
+                return false;
+            case SocketError.NoBufferSpaceAvailable:
+                Pause(AcceptPauseReason.ResourceShortage, error, shed: 0);
+                return false;
+            default:
+                Pause(AcceptPauseReason.Error, error, shed: 0);
+                return false;
+        }
+    }
+
+    private void Admit(Socket accepted)
+    {
+        try
+        {
+            accepted.Blocking = false;
+            if (_settings.NoDelay)
+            {
+                accepted.NoDelay = true;
+            }
+        }
+        catch (SocketException)
+        {
+            // Reset by the peer already.
+            accepted.Dispose();
+            _budget.Release();
+            return;
+        }
+
+        EventLoop target = _targets.Length == 1 ? _targets[0] : _targets[(int)((uint)_nextTarget++ % (uint)_targets.Length)];
+        var connection = new Connection(this, target, accepted, _handler, _settings);
+        if (!Track(connection))
+        {
+            accepted.Dispose();
+            _budget.Release();
+            return;
+        }
+
+        Interlocked.Increment(ref _accepted);
+        if (target == Loop)
+        {
+            connection.Start();
+        }
+        else if (!target.TryPost(s_start, connection))
+        {
+            connection.CloseOnDeadLoop();
+        }
+    }
+
+    private bool Track(Connection connection)
+    {
+        lock (_trackLock)
+        {
+            if (_closedToNewConnections)
+            {
+                return false;
+            }
+
+            connection.ListNext = _head;
+            if (_head is not null)
+            {
+                _head.ListPrevious = connection;
+            }
+
+            _head = connection;
+            _count++;
+            return true;
+        }
+    }
+
+    private Connection[] SnapshotLocked()
+    {
+        var connections = new Connection[_count];
+        int i = 0;
+        for (Connection? c = _head; c is not null && i < connections.Length; c = c.ListNext)
+        {
+            connections[i++] = c;
+        }
+
+        return connections;
+    }
+
+    private void AbortAll(ConnectionCloseReason reason)
+    {
+        Connection[] connections;
+        lock (_trackLock)
+        {
+            connections = SnapshotLocked();
+        }
+
+        Action<object?> abort = reason == ConnectionCloseReason.ShutdownTimeout ? s_abortForShutdown : s_abortForDispose;
+        foreach (Connection connection in connections)
+        {
+            if (connection.Loop.IsOnLoopThread)
+            {
+                connection.AbortFor(reason);
+            }
+            else if (!connection.Loop.TryPost(abort, connection))
+            {
+                connection.CloseOnDeadLoop();
+            }
+        }
+    }
+
+    /// <summary>Closes the reserve descriptor, accepts one pending connection with it and closes that; returns how many were shed.</summary>
+    private int Shed()
+    {
+        if (_reserve is null)
+        {
+            return 0;
+        }
+
+        _reserve.Dispose();
+        _reserve = null;
+        int shed = 0;
+        try
+        {
+            using Socket rejected = _socket.Accept();
+            shed = 1;
+            Interlocked.Increment(ref _shed);
+        }
+        catch (SocketException)
+        {
+            // Someone else took the descriptor, or the client left.
+        }
+
+        TryOpenReserve();
+        return shed;
+    }
+
+    private void TryOpenReserve()
+    {
+        try
+        {
+            _reserve = new Socket(_socket.AddressFamily, SocketType.Dgram, ProtocolType.Unspecified);
+        }
+        catch (SocketException)
+        {
+            _reserve = null;
+        }
+    }
+
+    private void Pause(AcceptPauseReason reason, SocketError error, int shed)
+    {
+        bool first = _episode is null;
+        if (first)
+        {
+            _episode = new AcceptPauseEpisode(reason, error);
+            _retryDelay = _options.AcceptRetryDelay;
+        }
+        else
+        {
+            _episode!.Retries++;
+            _retryDelay = TimeSpan.FromTicks(Math.Min(_retryDelay.Ticks * 2, _options.MaxAcceptRetryDelay.Ticks));
+        }
+
+        _episode.ShedConnections += shed;
+        _registration.ChangeInterest(Interest.None);
+        if (reason == AcceptPauseReason.ConnectionLimit)
+        {
+            Volatile.Write(ref _pauseKind, PausedAtLimit);
+            _budget.EnterWaiting();
+            if (_budget.HasRoom)
+            {
+                // A connection closed between the failed acquire and the flag: do not wait for the next one.
+                PostResume();
+            }
+        }
+        else
+        {
+            Volatile.Write(ref _pauseKind, PausedForRetry);
+            if (_retryTimer is null)
+            {
+                _retryTimer = Loop.Schedule(_retryDelay, s_onRetry, this);
+            }
+            else
+            {
+                _retryTimer.Change(_retryDelay);
+            }
+        }
+
+        if (first)
+        {
+            _handler.OnAcceptPaused(this, _episode);
+        }
+    }
+
+    /// <summary>Ends a pause (retry timer, a closed connection, room at the limit) and tries to accept at once.</summary>
+    private void Resume()
+    {
+        int kind = Volatile.Read(ref _pauseKind);
+        if (_stopped || kind == NotPaused)
+        {
+            return;
+        }
+
+        if (kind == PausedAtLimit)
+        {
+            _budget.LeaveWaiting();
+        }
+
+        _retryTimer?.Cancel();
+        Volatile.Write(ref _pauseKind, NotPaused);
+        if (_reserve is null && _options.KeepReserveDescriptor)
+        {
+            TryOpenReserve();
+        }
+
+        _registration.ChangeInterest(Interest.Readable);
+        OnAcceptReady();
+    }
+
+    private void EndEpisode()
+    {
+        AcceptPauseEpisode? episode = _episode;
+        if (episode is null)
+        {
+            return;
+        }
+
+        _episode = null;
+        _retryDelay = _options.AcceptRetryDelay;
+        episode.End();
+        _handler.OnAcceptResumed(this, episode);
+    }
+
+    private void StopAcceptingOnLoop()
+    {
+        if (_stopped)
+        {
+            return;
+        }
+
+        _stopped = true;
+        if (Interlocked.Exchange(ref _pauseKind, NotPaused) == PausedAtLimit)
+        {
+            _budget.LeaveWaiting();
+        }
+
+        _registration.Dispose();
+        _retryTimer?.Cancel();
+        _socket.Dispose();
+        _reserve?.Dispose();
+        _reserve = null;
+    }
+}

@@ -1,0 +1,178 @@
+using System;
+using System.Threading;
+
+namespace EpollSharp.Connections;
+
+/// <summary>
+/// Settings for each <see cref="Connection"/> a listener accepts. Every limit has a safe default; the defaults
+/// suit a server with many mostly idle connections and small to medium messages.
+/// </summary>
+/// <remarks>
+/// The values are read when a listener is created; changing them afterwards has no effect on it.
+/// <see cref="Validate"/> checks that they fit together (<c>LowWatermark &lt;= HighWatermark &lt;= MaxBufferedBytes</c>).
+/// </remarks>
+public sealed class ConnectionOptions
+{
+    private int _receiveBufferSize = 16 * 1024;
+    private int _maxReadsPerEvent = 16;
+    private long _highWatermark = 64 * 1024;
+    private long _lowWatermark = 16 * 1024;
+    private long _maxBufferedBytes = 1024 * 1024;
+    private TimeSpan _idleTimeout = TimeSpan.FromMinutes(2);
+    private TimeSpan _closeTimeout = TimeSpan.FromSeconds(10);
+    private TriggerMode _triggerMode = TriggerMode.Level;
+
+    /// <summary>
+    /// The size of the buffer each read uses, rented from <see cref="System.Buffers.ArrayPool{T}.Shared"/> when the
+    /// socket is readable and returned when the read pass ends, so an idle connection holds no receive buffer.
+    /// Default 16 KiB; 256 bytes to 1 MiB.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is outside 256 to 1,048,576.</exception>
+    public int ReceiveBufferSize
+    {
+        get => _receiveBufferSize;
+        set => _receiveBufferSize = Check(value, 256, 1024 * 1024, nameof(ReceiveBufferSize));
+    }
+
+    /// <summary>
+    /// The most reads one readiness event makes before the loop moves on to other connections (fairness: one busy
+    /// connection cannot hold the loop). Level-triggered, the loop simply reports the rest next iteration; edge-triggered,
+    /// the connection posts itself a continuation. Default 16; 1 to 1,024.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is outside 1 to 1,024.</exception>
+    public int MaxReadsPerEvent
+    {
+        get => _maxReadsPerEvent;
+        set => _maxReadsPerEvent = Check(value, 1, 1024, nameof(MaxReadsPerEvent));
+    }
+
+    /// <summary>
+    /// Backpressure starts when the bytes buffered for sending reach this value: <see cref="Connection.IsWritePaused"/>
+    /// becomes true and <see cref="ConnectionHandler.OnWritePaused(Connection)"/> is called (by default it pauses receiving).
+    /// Default 64 KiB.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not positive.</exception>
+    public long HighWatermark
+    {
+        get => _highWatermark;
+        set => _highWatermark = Check(value, 1, long.MaxValue, nameof(HighWatermark));
+    }
+
+    /// <summary>
+    /// Backpressure ends when the buffered bytes drain to this value or below: <see cref="ConnectionHandler.OnWriteResumed(Connection)"/>
+    /// is called (by default it resumes receiving). Default 16 KiB.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is negative.</exception>
+    public long LowWatermark
+    {
+        get => _lowWatermark;
+        set => _lowWatermark = Check(value, 0, long.MaxValue, nameof(LowWatermark));
+    }
+
+    /// <summary>
+    /// The hard limit on bytes buffered for sending, whatever the handler does. A write that would buffer more is
+    /// refused (<see cref="Connection.Write(ReadOnlySpan{byte})"/> returns <see langword="false"/>) and the connection is
+    /// reset with <see cref="ConnectionCloseReason.OutputLimitExceeded"/>: a stream with a piece missing is corrupt, so it is
+    /// not kept open. This is what stops a client that never reads from growing the server's memory. Default 1 MiB.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not positive.</exception>
+    public long MaxBufferedBytes
+    {
+        get => _maxBufferedBytes;
+        set => _maxBufferedBytes = Check(value, 1, long.MaxValue, nameof(MaxBufferedBytes));
+    }
+
+    /// <summary>
+    /// A connection on which nothing was received and nothing could be sent for this long is closed with
+    /// <see cref="ConnectionCloseReason.IdleTimeout"/> (reset if output is still buffered: the peer stopped reading).
+    /// This closes connections that open and go silent (slowloris-style). A client that trickles a byte now and then
+    /// keeps its connection: deadlines per request belong to the protocol handler. Default 2 minutes;
+    /// <see cref="Timeout.InfiniteTimeSpan"/> disables it.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not positive and not infinite.</exception>
+    public TimeSpan IdleTimeout
+    {
+        get => _idleTimeout;
+        set => _idleTimeout = CheckTimeout(value, nameof(IdleTimeout));
+    }
+
+    /// <summary>
+    /// How long a graceful <see cref="Connection.Close()"/> may take (flushing buffered output, then waiting for the peer
+    /// to close its side) before the connection is reset with <see cref="ConnectionCloseReason.CloseTimeout"/>. Default 10 seconds.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not positive and not infinite.</exception>
+    public TimeSpan CloseTimeout
+    {
+        get => _closeTimeout;
+        set => _closeTimeout = CheckTimeout(value, nameof(CloseTimeout));
+    }
+
+    /// <summary>Whether to disable Nagle's algorithm (<c>TCP_NODELAY</c>) on accepted sockets. Default <see langword="true"/>.</summary>
+    public bool NoDelay { get; set; } = true;
+
+    /// <summary>
+    /// How connections are registered with their loop: <see cref="TriggerMode.Level"/> (default) or <see cref="TriggerMode.Edge"/>.
+    /// The connection reads until the kernel has nothing more (or <see cref="MaxReadsPerEvent"/>) either way.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not Level or Edge (one-shot does not suit a connection).</exception>
+    public TriggerMode TriggerMode
+    {
+        get => _triggerMode;
+        set
+        {
+            if (value is not (TriggerMode.Level or TriggerMode.Edge))
+            {
+                throw new ArgumentOutOfRangeException(nameof(value), value, "A connection is registered level- or edge-triggered.");
+            }
+
+            _triggerMode = value;
+        }
+    }
+
+    /// <summary>Checks that the values fit together.</summary>
+    /// <exception cref="ArgumentException"><see cref="LowWatermark"/> is above <see cref="HighWatermark"/>, or <see cref="HighWatermark"/> above <see cref="MaxBufferedBytes"/>.</exception>
+    public void Validate()
+    {
+        if (LowWatermark > HighWatermark)
+        {
+            throw new ArgumentException($"LowWatermark ({LowWatermark}) must not be above HighWatermark ({HighWatermark}).");
+        }
+
+        if (HighWatermark > MaxBufferedBytes)
+        {
+            throw new ArgumentException($"HighWatermark ({HighWatermark}) must not be above MaxBufferedBytes ({MaxBufferedBytes}).");
+        }
+    }
+
+    internal ConnectionOptions Clone() => (ConnectionOptions)MemberwiseClone();
+
+    private static int Check(int value, int min, int max, string name)
+    {
+        if (value < min || value > max)
+        {
+            throw new ArgumentOutOfRangeException(name, value, $"{name} must be between {min} and {max}.");
+        }
+
+        return value;
+    }
+
+    private static long Check(long value, long min, long max, string name)
+    {
+        if (value < min || value > max)
+        {
+            throw new ArgumentOutOfRangeException(name, value, $"{name} must be between {min} and {max}.");
+        }
+
+        return value;
+    }
+
+    private static TimeSpan CheckTimeout(TimeSpan value, string name)
+    {
+        if (value <= TimeSpan.Zero && value != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive, or Timeout.InfiniteTimeSpan.");
+        }
+
+        return value;
+    }
+}

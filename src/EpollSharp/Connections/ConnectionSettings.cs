@@ -1,0 +1,49 @@
+using System;
+using System.Diagnostics;
+using System.Threading;
+
+namespace EpollSharp.Connections;
+
+/// <summary>The connection options of one listener, validated and converted once; shared by its connections (one reference each).</summary>
+internal sealed class ConnectionSettings
+{
+    public ConnectionSettings(ConnectionOptions options)
+    {
+        options.Validate();
+        ReceiveBufferSize = options.ReceiveBufferSize;
+        MaxReadsPerEvent = options.MaxReadsPerEvent;
+        HighWatermark = options.HighWatermark;
+        LowWatermark = options.LowWatermark;
+        MaxBufferedBytes = options.MaxBufferedBytes;
+        IdleTimeout = options.IdleTimeout;
+        IdleTicks = options.IdleTimeout == Timeout.InfiniteTimeSpan ? 0 : ToStopwatchTicks(options.IdleTimeout);
+        CloseTimeout = options.CloseTimeout;
+        NoDelay = options.NoDelay;
+        TriggerMode = options.TriggerMode;
+    }
+
+    public int ReceiveBufferSize { get; }
+
+    public int MaxReadsPerEvent { get; }
+
+    public long HighWatermark { get; }
+
+    public long LowWatermark { get; }
+
+    public long MaxBufferedBytes { get; }
+
+    public TimeSpan IdleTimeout { get; }
+
+    /// <summary>The idle timeout in <see cref="Stopwatch"/> ticks; 0 when disabled.</summary>
+    public long IdleTicks { get; }
+
+    public TimeSpan CloseTimeout { get; }
+
+    public bool NoDelay { get; }
+
+    public TriggerMode TriggerMode { get; }
+
+    internal static long ToStopwatchTicks(TimeSpan span) => (long)Math.Ceiling(span.Ticks * ((double)Stopwatch.Frequency / TimeSpan.TicksPerSecond));
+
+    internal static TimeSpan FromStopwatchTicks(long ticks) => TimeSpan.FromTicks((long)Math.Ceiling(ticks * ((double)TimeSpan.TicksPerSecond / Stopwatch.Frequency)));
+}

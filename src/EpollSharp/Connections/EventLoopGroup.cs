@@ -1,0 +1,255 @@
+using System;
+using System.Collections.Generic;
+using System.Net;
+using System.Runtime.InteropServices;
+using System.Threading;
+using System.Threading.Tasks;
+
+namespace EpollSharp.Connections;
+
+/// <summary>
+/// Several event loops, one thread each, serving the same listeners: the way to use many cores. Connections are spread over
+/// the loops (see <see cref="GroupAcceptMode"/>) and each stays on its loop for its whole life.
+/// </summary>
+/// <remarks>
+/// <para>Every member may be called from any thread.</para>
+/// <para>Shut down with <see cref="ShutdownAsync"/> (stop accepting, let connections finish until a deadline, reset the rest,
+/// then stop the loops), or <see cref="Dispose"/> (reset everything now and stop the loops).</para>
+/// </remarks>
+public sealed class EventLoopGroup : IDisposable
+{
+    private readonly EventLoop[] _loops;
+    private readonly List<ConnectionListener> _listeners = new();
+    private int _next = -1;
+    private int _disposed;
+
+    /// <summary>Creates <paramref name="loopCount"/> loops and starts each on its own background thread.</summary>
+    /// <param name="loopCount">How many loops; 0 for <see cref="Environment.ProcessorCount"/>.</param>
+    /// <param name="options">Options for every loop (its backend, exception handler...); <see langword="null"/> for the defaults.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="loopCount"/> is negative.</exception>
+    /// <exception cref="PlatformNotSupportedException">The requested backend is not available.</exception>
+    public EventLoopGroup(int loopCount = 0, EventLoopOptions? options = null)
+    {
+        if (loopCount < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(loopCount), loopCount, "The loop count must be 0 (one per processor) or positive.");
+        }
+
+        if (loopCount == 0)
+        {
+            loopCount = Environment.ProcessorCount;
+        }
+
+        _loops = new EventLoop[loopCount];
+        var runs = new Task[loopCount];
+        try
+        {
+            for (int i = 0; i < loopCount; i++)
+            {
+                _loops[i] = new EventLoop(options);
+                runs[i] = _loops[i].Start("EpollSharp loop " + i.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            }
+        }
+        catch
+        {
+            foreach (EventLoop? loop in _loops)
+            {
+                loop?.Dispose();
+            }
+
+            throw;
+        }
+
+        Completion = Task.WhenAll(runs);
+    }
+
+    /// <summary>The loops.</summary>
+    public IReadOnlyList<EventLoop> Loops => _loops;
+
+    /// <summary>The backend the loops use.</summary>
+    public EventLoopBackend Backend => _loops[0].Backend;
+
+    /// <summary>Completes when every loop has stopped; faulted if a loop stopped on an unhandled exception.</summary>
+    public Task Completion { get; }
+
+    /// <summary>The listeners created by <see cref="Listen"/>.</summary>
+    public IReadOnlyList<ConnectionListener> Listeners
+    {
+        get
+        {
+            lock (_listeners)
+            {
+                return _listeners.ToArray();
+            }
+        }
+    }
+
+    /// <summary>How many connections are open across the group's listeners.</summary>
+    public int ConnectionCount
+    {
+        get
+        {
+            int count = 0;
+            foreach (ConnectionListener listener in Listeners)
+            {
+                count += listener.ConnectionCount;
+            }
+
+            return count;
+        }
+    }
+
+    /// <summary>How many connections the group's listeners have accepted.</summary>
+    public long AcceptedCount
+    {
+        get
+        {
+            long count = 0;
+            foreach (ConnectionListener listener in Listeners)
+            {
+                count += listener.AcceptedCount;
+            }
+
+            return count;
+        }
+    }
+
+    /// <summary>The next loop in turn, for work of your own you want spread over the loops.</summary>
+    /// <returns>A loop.</returns>
+    public EventLoop Next() => _loops[(int)((uint)Interlocked.Increment(ref _next) % (uint)_loops.Length)];
+
+    /// <summary>
+    /// Listens on <paramref name="endPoint"/> and serves the connections on all the loops. The connection limit
+    /// (<see cref="ListenerOptions.MaxConnections"/>, derived from the descriptor limit when 0) applies to the group as a whole.
+    /// </summary>
+    /// <param name="endPoint">Where to listen; port 0 picks a free port (the same one for every loop).</param>
+    /// <param name="handler">What to do with the connections; called on several loop threads at once.</param>
+    /// <param name="options">Options; <see langword="null"/> for the defaults. Copied.</param>
+    /// <param name="mode">How connections are spread over the loops.</param>
+    /// <returns>The listeners: one per loop in <see cref="GroupAcceptMode.ReusePort"/> mode, else one.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="endPoint"/> or <paramref name="handler"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="mode"/> is not a defined value.</exception>
+    /// <exception cref="PlatformNotSupportedException"><see cref="GroupAcceptMode.ReusePort"/> was asked for on a system other than Linux.</exception>
+    /// <exception cref="System.Net.Sockets.SocketException">Binding or listening failed.</exception>
+    /// <exception cref="ObjectDisposedException">The group was disposed.</exception>
+    public IReadOnlyList<ConnectionListener> Listen(EndPoint endPoint, ConnectionHandler handler, ListenerOptions? options = null, GroupAcceptMode mode = GroupAcceptMode.Auto)
+    {
+        if (endPoint is null)
+        {
+            throw new ArgumentNullException(nameof(endPoint));
+        }
+
+        if (handler is null)
+        {
+            throw new ArgumentNullException(nameof(handler));
+        }
+
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            throw new ObjectDisposedException(nameof(EventLoopGroup));
+        }
+
+        mode = mode switch
+        {
+            GroupAcceptMode.Auto => _loops.Length > 1 && RuntimeInformation.IsOSPlatform(OSPlatform.Linux) ? GroupAcceptMode.ReusePort : GroupAcceptMode.SingleAcceptor,
+            GroupAcceptMode.ReusePort or GroupAcceptMode.SingleAcceptor => mode,
+            _ => throw new ArgumentOutOfRangeException(nameof(mode), mode, "Unknown GroupAcceptMode value."),
+        };
+
+        ListenerOptions copy = options?.Clone() ?? new ListenerOptions();
+        var budget = new ConnectionBudget(copy.MaxConnections != 0 ? copy.MaxConnections : DescriptorLimits.DefaultMaxConnections());
+        var created = new List<ConnectionListener>();
+        try
+        {
+            if (mode == GroupAcceptMode.SingleAcceptor)
+            {
+                created.Add(ConnectionListener.Create(_loops[0], _loops, endPoint, handler, copy, budget));
+            }
+            else
+            {
+                copy.ReusePort = true;
+                EndPoint bindTo = endPoint;
+                for (int i = 0; i < _loops.Length; i++)
+                {
+                    ConnectionListener listener = ConnectionListener.Create(_loops[i], new[] { _loops[i] }, bindTo, handler, copy, budget);
+                    created.Add(listener);
+                    if (i == 0 && bindTo is IPEndPoint { Port: 0 } && listener.LocalEndPoint is IPEndPoint bound)
+                    {
+                        // Port 0: the kernel chose a port for the first socket; the others join it.
+                        bindTo = new IPEndPoint(bound.Address, bound.Port);
+                    }
+                }
+            }
+        }
+        catch
+        {
+            foreach (ConnectionListener listener in created)
+            {
+                listener.Dispose();
+            }
+
+            throw;
+        }
+
+        lock (_listeners)
+        {
+            _listeners.AddRange(created);
+        }
+
+        return created.ToArray();
+    }
+
+    /// <summary>
+    /// Shuts the group down gracefully: every listener stops accepting and drains its connections (see
+    /// <see cref="ConnectionListener.ShutdownAsync"/>); connections still open after <paramref name="drainTimeout"/> are reset;
+    /// then the loops are stopped and disposed.
+    /// </summary>
+    /// <param name="drainTimeout">How long connections may take to finish; <see cref="Timeout.InfiniteTimeSpan"/> to wait for ever.</param>
+    /// <returns>A task that completes when the connections are closed and the loops disposed.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="drainTimeout"/> is negative and not infinite.</exception>
+    public Task ShutdownAsync(TimeSpan drainTimeout)
+    {
+        if (drainTimeout < TimeSpan.Zero && drainTimeout != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentOutOfRangeException(nameof(drainTimeout), drainTimeout, "The drain timeout must be zero or more, or Timeout.InfiniteTimeSpan.");
+        }
+
+        ConnectionListener[] listeners;
+        lock (_listeners)
+        {
+            listeners = _listeners.ToArray();
+        }
+
+        var drains = new Task[listeners.Length];
+        for (int i = 0; i < listeners.Length; i++)
+        {
+            drains[i] = listeners[i].ShutdownAsync(drainTimeout);
+        }
+
+        return Task.WhenAll(drains).ContinueWith(
+            static (_, state) => ((EventLoopGroup)state!).Dispose(),
+            this,
+            CancellationToken.None,
+            TaskContinuationOptions.None,
+            TaskScheduler.Default);
+    }
+
+    /// <summary>Resets every connection, closes the listeners and stops and disposes the loops. Idempotent.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        foreach (ConnectionListener listener in Listeners)
+        {
+            listener.Dispose();
+        }
+
+        foreach (EventLoop loop in _loops)
+        {
+            loop.Dispose();
+        }
+    }
+}

@@ -1,0 +1,17 @@
+namespace EpollSharp.Connections;
+
+/// <summary>How an <see cref="EventLoopGroup"/> spreads new connections over its loops.</summary>
+public enum GroupAcceptMode
+{
+    /// <summary><see cref="ReusePort"/> on Linux when the group has more than one loop; otherwise <see cref="SingleAcceptor"/>.</summary>
+    Auto = 0,
+
+    /// <summary>
+    /// One listening socket per loop, all bound to the same port with <c>SO_REUSEPORT</c>; the kernel spreads connections
+    /// among them (by a hash of the addresses), and no connection crosses threads. Linux only.
+    /// </summary>
+    ReusePort = 1,
+
+    /// <summary>One listening socket on the first loop; it accepts and hands each connection to the next loop in turn (through <see cref="EventLoop.Post(System.Action{object?}, object?)"/>). Works everywhere.</summary>
+    SingleAcceptor = 2,
+}

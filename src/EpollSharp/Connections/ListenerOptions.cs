@@ -1,0 +1,104 @@
+using System;
+
+namespace EpollSharp.Connections;
+
+/// <summary>Settings for a <see cref="ConnectionListener"/>. Every limit has a safe default.</summary>
+public sealed class ListenerOptions
+{
+    private int _backlog = 1024;
+    private int _maxConnections;
+    private int _maxAcceptsPerEvent = 64;
+    private TimeSpan _acceptRetryDelay = TimeSpan.FromMilliseconds(10);
+    private TimeSpan _maxAcceptRetryDelay = TimeSpan.FromSeconds(1);
+    private ConnectionOptions _connection = new();
+
+    /// <summary>The listen queue length passed to <c>listen</c> (the kernel caps it at <c>net.core.somaxconn</c>). Default 1,024.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not positive.</exception>
+    public int Backlog
+    {
+        get => _backlog;
+        set => _backlog = value > 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "The backlog must be positive.");
+    }
+
+    /// <summary>
+    /// Set <c>SO_REUSEADDR</c> before binding, so a restarted server can bind its port while old connections linger in
+    /// <c>TIME_WAIT</c>. Default <see langword="true"/>. Ignored on Windows, where the option means something else
+    /// (it would let another process take the port).
+    /// </summary>
+    public bool ReuseAddress { get; set; } = true;
+
+    /// <summary>
+    /// Set <c>SO_REUSEPORT</c> before binding, so several sockets (one per loop, or several processes) can listen on the
+    /// same port and the kernel spreads new connections among them. Default <see langword="false"/>.
+    /// Supported on Linux only: elsewhere creating the listener throws <see cref="PlatformNotSupportedException"/>
+    /// (BSD and macOS have an option of that name, but it does not spread connections).
+    /// </summary>
+    public bool ReusePort { get; set; }
+
+    /// <summary>
+    /// The most connections the listener holds at once; past it, it pauses accepting (<see cref="AcceptPauseReason.ConnectionLimit"/>)
+    /// until one closes. 0 (the default) derives it from the process's descriptor limit (see <see cref="DefaultMaxConnections"/>),
+    /// keeping headroom for the descriptors the .NET runtime opens by itself: a process that gives its last descriptor to a
+    /// connection can fail in places that cannot handle it.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is negative.</exception>
+    public int MaxConnections
+    {
+        get => _maxConnections;
+        set => _maxConnections = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "MaxConnections must be 0 (derived) or positive.");
+    }
+
+    /// <summary>The most connections accepted per readiness event, so that a flood of connections cannot starve established ones. Default 64; 1 to 4,096.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is outside 1 to 4,096.</exception>
+    public int MaxAcceptsPerEvent
+    {
+        get => _maxAcceptsPerEvent;
+        set => _maxAcceptsPerEvent = value is >= 1 and <= 4096 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "MaxAcceptsPerEvent must be between 1 and 4,096.");
+    }
+
+    /// <summary>The first delay before accepting is retried after running out of descriptors; it doubles on each failure up to <see cref="MaxAcceptRetryDelay"/>. Default 10 ms.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not positive.</exception>
+    public TimeSpan AcceptRetryDelay
+    {
+        get => _acceptRetryDelay;
+        set => _acceptRetryDelay = value > TimeSpan.Zero ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "The delay must be positive.");
+    }
+
+    /// <summary>The longest delay between accept retries while descriptors are exhausted. Default 1 second.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not positive.</exception>
+    public TimeSpan MaxAcceptRetryDelay
+    {
+        get => _maxAcceptRetryDelay;
+        set => _maxAcceptRetryDelay = value > TimeSpan.Zero ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "The delay must be positive.");
+    }
+
+    /// <summary>
+    /// Keep one spare descriptor open. When accept fails for lack of descriptors, the listener closes the spare, accepts
+    /// the pending connection with it and closes that at once, so its client learns straight away that the server is full
+    /// instead of waiting in the listen queue; then it takes the spare back. Default <see langword="true"/>.
+    /// </summary>
+    public bool KeepReserveDescriptor { get; set; } = true;
+
+    /// <summary>The settings of each accepted connection.</summary>
+    /// <exception cref="ArgumentNullException">The value is null.</exception>
+    public ConnectionOptions Connection
+    {
+        get => _connection;
+        set => _connection = value ?? throw new ArgumentNullException(nameof(value));
+    }
+
+    /// <summary>
+    /// The connection limit used when <see cref="MaxConnections"/> is 0, computed now: the soft <c>RLIMIT_NOFILE</c>
+    /// (on Linux read from <c>/proc/self/limits</c>; .NET raises the soft limit to the hard one at start-up), less the
+    /// descriptors open now, less headroom of 1/32 of the limit (at least 64, at most 512). Where the limit cannot be
+    /// read (other systems), 4,096. Always at least 1.
+    /// </summary>
+    public static int DefaultMaxConnections => DescriptorLimits.DefaultMaxConnections();
+
+    internal ListenerOptions Clone()
+    {
+        var clone = (ListenerOptions)MemberwiseClone();
+        clone._connection = _connection.Clone();
+        return clone;
+    }
+}

@@ -1,0 +1,93 @@
+using System;
+using System.Net.Sockets;
+using System.Threading;
+using EpollSharp.Connections;
+using Xunit.Abstractions;
+
+namespace EpollSharp.Tests.Connections;
+
+using Backends = EpollSharp.Tests.Util.Backends;
+
+/// <summary>
+/// Steady-state echo allocates nothing on the loop thread: reads rent and return a pooled buffer, writes go straight to
+/// the kernel (or into pooled chunks), callbacks are static delegates. Measured with
+/// <see cref="GC.GetAllocatedBytesForCurrentThread"/> on the loop thread, around many messages after a warm-up.
+/// </summary>
+public class AllocationTests
+{
+    private readonly ITestOutputHelper _output;
+
+    public AllocationTests(ITestOutputHelper output) => _output = output;
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
+    public void Small_message_echo_allocates_nothing_per_message(EventLoopBackend backend)
+    {
+        long perRun = Measure(backend, messageSize: 64, messages: 20_000, TriggerMode.Level);
+        Assert.True(perRun < 1024, $"{perRun} bytes allocated on the loop thread for 20,000 messages");
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
+    public void Small_message_echo_allocates_nothing_per_message_edge_triggered(EventLoopBackend backend)
+    {
+        long perRun = Measure(backend, messageSize: 64, messages: 20_000, TriggerMode.Edge);
+        Assert.True(perRun < 1024, $"{perRun} bytes allocated on the loop thread for 20,000 messages");
+    }
+
+    /// <summary>256 KiB messages go through the backlog and backpressure (pooled chunks, pause and resume).</summary>
+    [SkippableTheory]
+    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
+    public void Large_message_echo_through_the_backlog_allocates_nothing_per_message(EventLoopBackend backend)
+    {
+        long perRun = Measure(backend, messageSize: 256 * 1024, messages: 200, TriggerMode.Level);
+        Assert.True(perRun < 1024, $"{perRun} bytes allocated on the loop thread for 200 messages of 256 KiB");
+    }
+
+    private long Measure(EventLoopBackend backend, int messageSize, int messages, TriggerMode mode)
+    {
+        var handler = new PlainEcho();
+        using var server = new EchoServer(backend, handler, new ListenerOptions { Connection = { TriggerMode = mode } });
+        using Socket client = server.Connect();
+        byte[] message = SocketTestExtensions.Pattern(1, messageSize);
+        byte[] echo = new byte[messageSize];
+        void RoundTrips(int count)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                var sender = messageSize > 64 * 1024 ? new Thread(() => client.Send(message)) : null;
+                if (sender is null)
+                {
+                    client.Send(message);
+                }
+                else
+                {
+                    sender.Start();
+                }
+
+                int total = 0;
+                while (total < messageSize)
+                {
+                    total += client.Receive(echo, total, messageSize - total, SocketFlags.None);
+                }
+
+                sender?.Join();
+            }
+        }
+
+        // Warm up until the pools hold every array the pattern needs at once (receive buffer, backlog chunks).
+        RoundTrips(Math.Max(50, messages / 10));
+        long before = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
+        RoundTrips(messages);
+        long after = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
+        Assert.Equal(message, echo);
+        server.AssertNoLoopErrors();
+        _output.WriteLine($"{backend} {mode}: {after - before} bytes allocated on the loop thread for {messages:N0} echoes of {messageSize:N0} bytes ({(after - before) / (double)messages:F3} per message)");
+        return after - before;
+    }
+
+    private sealed class PlainEcho : ConnectionHandler
+    {
+        public override void OnReceived(Connection connection, ReadOnlySpan<byte> data) => connection.Write(data);
+    }
+}

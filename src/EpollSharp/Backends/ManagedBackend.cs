@@ -46,8 +46,8 @@ internal sealed class ManagedBackend : IPollBackend
     /// <summary>The most list entries (read + write + error, wake socket included) in one Socket.Select call: below the 80 at which it allocates.</summary>
     internal const int SelectCapacity = 64;
 
-    /// <summary>The longest single blocking Select; a longer timeout is waited in several.</summary>
-    private const int MaxSelectMilliseconds = 1_000_000;
+    /// <summary>How often a sleeping wait looks for registered handles closed by their owners.</summary>
+    internal const int ClosedCheckMilliseconds = 500;
 
     /// <summary>How often a sleeping wait re-reads the byte count of edge registrations that hold undrained data.</summary>
     internal const int StaleCheckMilliseconds = 10;
@@ -146,9 +146,10 @@ internal sealed class ManagedBackend : IPollBackend
         IntPtr key = target.Handle.DangerousGetHandle();
         bool owns = target.Socket is null;
         Socket socket = target.Socket ?? WrapHandle(target.Handle);
+        Socket poller = owns ? socket : CreatePoller(target.Socket!);
         try
         {
-            var entry = new ManagedEntry(target.Handle, socket, key, token, ownsSocket: owns);
+            var entry = new ManagedEntry(target.Handle, socket, poller, key, token, ownsSocket: owns);
             lock (_gate)
             {
                 if (_disposed)
@@ -187,6 +188,10 @@ internal sealed class ManagedBackend : IPollBackend
             if (owns)
             {
                 socket.Dispose();
+            }
+            else if (!ReferenceEquals(poller, socket))
+            {
+                poller.Dispose();
             }
 
             throw;
@@ -344,6 +349,11 @@ internal sealed class ManagedBackend : IPollBackend
                     owned.Add(_live[i].Socket);
                 }
 
+                if (!ReferenceEquals(_live[i].Poller, _live[i].Socket))
+                {
+                    owned.Add(_live[i].Poller);
+                }
+
                 _live[i] = null!;
             }
 
@@ -418,10 +428,16 @@ internal sealed class ManagedBackend : IPollBackend
         moved.Index = e.Index;
         _live[last] = null!;
         e.Removed = true;
+
+        // Disposed by the waiting thread at its next snapshot: it may be inside a Select with them now.
         if (e.OwnsSocket)
         {
-            // Disposed by the waiting thread at its next snapshot: it may be inside a Select with it now.
             _retired.Add(e.Socket);
+        }
+
+        if (!ReferenceEquals(e.Poller, e.Socket))
+        {
+            _retired.Add(e.Poller);
         }
 
         _dirty = true;
@@ -494,6 +510,27 @@ internal sealed class ManagedBackend : IPollBackend
         _ = handle;
         throw new PlatformNotSupportedException(
             "The managed backend of the netstandard2.0 build watches Socket objects only: register the Socket itself, or use the .NET 8 (or later) build, which can wrap a socket handle.");
+#endif
+    }
+
+    /// <summary>A non-owning second <see cref="Socket"/> over <paramref name="socket"/>'s descriptor, for blocking Selects; the socket itself where that is not possible.</summary>
+    private static Socket CreatePoller(Socket socket)
+    {
+#if NET5_0_OR_GREATER
+        SafeSocketHandle? wrapped = null;
+        try
+        {
+            wrapped = new SafeSocketHandle(socket.SafeHandle.DangerousGetHandle(), ownsHandle: false);
+            return new Socket(wrapped);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            wrapped?.Dispose();
+            return socket;
+        }
+#else
+        // netstandard2.0 has no SafeSocketHandle: the blocking Select uses the registered socket itself.
+        return socket;
 #endif
     }
 
@@ -1187,19 +1224,20 @@ internal sealed class ManagedBackend : IPollBackend
                 used = 1;
             }
 
+            Socket poller = e.Poller;
             if (r)
             {
-                read.Add(e.Socket);
+                read.Add(poller);
             }
 
             if (w)
             {
-                write.Add(e.Socket);
+                write.Add(poller);
             }
 
             if (x)
             {
-                error.Add(e.Socket);
+                error.Add(poller);
             }
 
             if (groups == 0)
@@ -1207,17 +1245,17 @@ internal sealed class ManagedBackend : IPollBackend
                 // The loop's own group: kept, because Select empties the lists and a sliced wait selects again.
                 if (r)
                 {
-                    _ownRead[_ownReadCount++] = e.Socket;
+                    _ownRead[_ownReadCount++] = poller;
                 }
 
                 if (w)
                 {
-                    _ownWrite[_ownWriteCount++] = e.Socket;
+                    _ownWrite[_ownWriteCount++] = poller;
                 }
 
                 if (x)
                 {
-                    _ownError[_ownErrorCount++] = e.Socket;
+                    _ownError[_ownErrorCount++] = poller;
                 }
             }
 
@@ -1286,29 +1324,27 @@ internal sealed class ManagedBackend : IPollBackend
     }
 
     /// <summary>
-    /// Selects on the loop's own group until something is ready, the timeout passes, or (while edge registrations hold
-    /// undrained data) the byte count of one of those changed, looked at every <see cref="StaleCheckMilliseconds"/>.
-    /// Returns whether the wake socket was among the ready ones.
+    /// Selects on the loop's own group until something is ready or the timeout passes, in slices: every
+    /// <see cref="StaleCheckMilliseconds"/> while edge registrations hold undrained data (has their byte count changed?),
+    /// otherwise every <see cref="ClosedCheckMilliseconds"/> (was a registered handle closed? A descriptor closed while a
+    /// poll sleeps on it stays open in the kernel until the poll returns). Returns whether the wake socket was ready.
     /// </summary>
     private bool SelectOwnGroup(int timeoutMilliseconds)
     {
         long start = Stopwatch.GetTimestamp();
+        int remaining = timeoutMilliseconds;
         while (true)
         {
-            int slice = timeoutMilliseconds;
-            if (_staleCount > 0 && (slice < 0 || slice > StaleCheckMilliseconds))
-            {
-                slice = StaleCheckMilliseconds;
-            }
-
-            int microseconds = slice < 0 ? -1 : Math.Min(slice, MaxSelectMilliseconds) * 1000;
-            Socket.Select(_read, _write.Count > 0 ? _write : null, _error.Count > 0 ? _error : null, microseconds);
+            int cap = _staleCount > 0 ? StaleCheckMilliseconds : ClosedCheckMilliseconds;
+            int slice = remaining < 0 || remaining > cap ? cap : remaining;
+            Socket.Select(_read, _write.Count > 0 ? _write : null, _error.Count > 0 ? _error : null, slice * 1000);
             if (_read.Count + _write.Count + _error.Count > 0)
             {
                 return _read.Count > 0 && ReferenceEquals(_read[0], _wake.Receiver);
             }
 
-            if (_staleCount == 0 || StaleChanged() || Remaining(timeoutMilliseconds, start) == 0)
+            remaining = Remaining(timeoutMilliseconds, start);
+            if (remaining == 0 || (_staleCount > 0 && StaleChanged()) || AnyHandleClosed())
             {
                 return false;
             }
@@ -1331,6 +1367,21 @@ internal sealed class ManagedBackend : IPollBackend
                 _error.Add(_ownError[i]);
             }
         }
+    }
+
+    /// <summary>Whether a registered handle was closed by its owner (then the wait ends, so the scan can drop it and the watchers let go of it).</summary>
+    private bool AnyHandleClosed()
+    {
+        for (int i = 0; i < _snapshotCount; i++)
+        {
+            ManagedEntry e = _snapshot[i];
+            if (!e.Dead && e.Handle.IsClosed)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>
@@ -1368,7 +1419,7 @@ internal sealed class ManagedBackend : IPollBackend
 
             try
             {
-                if (e.Socket.Available != e.LastAvailable)
+                if (e.Poller.Available != e.LastAvailable)
                 {
                     return true;
                 }

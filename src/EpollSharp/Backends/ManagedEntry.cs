@@ -18,10 +18,11 @@ namespace EpollSharp.Backends;
 /// </remarks>
 internal sealed class ManagedEntry
 {
-    public ManagedEntry(SafeHandle handle, Socket socket, IntPtr key, ulong token, bool ownsSocket)
+    public ManagedEntry(SafeHandle handle, Socket socket, Socket poller, IntPtr key, ulong token, bool ownsSocket)
     {
         Handle = handle;
         Socket = socket;
+        Poller = poller;
         Key = key;
         Token = token;
         OwnsSocket = ownsSocket;
@@ -37,6 +38,14 @@ internal sealed class ManagedEntry
 
     /// <summary>The socket the backend polls: the registered one, or a non-owning wrapper around a registered plain handle.</summary>
     public Socket Socket { get; }
+
+    /// <summary>
+    /// The socket the blocking Select (and the watchers) use: a non-owning wrapper of the same descriptor where .NET can make
+    /// one, so that a sleeping wait holds no reference on the registered handle. (.NET's <see cref="Socket.Dispose()"/> resets
+    /// the connection when another thread holds one; and a descriptor closed while the wait sleeps is released when it wakes.)
+    /// Only ever disposed by the waiting thread, when no Select uses it.
+    /// </summary>
+    public Socket Poller { get; }
 
     /// <summary>The OS handle value; one entry per value.</summary>
     public IntPtr Key { get; }

@@ -46,6 +46,18 @@ internal sealed class ManagedBackend : IPollBackend
     /// <summary>The most list entries (read + write + error, wake socket included) in one Socket.Select call: below the 80 at which it allocates.</summary>
     internal const int SelectCapacity = 64;
 
+    /// <summary>Linux: <c>IPPROTO_TCP</c>.</summary>
+    internal const int TcpLevel = 6;
+
+    /// <summary>Linux: <c>TCP_INFO</c>.</summary>
+    internal const int TcpInfoOption = 11;
+
+    /// <summary>Linux: offset of <c>__u64 tcpi_bytes_received</c> in <c>struct tcp_info</c> (since 4.1; the struct only grows at its end).</summary>
+    internal const int TcpInfoBytesReceivedOffset = 128;
+
+    /// <summary>Room for <c>struct tcp_info</c> of current kernels (the kernel copies at most this much).</summary>
+    private const int TcpInfoLength = 512;
+
     /// <summary>How often a sleeping wait looks for registered handles closed by their owners.</summary>
     internal const int ClosedCheckMilliseconds = 500;
 
@@ -125,6 +137,9 @@ internal sealed class ManagedBackend : IPollBackend
     private int _candidateCount;
     private int _candidateLimit;
     private readonly byte[] _probe = new byte[1];
+#if NET5_0_OR_GREATER
+    private readonly byte[] _tcpInfo = new byte[TcpInfoLength];
+#endif
 
     public ManagedBackend(int maxEvents)
     {
@@ -897,15 +912,28 @@ internal sealed class ManagedBackend : IPollBackend
         {
             case TriggerMode.Edge:
                 // Forget what is gone (so that it is reported when it comes back); report what is new, and readability
-                // again when the receive queue's byte count changed since the last look.
+                // again when new data arrived since the last look: exactly, by the arrival counter where there is one
+                // (Linux TCP), otherwise when the receive queue's byte count changed.
+                long arrived = (present & Readiness.Readable) != 0 && e.HitRead ? ReadArrived(e, e.Socket) : -1;
                 e.Reported &= present;
                 Readiness renewed = present & ~e.Reported;
-                if ((present & e.Reported & Readiness.Readable) != 0 && available >= 0 && e.LastAvailable >= 0 && available != e.LastAvailable)
+                if ((present & e.Reported & Readiness.Readable) != 0)
                 {
-                    renewed |= Readiness.Readable;
+                    if (arrived >= 0 && e.LastArrived >= 0)
+                    {
+                        if (arrived != e.LastArrived)
+                        {
+                            renewed |= Readiness.Readable;
+                        }
+                    }
+                    else if (available >= 0 && e.LastAvailable >= 0 && available != e.LastAvailable)
+                    {
+                        renewed |= Readiness.Readable;
+                    }
                 }
 
                 e.LastAvailable = available;
+                e.LastArrived = arrived;
                 if (renewed != Readiness.None)
                 {
                     AddCandidate(e, present);
@@ -1107,6 +1135,54 @@ internal sealed class ManagedBackend : IPollBackend
             e.AvailableUnsupported = true;
             return -1;
         }
+    }
+
+    /// <summary>
+    /// The number of bytes that ever arrived on a Linux TCP connection (<c>tcpi_bytes_received</c> of <c>TCP_INFO</c>, read with
+    /// the managed <c>Socket.GetRawSocketOption</c>); -1 where there is no such counter (other systems, Unix sockets,
+    /// kernels before 4.1, the netstandard2.0 build). Asked once per registration whether it works.
+    /// </summary>
+    private long ReadArrived(ManagedEntry e, Socket socket)
+    {
+#if NET5_0_OR_GREATER
+        if (e.ArrivalCounter < 0 || !e.IsStream)
+        {
+            return -1;
+        }
+
+        if (e.ArrivalCounter == 0 && !EpollSharp.Native.Platform.IsLinux)
+        {
+            e.ArrivalCounter = -1;
+            return -1;
+        }
+
+        try
+        {
+            int length = socket.GetRawSocketOption(TcpLevel, TcpInfoOption, _tcpInfo);
+            if (length < TcpInfoBytesReceivedOffset + sizeof(long))
+            {
+                e.ArrivalCounter = -1;
+                return -1;
+            }
+
+            e.ArrivalCounter = 1;
+            return System.Runtime.InteropServices.MemoryMarshal.Read<long>(_tcpInfo.AsSpan(TcpInfoBytesReceivedOffset));
+        }
+        catch (ObjectDisposedException)
+        {
+            e.Dead = true;
+            return -1;
+        }
+        catch (SocketException)
+        {
+            e.ArrivalCounter = -1;
+            return -1;
+        }
+#else
+        _ = socket;
+        e.ArrivalCounter = -1;
+        return -1;
+#endif
     }
 
     /// <summary>Whether our own sending side is shut (a zero-byte send fails): with end of stream, that is a full hang-up.</summary>
@@ -1393,8 +1469,7 @@ internal sealed class ManagedBackend : IPollBackend
         && (e.AppliedInterest & Interest.Readable) != 0
         && (e.Reported & Readiness.Readable) != 0
         && !e.EofSeen
-        && !e.AvailableUnsupported
-        && e.LastAvailable >= 0;
+        && (e.LastArrived >= 0 || (!e.AvailableUnsupported && e.LastAvailable >= 0));
 
     private void AddStale(ManagedEntry e)
     {
@@ -1419,7 +1494,7 @@ internal sealed class ManagedBackend : IPollBackend
 
             try
             {
-                if (e.Poller.Available != e.LastAvailable)
+                if (e.LastArrived >= 0 ? ReadArrived(e, e.Poller) != e.LastArrived : e.Poller.Available != e.LastAvailable)
                 {
                     return true;
                 }

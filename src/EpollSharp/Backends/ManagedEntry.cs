@@ -104,6 +104,15 @@ internal sealed class ManagedEntry
     /// <summary>Edge: the receive queue's byte count at the last look (-1 when it cannot be measured, e.g. a listener).</summary>
     public int LastAvailable = -1;
 
+    /// <summary>
+    /// Edge: the count of bytes that ever arrived on the connection (Linux TCP: <c>tcpi_bytes_received</c>) at the last look
+    /// while readable; -1 when not known. Unlike <see cref="LastAvailable"/> it tells new data from old data of the same size.
+    /// </summary>
+    public long LastArrived = -1;
+
+    /// <summary>Whether the arrival counter can be read for this socket: 0 not yet tried, 1 yes, -1 no (not Linux TCP).</summary>
+    public sbyte ArrivalCounter;
+
     /// <summary>The peer's end of stream (or a reset) was seen; sticky, since a stream cannot reopen.</summary>
     public bool EofSeen;
 

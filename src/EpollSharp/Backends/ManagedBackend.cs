@@ -137,9 +137,7 @@ internal sealed class ManagedBackend : IPollBackend
     private int _candidateCount;
     private int _candidateLimit;
     private readonly byte[] _probe = new byte[1];
-#if NET5_0_OR_GREATER
     private readonly byte[] _tcpInfo = new byte[TcpInfoLength];
-#endif
 
     public ManagedBackend(int maxEvents)
     {
@@ -161,7 +159,7 @@ internal sealed class ManagedBackend : IPollBackend
         IntPtr key = target.Handle.DangerousGetHandle();
         bool owns = target.Socket is null;
         Socket socket = target.Socket ?? WrapHandle(target.Handle);
-        Socket poller = owns ? socket : CreatePoller(target.Socket!);
+        Socket poller = owns ? socket : CreatePoller(target.Socket!, target.Handle);
         try
         {
             var entry = new ManagedEntry(target.Handle, socket, poller, key, token, ownsSocket: owns);
@@ -493,12 +491,12 @@ internal sealed class ManagedBackend : IPollBackend
     /// <summary>Wraps a plain handle in a non-owning <see cref="Socket"/>, or explains why it cannot be watched.</summary>
     private static Socket WrapHandle(SafeHandle handle)
     {
-#if NET5_0_OR_GREATER
-        var wrapped = new SafeSocketHandle(handle.DangerousGetHandle(), ownsHandle: false);
         Socket? socket = null;
         try
         {
-            socket = new Socket(wrapped);
+            socket = ManagedSocketApi.TryWrap(handle.DangerousGetHandle())
+                ?? throw new PlatformNotSupportedException(
+                    "The managed backend can watch a plain handle only on .NET 5 or later (it wraps the descriptor in a Socket); register the Socket itself.");
 
             // The constructor accepts a descriptor that is not a socket (it leaves SocketType Unknown); ask the OS.
             _ = socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Type);
@@ -506,47 +504,26 @@ internal sealed class ManagedBackend : IPollBackend
         }
         catch (SocketException ex)
         {
-            if (socket is not null)
-            {
-                socket.Dispose();
-            }
-            else
-            {
-                wrapped.Dispose();
-            }
-
+            socket?.Dispose();
             throw new ArgumentException(
                 "The managed backend watches sockets only, and this handle is not a socket (" + ex.SocketErrorCode.ToString() +
                 "): a regular file, pipe, eventfd or other descriptor cannot be polled with managed APIs. Use the epoll or kqueue backend for it.",
                 "handle",
                 ex);
         }
-#else
-        _ = handle;
-        throw new PlatformNotSupportedException(
-            "The managed backend of the netstandard2.0 build watches Socket objects only: register the Socket itself, or use the .NET 8 (or later) build, which can wrap a socket handle.");
-#endif
     }
 
     /// <summary>A non-owning second <see cref="Socket"/> over <paramref name="socket"/>'s descriptor, for blocking Selects; the socket itself where that is not possible.</summary>
-    private static Socket CreatePoller(Socket socket)
+    private static Socket CreatePoller(Socket socket, SafeHandle handle)
     {
-#if NET5_0_OR_GREATER
-        SafeSocketHandle? wrapped = null;
         try
         {
-            wrapped = new SafeSocketHandle(socket.SafeHandle.DangerousGetHandle(), ownsHandle: false);
-            return new Socket(wrapped);
+            return ManagedSocketApi.TryWrap(handle.DangerousGetHandle()) ?? socket;
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        catch (SocketException)
         {
-            wrapped?.Dispose();
             return socket;
         }
-#else
-        // netstandard2.0 has no SafeSocketHandle: the blocking Select uses the registered socket itself.
-        return socket;
-#endif
     }
 
     private void AfterChange()
@@ -1144,13 +1121,12 @@ internal sealed class ManagedBackend : IPollBackend
     /// </summary>
     private long ReadArrived(ManagedEntry e, Socket socket)
     {
-#if NET5_0_OR_GREATER
         if (e.ArrivalCounter < 0 || !e.IsStream)
         {
             return -1;
         }
 
-        if (e.ArrivalCounter == 0 && !EpollSharp.Native.Platform.IsLinux)
+        if (e.ArrivalCounter == 0 && !(EpollSharp.Native.Platform.IsLinux && ManagedSocketApi.CanReadRawOption))
         {
             e.ArrivalCounter = -1;
             return -1;
@@ -1158,7 +1134,7 @@ internal sealed class ManagedBackend : IPollBackend
 
         try
         {
-            int length = socket.GetRawSocketOption(TcpLevel, TcpInfoOption, _tcpInfo);
+            int length = ManagedSocketApi.GetRawOption(socket, TcpLevel, TcpInfoOption, _tcpInfo);
             if (length < TcpInfoBytesReceivedOffset + sizeof(long))
             {
                 e.ArrivalCounter = -1;
@@ -1166,7 +1142,7 @@ internal sealed class ManagedBackend : IPollBackend
             }
 
             e.ArrivalCounter = 1;
-            return System.Runtime.InteropServices.MemoryMarshal.Read<long>(_tcpInfo.AsSpan(TcpInfoBytesReceivedOffset));
+            return MemoryMarshal.Read<long>(_tcpInfo.AsSpan(TcpInfoBytesReceivedOffset));
         }
         catch (ObjectDisposedException)
         {
@@ -1178,11 +1154,6 @@ internal sealed class ManagedBackend : IPollBackend
             e.ArrivalCounter = -1;
             return -1;
         }
-#else
-        _ = socket;
-        e.ArrivalCounter = -1;
-        return -1;
-#endif
     }
 
     /// <summary>Whether our own sending side is shut (a zero-byte send fails): with end of stream, that is a full hang-up.</summary>

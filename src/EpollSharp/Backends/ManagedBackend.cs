@@ -9,37 +9,42 @@ namespace EpollSharp.Backends;
 
 /// <summary>
 /// The fallback backend, built only on managed socket APIs (<see cref="Socket.Select(System.Collections.IList, System.Collections.IList, System.Collections.IList, int)"/>,
-/// <see cref="Socket.Available"/>, a peeking <see cref="Socket.Receive(byte[], int, int, SocketFlags, out SocketError)"/>): no P/Invoke,
-/// so it runs wherever .NET runs, and it can be forced on Linux. See <c>docs/backends-managed.md</c> for the full account and measurements.
+/// <see cref="Socket.Available"/>, a peeking <see cref="Socket.Receive(byte[], int, int, SocketFlags, out SocketError)"/>, a zero-byte
+/// <see cref="Socket.Send(byte[], int, int, SocketFlags, out SocketError)"/>, and on Linux <c>Socket.GetRawSocketOption</c>): no P/Invoke,
+/// so it runs wherever .NET runs, and it can be forced on Linux. <c>docs/backends-managed.md</c> has the full account and the measurements.
 /// </summary>
 /// <remarks>
 /// <para><b>A wait</b> repeats, until it has something to report, is woken, or times out:</para>
 /// <list type="number">
-/// <item>Apply registrations changed since the last wait (copied under the gate, so the rest runs without it).</item>
-/// <item><b>Scan</b>: a non-blocking Select over every armed registration, in groups of at most <see cref="SelectCapacity"/> list
-///   entries (Socket.Select allocates its poll array above 79), then classify what each is ready for and apply its trigger mode.
+/// <item>Apply the registrations changed since the last wait (a copy taken under the gate, so the rest runs without it).</item>
+/// <item><b>Scan</b>: non-blocking Selects over every armed registration, at most <see cref="SelectCapacity"/> list entries each
+///   (Socket.Select allocates its poll array from 80 on), then classify what each is ready for and apply its trigger mode.
 ///   Cost: O(registrations) per wait.</item>
 /// <item><b>Block</b>: a Select with the timeout on the wake socket plus every registration whose next change would be reported.
 ///   Readiness that is present but must not be reported now (already reported in edge mode, outside the interest, a disarmed
-///   one-shot) is left out, so the Select cannot return at once over and over; the next scan looks at it again. Above
-///   <see cref="SelectCapacity"/> entries the further groups are watched by <see cref="ManagedWatcher"/> threads.</item>
+///   one-shot, unread data under Interest.None) is left out, so the Select cannot return at once over and over; the next scan
+///   looks at it again. Groups beyond the first are selected by <see cref="ManagedWatcher"/> threads. The Selects use each
+///   registration's <see cref="ManagedEntry.Poller"/>, so a sleeping wait holds no reference on a registered handle.</item>
 /// </list>
-/// <para><b>Readiness mapping.</b> Readable: in the Select read list. Readable with <see cref="Socket.Available"/> 0 on a stream
-///   means end of stream, a reset, or a listener: a one-byte peek tells them apart (0 = end of stream:
-///   <see cref="Readiness.ReadClosed"/>; an error = <see cref="Readiness.Error"/> | <see cref="Readiness.Closed"/>; not connected =
-///   a listener: readable). Error: in the Select error list (POLLERR on Unix, a failed connect on Windows), checked before any
-///   peek because a peek consumes a pending error; on a stream it also means <see cref="Readiness.Closed"/>. Closed without an
-///   error: end of stream seen and a zero-byte send fails (our own sending side is shut too, the full hang-up of EPOLLHUP).
-///   A registered socket that was disposed reports <see cref="Readiness.Closed"/> and is polled no more.</para>
-/// <para><b>Modes.</b> Level: report whatever is present on every wait. One-shot: report once, then skip the registration
-///   entirely until <see cref="Modify"/> re-arms it. Edge: remember what was reported; report again when a bit is seen gone and
-///   then back, or when the receive queue's byte count differs from the last look (new data); a report carries everything
-///   present, as epoll's does. <see cref="Modify"/> forgets what was reported, so a readiness still present is reported once
-///   more (as EPOLL_CTL_MOD does). Limit: a renewal that happens entirely between two looks (the callback drains to
-///   would-block, then exactly as many bytes, or another connection on a listener, arrive before the next wait) is not seen.</para>
-/// <para><b>Threads.</b> <see cref="Add"/>, <see cref="Modify"/> and <see cref="Remove"/> take the gate; when the loop is blocked they
-///   signal the wake socket, so the wait restarts with the change. <see cref="Remove"/> marks the entry under the gate, and a
-///   report is committed under the gate only for an entry that is not removed and whose request did not change since the scan.</para>
+/// <para><b>Readiness.</b> Readable: the read list, with <see cref="Socket.Available"/> &gt; 0, or a listener, or a datagram socket.
+///   Readable with nothing buffered on a stream: a pending error (Poll SelectError, asked before anything reads, because a read
+///   or peek consumes it) means <see cref="Readiness.Error"/> | <see cref="Readiness.Closed"/> (a reset); otherwise a one-byte peek:
+///   0 = end of stream (<see cref="Readiness.Readable"/> | <see cref="Readiness.ReadClosed"/>), an error = a reset, not connected = a
+///   listener. <see cref="Readiness.Closed"/> without an error: end of stream and a zero-byte send fails (our side is shut too:
+///   the full hang-up of EPOLLHUP). Error: the error list (POLLERR on Unix, a failed connect on Windows) for registrations not in
+///   the read list. Closed and Error are reported whatever the interest. A registration whose handle was closed by its owner
+///   is dropped without a report, as the kernel drops a closed descriptor.</para>
+/// <para><b>Modes.</b> Level: whatever is present, on every wait. One-shot: once, then the registration is skipped entirely until
+///   <see cref="Modify"/> re-arms it. Edge: the reported bits are remembered; a bit is reported again when it was seen gone and
+///   comes back, and readability also when new data arrived since the last look: exactly by the arrival counter
+///   (<c>tcpi_bytes_received</c>) on Linux TCP, otherwise when the receive queue's byte count changed. A report carries everything
+///   present, as epoll's does. While edge registrations hold undrained data, the sleeping wait re-reads their counters every
+///   <see cref="StaleCheckMilliseconds"/>. <see cref="Modify"/> forgets what was reported, so a readiness still present is reported
+///   once more (as EPOLL_CTL_MOD does).</para>
+/// <para><b>Threads.</b> <see cref="Add"/>, <see cref="Modify"/> and <see cref="Remove"/> take the gate; when the wait is blocked they
+///   signal the wake socket, so it restarts with the change. A report is committed under the gate only for an entry that is
+///   not removed and whose request did not change since the scan. <see cref="Remove"/> from another thread returns once the
+///   waiting thread no longer uses the socket.</para>
 /// </remarks>
 internal sealed class ManagedBackend : IPollBackend
 {
@@ -100,6 +105,7 @@ internal sealed class ManagedBackend : IPollBackend
     private readonly object _useGate = new();
 
     private readonly ManagedSignalSocket _wake;
+
     /// <summary>Monitor for "every watcher of this round has parked" (a plain monitor: ManualResetEventSlim allocates its lock the first time it blocks).</summary>
     private readonly object _parkGate = new();
     private int _activeWatchers;

@@ -98,10 +98,11 @@ internal sealed class ManagedWatcher
                 wakeLoop = Write.Count > 0 || Error.Count > 0 || Read.Count > 1
                     || (Read.Count == 1 && !ReferenceEquals(Read[0], _owner.RecallReceiver));
             }
-            catch (Exception ex) when (ex is ObjectDisposedException or SocketException or ArgumentException)
+            catch (Exception)
             {
-                // Let the loop's rescan find out which socket is at fault (it probes them one by one); pause a little
-                // so that a persistent fault cannot turn this into a busy loop.
+                // Never let an exception end this thread (that would end the process). Let the loop's rescan find out
+                // which socket is at fault (it probes them one by one); pause a little so that a persistent fault cannot
+                // turn this into a busy loop.
                 wakeLoop = true;
                 Thread.Sleep(1);
             }

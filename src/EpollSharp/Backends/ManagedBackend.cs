@@ -145,9 +145,20 @@ internal sealed class ManagedBackend : IPollBackend
     private readonly byte[] _probe = new byte[1];
     private readonly byte[] _tcpInfo = new byte[TcpInfoLength];
 
+    /// <exception cref="PlatformNotSupportedException">No loopback TCP connection can be made (the backend wakes itself through one).</exception>
     public ManagedBackend(int maxEvents)
     {
-        _wake = ManagedSignalSocket.Create();
+        try
+        {
+            _wake = ManagedSignalSocket.Create();
+        }
+        catch (SocketException ex)
+        {
+            throw new PlatformNotSupportedException(
+                "The managed backend wakes its Select through a loopback TCP connection, and none could be made here (" + ex.SocketErrorCode.ToString() + ").",
+                ex);
+        }
+
         _candidates = new ManagedEntry?[Math.Max(1, maxEvents)];
         _candidateReadiness = new Readiness[_candidates.Length];
     }

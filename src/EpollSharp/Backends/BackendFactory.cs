@@ -45,8 +45,9 @@ internal static class BackendFactory
             case EventLoopBackend.Kqueue:
                 return KqueueLibrary.IsAvailable(out reason);
             case EventLoopBackend.Managed:
-                reason = "The managed backend is not available in this build.";
-                return false;
+                // Managed socket APIs only: available wherever .NET runs.
+                reason = string.Empty;
+                return true;
             default:
                 reason = "Unknown backend.";
                 return false;
@@ -64,7 +65,7 @@ internal static class BackendFactory
             EventLoopBackend.Kqueue => KqueueLibrary.IsAvailable(out string kqueueReason)
                 ? new KqueueBackend(maxEvents)
                 : throw new PlatformNotSupportedException(kqueueReason),
-            EventLoopBackend.Managed => throw new PlatformNotSupportedException("The managed backend is not available in this build."),
+            EventLoopBackend.Managed => new ManagedBackend(maxEvents),
             _ => throw new ArgumentOutOfRangeException(nameof(requested), requested, "Unknown backend."),
         };
     }

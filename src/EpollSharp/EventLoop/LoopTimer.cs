@@ -14,7 +14,8 @@ namespace EpollSharp;
 /// due time; if the loop falls behind by more than a period, the missed ticks are skipped rather than run
 /// in a burst.</para>
 /// <para>Every member may be called from any thread. <see cref="Cancel"/> on the loop thread guarantees the
-/// callback does not run again; from another thread, a callback already running may still be finishing.</para>
+/// callback does not run again; from another thread, one callback that the loop had already begun to start (or is
+/// running) may still run, after which none does.</para>
 /// </remarks>
 public sealed class LoopTimer : IDisposable
 {

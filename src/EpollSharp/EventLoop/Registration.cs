@@ -20,8 +20,10 @@ namespace EpollSharp;
 /// <item>Its callback runs only on the loop thread, only for this handle, and never with <see cref="Readiness.None"/>.</item>
 /// <item><see cref="Dispose"/> stops watching, then lets go of the handle (closing it if its owner already did).
 ///   After <see cref="Dispose"/> returns on the loop thread, the callback is never called again, even for an
-///   event already in the batch being dispatched. Called from another thread, it guarantees that no callback
-///   starts afterwards; one already running on the loop thread may still be finishing.</item>
+///   event already in the batch being dispatched. Called from another thread, the loop may be dispatching
+///   this registration at that very moment: one callback that the loop had already begun to start (or is running) may
+///   still run, after which none does. Code that must not see that callback disposes on the loop thread
+///   (<c>loop.Post(static r => ((Registration)r!).Dispose(), registration)</c>).</item>
 /// </list>
 /// <para>Every member may be called from any thread.</para>
 /// </remarks>

@@ -18,7 +18,7 @@ namespace EpollSharp;
 ///   <see cref="ChangeInterest(Interest)"/> throws <see cref="ObjectDisposedException"/>; <see cref="Dispose"/> then only frees
 ///   the registration (it never touches the descriptor number, which may already belong to a new socket).</item>
 /// <item>Its callback runs only on the loop thread, only for this handle, and never with <see cref="Readiness.None"/>.</item>
-/// <item><see cref="Dispose"/> stops watching, then lets go of the handle (closing it if its owner already did).
+/// <item><see cref="Dispose"/> stops watching; it never closes the handle, which stays its owner's.
 ///   After <see cref="Dispose"/> returns on the loop thread, the callback is never called again, even for an
 ///   event already in the batch being dispatched. Called from another thread, the loop may be dispatching
 ///   this registration at that very moment: one callback that the loop had already begun to start (or is running) may

@@ -31,7 +31,7 @@ public class GroupAndListenerTests
 
         using Socket waiting = server.Connect(receiveTimeoutMs: 10_000);
         waiting.Send(new byte[] { 2 });
-        LoopHarness.WaitUntil(() => server.Listener.IsAcceptPaused, "the listener pauses");
+        LoopHarness.WaitUntil(() => server.Listener.IsAcceptPaused && !handler.Paused.IsEmpty, "the listener pauses and reports it");
         Assert.Equal(AcceptPauseReason.ConnectionLimit, handler.Paused.Single().Reason);
         Assert.Equal(3, server.Listener.ConnectionCount);
         Thread.Sleep(100);

@@ -374,8 +374,15 @@ public sealed class ConnectionListener : IDisposable
                 continue;
             }
 
-            EndEpisode();
-            Admit(accepted);
+            try
+            {
+                EndEpisode();
+            }
+            finally
+            {
+                // Admitted even when OnAcceptResumed throws: the socket and its share of the budget are taken already.
+                Admit(accepted);
+            }
         }
     }
 

@@ -307,10 +307,13 @@ public class LimitTests
         public override void OnClosed(Connection connection) => Closes.Enqueue((connection.CloseReason, connection.SocketError));
     }
 
-    /// <summary>Tracks how many connections are open at once; echoes.</summary>
+    /// <summary>
+    /// Tracks how many connections are open at once; echoes. A connection counts from its OnConnected until it is closed
+    /// (IsClosed turns true before its slot in the limit is given back; OnClosed comes later, at the end of the callback).
+    /// </summary>
     private sealed class ConcurrencyTracker : EchoHandler
     {
-        private int _open;
+        private readonly ConcurrentDictionary<Connection, bool> _live = new();
         private int _max;
         private int _total;
 
@@ -320,8 +323,9 @@ public class LimitTests
 
         public override void OnConnected(Connection connection)
         {
-            int open = Interlocked.Increment(ref _open);
+            _live[connection] = true;
             Interlocked.Increment(ref _total);
+            int open = _live.Keys.Count(c => !c.IsClosed);
             int max;
             while (open > (max = Volatile.Read(ref _max)) && Interlocked.CompareExchange(ref _max, open, max) != max)
             {
@@ -330,7 +334,7 @@ public class LimitTests
 
         public override void OnClosed(Connection connection)
         {
-            Interlocked.Decrement(ref _open);
+            _live.TryRemove(connection, out _);
             base.OnClosed(connection);
         }
     }

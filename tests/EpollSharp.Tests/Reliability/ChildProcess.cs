@@ -33,6 +33,11 @@ public static class ChildProcess
         info.ArgumentList.Add(dotnet);
         info.ArgumentList.Add(dll);
         info.Environment["DOTNET_STARTUP_HOOKS"] = dll;
+
+        // The runtime cannot start a thread without a free descriptor, and ends the process ("Out of memory.") when one of
+        // its own fails to start. With tiered compilation its background compiler thread may need starting at any moment
+        // (code becomes hot while the scenario has no descriptor free), so the child compiles everything fully at once.
+        info.Environment["DOTNET_TieredCompilation"] = "0";
         info.Environment[ScenarioVariable] = scenario;
 
         var stdout = new ConcurrentQueue<string>();

@@ -99,7 +99,16 @@ public static partial class ChildScenarios
         Socket control = EchoServer.ConnectTo(endPoint, 5000);
         EchoOnce(control, 1);
 
-        // 1. Exhaust.
+        // 1. Exhaust. The loop is held meanwhile, so that connections wait in the listen queue: when it goes on, the listener
+        //    has connections to accept and no descriptor to accept them with.
+        using var hold = new ManualResetEventSlim();
+        using var held = new ManualResetEventSlim();
+        loop.Post(() =>
+        {
+            held.Set();
+            hold.Wait();
+        });
+        held.Wait();
         var clients = new List<Socket>();
         SocketException? failure = null;
         while (clients.Count < 100_000)
@@ -120,6 +129,7 @@ public static partial class ChildScenarios
         }
 
         Check(failure?.SocketErrorCode == SocketError.TooManyOpenSockets, $"creating client socket {clients.Count + 1} fails with EMFILE (got {failure?.SocketErrorCode})");
+        hold.Set();
         Check(Resources.Eventually(() => handler.Paused.Any(e => e.Reason == AcceptPauseReason.DescriptorLimit), 10), "the listener met EMFILE on accept and paused (OnAcceptPaused, reason DescriptorLimit)");
         EchoOnce(control, 2);
         Ok("the loop still echoes an established connection while no descriptor is free");

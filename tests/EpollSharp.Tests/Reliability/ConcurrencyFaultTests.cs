@@ -472,7 +472,14 @@ public class ConcurrencyFaultTests
                 {
                     if (error != SocketError.WouldBlock)
                     {
-                        r.ChangeInterest(Interest.None);
+                        try
+                        {
+                            r.ChangeInterest(Interest.None);
+                        }
+                        catch (ObjectDisposedException)
+                        {
+                            // Disposed by the churn thread while this callback ran (allowed; ChangeInterest then throws).
+                        }
                     }
 
                     return;

@@ -296,7 +296,7 @@ public class ConcurrencyFaultTests
         // Four threads schedule; as each timer exists, a worker decides its fate.
         var scheduled = new BlockingCollection<int>();
         var nearDue = new ConcurrentBag<TimerRecord>();
-        var schedulers = Enumerable.Range(0, 4).Select(t => Task.Run(() =>
+        var schedulers = Enumerable.Range(0, 4).Select(t => OwnThreads.Start(() =>
         {
             var rng = new Random(t);
             for (int i = t; i < Count; i += 4)
@@ -308,7 +308,7 @@ public class ConcurrencyFaultTests
                 scheduled.Add(i);
             }
         })).ToArray();
-        var changers = Enumerable.Range(0, 4).Select(t => Task.Run(() =>
+        var changers = Enumerable.Range(0, 4).Select(t => OwnThreads.Start(() =>
         {
             var rng = new Random(100 + t);
             foreach (int i in scheduled.GetConsumingEnumerable())
@@ -350,9 +350,9 @@ public class ConcurrencyFaultTests
             return early;
         }
 
-        Task.WaitAll(schedulers);
+        Assert.All(schedulers, t => Assert.True(t.Join(TimeSpan.FromSeconds(30))));
         scheduled.CompleteAdding();
-        Task.WaitAll(changers);
+        Assert.All(changers, t => Assert.True(t.Join(TimeSpan.FromSeconds(30))));
 
         // Cancel these around their due time (from 2 ms before to 2 ms after): each fires at most once.
         var jitter = new Random(5);
@@ -515,7 +515,7 @@ public class ConcurrencyFaultTests
         }
 
         using var stop = new CancellationTokenSource();
-        var senders = Enumerable.Range(0, 2).Select(s => Task.Run(() =>
+        var senders = Enumerable.Range(0, 2).Select(s => OwnThreads.Start(() =>
         {
             var rng = new Random(s);
             var chunk = new byte[512];
@@ -553,7 +553,7 @@ public class ConcurrencyFaultTests
         }
 
         stop.Cancel();
-        Task.WaitAll(senders);
+        Assert.All(senders, t => Assert.True(t.Join(TimeSpan.FromSeconds(30))));
         h.Settle();
         h.Invoke(() =>
         {

@@ -83,7 +83,7 @@ public class HandlerFaultTests
             case nameof(ConnectionHandler.OnWriteResumed):
                 victim.Send(new[] { (byte)'W' });
                 LoopHarness.WaitUntil(() => handler.WritePausedCount == 1, "backpressure starts");
-                _ = Task.Run(() => Drain(victim));
+                OwnThreads.Start(() => Drain(victim));
                 break;
             case nameof(ConnectionHandler.OnShutdownRequested):
                 Echo(victim, 3);

@@ -52,7 +52,7 @@ public class LimitTests
     /// </summary>
     [SkippableTheory]
     [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
-    public async Task A_group_shares_one_connection_limit_among_its_listeners(EventLoopBackend backend)
+    public void A_group_shares_one_connection_limit_among_its_listeners(EventLoopBackend backend)
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "SO_REUSEPORT");
         Backends.SkipUnlessAvailable(backend);
@@ -63,13 +63,13 @@ public class LimitTests
         Assert.Equal(2, listeners.Count);
         Assert.All(listeners, l => Assert.Equal(6, l.MaxConnections));
         EndPoint endPoint = listeners[0].LocalEndPoint;
-        await Task.WhenAll(Enumerable.Range(0, 24).Select(i => Task.Run(async () =>
+        OwnThreads.Run(24, i =>
         {
             using Socket client = EchoServer.ConnectTo(endPoint, receiveTimeoutMs: 30_000);
             client.Send(new[] { (byte)i });
             Assert.Equal((byte)i, client.ReceiveExactly(1)[0]);
-            await Task.Delay(50); // hold the connection a little, so that others must wait
-        })));
+            Thread.Sleep(50); // hold the connection a little, so that others must wait
+        });
         LoopHarness.WaitUntil(() => group.ConnectionCount == 0, "all closed");
         _output.WriteLine($"24 clients, limit 6 shared by 2 listeners: at most {handler.MaxConcurrent} at once; accepted per listener: {string.Join(", ", listeners.Select(l => l.AcceptedCount))}");
         Assert.Equal(24, handler.Total);

@@ -58,15 +58,15 @@ public class PeerFaultTests
         var traffic = new EchoTraffic(server.EndPoint, echoClients, seed: 100);
         var rng = new Random(7);
         int[] reads = Enumerable.Range(0, resets).Select(_ => rng.Next(0, 1024 * 1024)).ToArray();
-        await Task.WhenAll(Enumerable.Range(0, resets).Select(i => Task.Run(async () =>
+        OwnThreads.Run(resets, i =>
         {
-            await Task.Delay(i * 10);
+            Thread.Sleep(i * 10);
             using Socket client = server.Connect();
             client.Send(new[] { (byte)'P' });
             byte[] got = client.ReceiveExactly(reads[i]);
             Assert.True(got.AsSpan().SequenceEqual(ProducerHandler.Pattern.AsSpan(0, reads[i])), "the produced stream differs");
             client.LingerState = new LingerOption(true, 0);
-        })));
+        });
         LoopHarness.WaitUntil(() => handler.ProducerCloses.Count == resets, $"{resets} producer connections close", 20);
         traffic.AssertProgress(echoClients * 5);
         await traffic.StopAsync();

@@ -209,6 +209,57 @@ public static class Resources
     }
 }
 
+/// <summary>
+/// Runs blocking client code on threads of its own. The thread pool of a 2-core machine adds threads slowly (about one per
+/// half second) when its work items block, so blocking clients queued to it would start late and in bursts.
+/// </summary>
+public static class OwnThreads
+{
+    /// <summary>Runs <paramref name="body"/>(0 .. count-1) on <paramref name="count"/> threads; waits; rethrows the first failure.</summary>
+    public static void Run(int count, Action<int> body, double timeoutSeconds = 60)
+    {
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
+        var threads = new Thread[count];
+        for (int i = 0; i < count; i++)
+        {
+            int index = i;
+            threads[i] = new Thread(() =>
+            {
+                try
+                {
+                    body(index);
+                }
+                catch (Exception e)
+                {
+                    failures.Enqueue(e);
+                }
+            })
+            { IsBackground = true };
+            threads[i].Start();
+        }
+
+        var sw = Stopwatch.StartNew();
+        foreach (Thread thread in threads)
+        {
+            TimeSpan left = TimeSpan.FromSeconds(timeoutSeconds) - sw.Elapsed;
+            Assert.True(thread.Join(left > TimeSpan.Zero ? left : TimeSpan.Zero), $"a client thread did not finish within {timeoutSeconds} s");
+        }
+
+        if (failures.TryDequeue(out Exception? first))
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
+        }
+    }
+
+    /// <summary>Starts <paramref name="body"/> on a background thread of its own.</summary>
+    public static Thread Start(Action body)
+    {
+        var thread = new Thread(() => body()) { IsBackground = true };
+        thread.Start();
+        return thread;
+    }
+}
+
 /// <summary>libc calls these tests need and the library does not bind.</summary>
 internal static partial class ReliabilityLibc
 {

@@ -19,8 +19,8 @@ using Backends = EpollSharp.Tests.Util.Backends;
 /// runs timers. A handler is installed for SIGURG (PosixSignalRegistration; its default action is to ignore it, which would
 /// not interrupt anything), so each signal that lands on the loop thread while it waits interrupts <c>epoll_wait</c> with
 /// EINTR. The loop must keep serving (the clients' echoes go on, byte for byte), report no exception, and keep its timers
-/// right: none early, none later than 250 ms (a wait that restarted its whole timeout after each interruption would hold
-/// them back for the length of the storm), a 10 ms repeating timer neither stalled nor bursting.
+/// right: none early, none later than 500 ms (a wait that restarted its whole timeout after each interruption would hold
+/// them back until the storm ends, 1.4 s for the first), a 10 ms repeating timer neither stalled nor bursting.
 /// </summary>
 [Collection(ProcessWide.Name)]
 public class SignalStormTests
@@ -108,7 +108,7 @@ public class SignalStormTests
         Assert.True(sent > 1000, $"only {sent} signals sent");
         Assert.True(Volatile.Read(ref s_handled) > handledBefore, "no signal was handled");
         Assert.True(roundTripsDuring > 0, "no echo went through during the storm");
-        Assert.All(lateness, l => Assert.InRange(l, -0.5, 250));
+        Assert.All(lateness, l => Assert.InRange(l, -0.5, 500));
         Assert.InRange(ticksInStorm, expectedTicks * 0.3, expectedTicks + 1);
         server.AssertNoLoopErrors();
         Assert.False(server.Harness.Completion.IsCompleted);

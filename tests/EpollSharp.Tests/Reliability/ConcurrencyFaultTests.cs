@@ -37,7 +37,7 @@ public class ConcurrencyFaultTests
     public void Registrations_disposed_from_another_thread_during_dispatch_are_not_called_afterwards(EventLoopBackend backend)
     {
         Backends.SkipUnlessAvailable(backend);
-        DisposeDuringDispatch(backend, 200);
+        DisposeDuringDispatch(backend, 2000);
         ResourceSnapshot baseline = ResourceSnapshot.Baseline(_output);
         (int disposals, long callbacks, int startedAfter, int maxStartedAfter) = DisposeDuringDispatch(backend, 2000);
         _output.WriteLine($"{disposals} disposals from another thread during {callbacks:N0} callbacks; {startedAfter} callbacks were already past the check when Dispose returned (at most {maxStartedAfter} for one registration)");
@@ -154,7 +154,7 @@ public class ConcurrencyFaultTests
     public void A_loop_disposed_while_threads_post_and_timers_fire_runs_what_it_accepted_and_releases_everything(EventLoopBackend backend)
     {
         Backends.SkipUnlessAvailable(backend);
-        DisposeUnderFire(backend, 3);
+        DisposeUnderFire(backend, 20);
         ResourceSnapshot baseline = ResourceSnapshot.Baseline(_output);
         (long accepted, long refused, long timerRuns) = DisposeUnderFire(backend, 20);
         _output.WriteLine($"20 loops disposed under fire: {accepted:N0} posts accepted and run, {refused:N0} refused after Dispose, {timerRuns:N0} timer callbacks");
@@ -281,9 +281,17 @@ public class ConcurrencyFaultTests
     public void Timers_changed_and_cancelled_from_other_threads_fire_exactly_as_promised(EventLoopBackend backend)
     {
         Backends.SkipUnlessAvailable(backend);
+        TimerRaces(backend, 2000);
+        ResourceSnapshot baseline = ResourceSnapshot.Baseline(_output);
+        TimerRaces(backend, 2000);
+        Resources.AssertBackTo(baseline, _output, "timer races");
+    }
+
+    private void TimerRaces(EventLoopBackend backend, int count)
+    {
         var errors = new ConcurrentQueue<Exception>();
         using var h = new LoopHarness(Backends.CreateLoop(backend, onError: errors.Enqueue));
-        const int Count = 2000;
+        int Count = count;
         var timers = new TimerRecord[Count];
         var clock = Stopwatch.StartNew();
         Action<LoopTimer> fired = static t =>
@@ -431,7 +439,7 @@ public class ConcurrencyFaultTests
     public void Descriptor_numbers_reused_under_load_never_cross_registrations(EventLoopBackend backend)
     {
         Backends.SkipUnlessAvailable(backend);
-        ReuseUnderLoad(backend, 150);
+        ReuseUnderLoad(backend, 1500);
         ResourceSnapshot baseline = ResourceSnapshot.Baseline(_output);
         (int churns, int reused, long bytes) = ReuseUnderLoad(backend, 1500);
         _output.WriteLine($"{churns} connections replaced under load, {reused} of them got the number of the one just closed; {bytes:N0} bytes read, each by its own connection's callback");

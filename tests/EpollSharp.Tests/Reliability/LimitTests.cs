@@ -88,7 +88,7 @@ public class LimitTests
     public async Task Slowloris_clients_are_closed_by_the_idle_timeout_while_others_are_served(EventLoopBackend backend)
     {
         Backends.SkipUnlessAvailable(backend);
-        await Slowloris(backend, 10);
+        await Slowloris(backend, 100);
         ResourceSnapshot baseline = ResourceSnapshot.Baseline(_output);
         (double[] closedAfter, long roundTrips) = await Slowloris(backend, 100);
         _output.WriteLine($"100 slowloris clients closed {closedAfter.Min():F0} to {closedAfter.Max():F0} ms after their last byte (idle timeout 600 ms); {roundTrips:N0} echo round trips meanwhile");
@@ -200,8 +200,8 @@ public class LimitTests
     public async Task Clients_that_never_read_cannot_grow_the_server_memory_without_bound(EventLoopBackend backend)
     {
         Backends.SkipUnlessAvailable(backend);
-        await NeverReaders(backend, 5, amplify: false);
-        await NeverReaders(backend, 5, amplify: true);
+        await NeverReaders(backend, 50, amplify: false);
+        await NeverReaders(backend, 50, amplify: true);
         ResourceSnapshot baseline = ResourceSnapshot.Baseline(_output);
         (long maxBacklog, long heapGrowth, string reasons) = await NeverReaders(backend, 50, amplify: false);
         _output.WriteLine($"echo, 50 clients that never read: largest backlog {maxBacklog:N0} bytes; server heap grew by {heapGrowth / 1024:N0} KiB while they were stalled; closed: {reasons}");

@@ -226,13 +226,13 @@ public sealed partial class Connection
     /// use <see cref="Abort"/> to end it at once. Calling it again can only shorten the deadline.
     /// </summary>
     /// <param name="timeout">The deadline; <see cref="Timeout.InfiniteTimeSpan"/> for none.</param>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative and not infinite.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is not infinite, and negative or above 3,650 days.</exception>
     /// <exception cref="InvalidOperationException">Not called on the connection's loop thread.</exception>
     public void Close(TimeSpan timeout)
     {
-        if (timeout < TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
+        if (!ConnectionSettings.IsValidTimeout(timeout, allowZero: true))
         {
-            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "The timeout must be zero or more, or Timeout.InfiniteTimeSpan.");
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "The timeout must be zero or more and at most 3,650 days, or Timeout.InfiniteTimeSpan.");
         }
 
         ThrowIfNotOnLoop();

@@ -198,12 +198,12 @@ public sealed class ConnectionListener : IDisposable
     /// </summary>
     /// <param name="drainTimeout">How long connections may take to finish; <see cref="Timeout.InfiniteTimeSpan"/> to wait for ever.</param>
     /// <returns>A task that completes when every connection of the listener has closed.</returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="drainTimeout"/> is negative and not infinite.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="drainTimeout"/> is not infinite, and negative or above 3,650 days.</exception>
     public Task ShutdownAsync(TimeSpan drainTimeout)
     {
-        if (drainTimeout < TimeSpan.Zero && drainTimeout != Timeout.InfiniteTimeSpan)
+        if (!ConnectionSettings.IsValidTimeout(drainTimeout, allowZero: true))
         {
-            throw new ArgumentOutOfRangeException(nameof(drainTimeout), drainTimeout, "The drain timeout must be zero or more, or Timeout.InfiniteTimeSpan.");
+            throw new ArgumentOutOfRangeException(nameof(drainTimeout), drainTimeout, "The drain timeout must be zero or more and at most 3,650 days, or Timeout.InfiniteTimeSpan.");
         }
 
         Connection[] connections;
@@ -374,8 +374,15 @@ public sealed class ConnectionListener : IDisposable
                 continue;
             }
 
-            EndEpisode();
-            Admit(accepted);
+            try
+            {
+                EndEpisode();
+            }
+            finally
+            {
+                // Admitted even when OnAcceptResumed throws: the socket and its share of the budget are taken already.
+                Admit(accepted);
+            }
         }
     }
 

@@ -89,7 +89,7 @@ public sealed class ConnectionOptions
     /// keeps its connection: deadlines per request belong to the protocol handler. Default 2 minutes;
     /// <see cref="Timeout.InfiniteTimeSpan"/> disables it.
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException">The value is not positive and not infinite.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not infinite, and not positive or above 3,650 days.</exception>
     public TimeSpan IdleTimeout
     {
         get => _idleTimeout;
@@ -100,7 +100,7 @@ public sealed class ConnectionOptions
     /// How long a graceful <see cref="Connection.Close()"/> may take (flushing buffered output, then waiting for the peer
     /// to close its side) before the connection is reset with <see cref="ConnectionCloseReason.CloseTimeout"/>. Default 10 seconds.
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException">The value is not positive and not infinite.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not infinite, and not positive or above 3,650 days.</exception>
     public TimeSpan CloseTimeout
     {
         get => _closeTimeout;
@@ -168,9 +168,9 @@ public sealed class ConnectionOptions
 
     private static TimeSpan CheckTimeout(TimeSpan value, string name)
     {
-        if (value <= TimeSpan.Zero && value != Timeout.InfiniteTimeSpan)
+        if (!ConnectionSettings.IsValidTimeout(value, allowZero: false))
         {
-            throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive, or Timeout.InfiniteTimeSpan.");
+            throw new ArgumentOutOfRangeException(name, value, $"{name} must be positive and at most 3,650 days, or Timeout.InfiniteTimeSpan.");
         }
 
         return value;

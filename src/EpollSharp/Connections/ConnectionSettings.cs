@@ -24,6 +24,16 @@ internal sealed class ConnectionSettings
 
     public int ReceiveBufferSize { get; }
 
+    /// <summary>
+    /// The longest finite timeout or delay the connection layer takes: 3,650 days. Each is scheduled as a loop timer, and a
+    /// longer one (TimeSpan.MaxValue, say) could not be; it is refused where it is given rather than failing each connection.
+    /// </summary>
+    internal static TimeSpan MaxTimeout => TimeSpan.FromDays(3650);
+
+    /// <summary>Whether <paramref name="value"/> is zero (when allowed) or positive, and at most <see cref="MaxTimeout"/>, or infinite.</summary>
+    internal static bool IsValidTimeout(TimeSpan value, bool allowZero) =>
+        value == Timeout.InfiniteTimeSpan || ((allowZero ? value >= TimeSpan.Zero : value > TimeSpan.Zero) && value <= MaxTimeout);
+
     public int MaxReadsPerEvent { get; }
 
     public long HighWatermark { get; }

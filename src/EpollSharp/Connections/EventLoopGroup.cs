@@ -206,12 +206,12 @@ public sealed class EventLoopGroup : IDisposable
     /// </summary>
     /// <param name="drainTimeout">How long connections may take to finish; <see cref="Timeout.InfiniteTimeSpan"/> to wait for ever.</param>
     /// <returns>A task that completes when the connections are closed and the loops disposed.</returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="drainTimeout"/> is negative and not infinite.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="drainTimeout"/> is not infinite, and negative or above 3,650 days.</exception>
     public Task ShutdownAsync(TimeSpan drainTimeout)
     {
-        if (drainTimeout < TimeSpan.Zero && drainTimeout != Timeout.InfiniteTimeSpan)
+        if (!ConnectionSettings.IsValidTimeout(drainTimeout, allowZero: true))
         {
-            throw new ArgumentOutOfRangeException(nameof(drainTimeout), drainTimeout, "The drain timeout must be zero or more, or Timeout.InfiniteTimeSpan.");
+            throw new ArgumentOutOfRangeException(nameof(drainTimeout), drainTimeout, "The drain timeout must be zero or more and at most 3,650 days, or Timeout.InfiniteTimeSpan.");
         }
 
         ConnectionListener[] listeners;

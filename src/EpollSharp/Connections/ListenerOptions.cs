@@ -57,19 +57,19 @@ public sealed class ListenerOptions
     }
 
     /// <summary>The first delay before accepting is retried after running out of descriptors; it doubles on each failure up to <see cref="MaxAcceptRetryDelay"/>. Default 10 ms.</summary>
-    /// <exception cref="ArgumentOutOfRangeException">The value is not positive.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not positive, or above 3,650 days.</exception>
     public TimeSpan AcceptRetryDelay
     {
         get => _acceptRetryDelay;
-        set => _acceptRetryDelay = value > TimeSpan.Zero ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "The delay must be positive.");
+        set => _acceptRetryDelay = value > TimeSpan.Zero && value <= ConnectionSettings.MaxTimeout ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "The delay must be positive and at most 3,650 days.");
     }
 
     /// <summary>The longest delay between accept retries while descriptors are exhausted. Default 1 second.</summary>
-    /// <exception cref="ArgumentOutOfRangeException">The value is not positive.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not positive, or above 3,650 days.</exception>
     public TimeSpan MaxAcceptRetryDelay
     {
         get => _maxAcceptRetryDelay;
-        set => _maxAcceptRetryDelay = value > TimeSpan.Zero ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "The delay must be positive.");
+        set => _maxAcceptRetryDelay = value > TimeSpan.Zero && value <= ConnectionSettings.MaxTimeout ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "The delay must be positive and at most 3,650 days.");
     }
 
     /// <summary>

@@ -141,8 +141,17 @@ public sealed partial class EventLoop
             return 0;
         }
 
-        // Round up: a timer due in 0.3 ms waits 1 ms, never 0 (which would spin) and never fires early.
-        long ms = ((remaining * 1000) + Stopwatch.Frequency - 1) / Stopwatch.Frequency;
+        // Round up: a timer due in 0.3 ms waits 1 ms, never 0 (which would spin) and never fires early. Whole seconds
+        // first, so that a timer months away cannot overflow the multiplication (the wait is capped at int.MaxValue ms;
+        // the loop computes the timeout again when it wakes).
+        long frequency = Stopwatch.Frequency;
+        long seconds = remaining / frequency;
+        if (seconds >= int.MaxValue / 1000)
+        {
+            return int.MaxValue;
+        }
+
+        long ms = (seconds * 1000) + ((((remaining % frequency) * 1000) + frequency - 1) / frequency);
         return ms > int.MaxValue ? int.MaxValue : (int)ms;
     }
 

@@ -152,7 +152,18 @@ public sealed partial class EventLoop : IDisposable
             IsBackground = true,
             Name = threadName ?? _threadName,
         };
-        thread.Start();
+        try
+        {
+            thread.Start();
+        }
+        catch
+        {
+            // The thread did not start (.NET throws OutOfMemoryException when, for one, no descriptor is free): give the
+            // reservation back, or the loop would count as running for ever and Dispose would wait for it.
+            Unreserve();
+            throw;
+        }
+
         return completion.Task;
     }
 
@@ -232,6 +243,25 @@ public sealed partial class EventLoop : IDisposable
             _running = true;
             _runExited.Reset();
         }
+    }
+
+    /// <summary>Undoes <see cref="Reserve"/> when the run never started; releases the loop if it was disposed meanwhile.</summary>
+    private void Unreserve()
+    {
+        bool release;
+        lock (_lifecycleLock)
+        {
+            _running = false;
+            release = _disposeWhenRunExits;
+        }
+
+        _stopRequested = false;
+        if (release)
+        {
+            Release();
+        }
+
+        _runExited.Set();
     }
 
     private void RunReserved()

@@ -1,0 +1,362 @@
+using System;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.Globalization;
+using System.Linq;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Threading;
+using System.Threading.Tasks;
+using EpollSharp.Connections;
+using EpollSharp.Native;
+using EpollSharp.Tests.Connections;
+
+namespace EpollSharp.Tests.Reliability;
+
+/// <summary>
+/// Scenarios that run in a child process (see <see cref="ChildProcess"/>). Each prints <c>ok: what held</c> and
+/// <c>info: figures</c> lines, and throws (printed as <c>fail:</c>, exit code 1) at the first check that does not hold.
+/// A watchdog ends the child with exit code 3 after 60 s, so a hang cannot outlive the test.
+/// </summary>
+public static partial class ChildScenarios
+{
+    public static int Run(string scenario)
+    {
+        // Open the console streams now: .NET opens them on first use by duplicating 1 and 2, which fails without a free descriptor.
+        Console.Out.Flush();
+        Console.Error.Flush();
+        var watchdog = new Thread(() =>
+        {
+            Thread.Sleep(60_000);
+            Console.WriteLine("fail: watchdog: the scenario ran for more than 60 s");
+            Console.Out.Flush();
+            Environment.Exit(3);
+        })
+        { IsBackground = true };
+        watchdog.Start();
+        try
+        {
+            switch (scenario)
+            {
+                case "emfile":
+                    DescriptorExhaustion();
+                    break;
+                default:
+                    Console.WriteLine("fail: unknown scenario " + scenario);
+                    return 2;
+            }
+
+            Console.WriteLine("done");
+            return 0;
+        }
+        catch (Exception e)
+        {
+            Console.WriteLine("fail: " + e.ToString().Replace(Environment.NewLine, " | ", StringComparison.Ordinal));
+            return 1;
+        }
+        finally
+        {
+            Console.Out.Flush();
+        }
+    }
+
+    /// <summary>
+    /// A loop with a listener and an established connection, in a process limited to a few hundred descriptors:
+    /// 1. the process connects to itself until creating a socket fails with EMFILE; the listener meets EMFILE on accept
+    ///    at the same time. The listener must pause (reason DescriptorLimit) without spinning, the established connection
+    ///    must still be echoed, and the loop must report no exception;
+    /// 2. half the clients leave: accepting resumes by itself and a new client is echoed;
+    /// 3. with exactly k descriptors free (k = 0..4), creating an EventLoop (2 descriptors), a listener (1, and a spare)
+    ///    and a group of two loops (4) fails with a clear exception or succeeds, and afterwards exactly k are free again:
+    ///    a creation that fails half-way gives back what it took;
+    /// 4. everything is released: the process is back to the descriptors it had before the loop existed.
+    /// </summary>
+    private static void DescriptorExhaustion()
+    {
+        // Warm up: every assembly the scenario uses is loaded now (.NET keeps a loaded assembly's file open, and cannot
+        // load one without a free descriptor), and the first group, listener and loop are made while there is room.
+        using (var warm = new EventLoopGroup(2))
+        {
+            warm.Listen(new IPEndPoint(IPAddress.Loopback, 0), new PauseRecordingEcho(), new ListenerOptions { MaxConnections = 10 }, GroupAcceptMode.SingleAcceptor);
+        }
+
+        int before = Resources.OpenDescriptors();
+        string[] openAtStart = DescribeDescriptors();
+        Info($"descriptor limit {ReadLimit()}, open at start {before}");
+        var errors = new ConcurrentQueue<Exception>();
+        var loop = new EventLoop(new EventLoopOptions { UnhandledExceptionHandler = errors.Enqueue });
+        Task run = loop.Start();
+        var handler = new PauseRecordingEcho();
+        var options = new ListenerOptions
+        {
+            MaxConnections = 1_000_000, // far above the descriptor limit, so that accept really meets EMFILE
+            AcceptRetryDelay = TimeSpan.FromMilliseconds(10),
+            MaxAcceptRetryDelay = TimeSpan.FromMilliseconds(200),
+        };
+        ConnectionListener listener = ConnectionListener.Listen(loop, new IPEndPoint(IPAddress.Loopback, 0), handler, options);
+        EndPoint endPoint = listener.LocalEndPoint;
+        Socket control = EchoServer.ConnectTo(endPoint, 5000);
+        EchoOnce(control, 1);
+
+        // 1. Exhaust. The loop is held meanwhile, so that connections wait in the listen queue: when it goes on, the listener
+        //    has connections to accept and no descriptor to accept them with.
+        using var hold = new ManualResetEventSlim();
+        using var held = new ManualResetEventSlim();
+        loop.Post(() =>
+        {
+            held.Set();
+            hold.Wait();
+        });
+        held.Wait();
+        var clients = new List<Socket>();
+        SocketException? failure = null;
+        while (clients.Count < 100_000)
+        {
+            Socket socket;
+            try
+            {
+                socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            }
+            catch (SocketException e)
+            {
+                failure = e;
+                break;
+            }
+
+            clients.Add(socket);
+            socket.Connect(endPoint);
+        }
+
+        Check(failure?.SocketErrorCode == SocketError.TooManyOpenSockets, $"creating client socket {clients.Count + 1} fails with EMFILE (got {failure?.SocketErrorCode})");
+        hold.Set();
+        Check(Resources.Eventually(() => handler.Paused.Any(e => e.Reason == AcceptPauseReason.DescriptorLimit), 10), "the listener met EMFILE on accept and paused (OnAcceptPaused, reason DescriptorLimit)");
+        EchoOnce(control, 2);
+        Ok("the loop still echoes an established connection while no descriptor is free");
+        TimeSpan cpu0 = CpuTime();
+        Thread.Sleep(1000);
+        double share = (CpuTime() - cpu0).TotalSeconds;
+        Info($"{clients.Count} client sockets; accepted {listener.AcceptedCount}, shed {listener.ShedCount}; process CPU over 1 s while exhausted: {share:P1} of a core");
+        Check(share < 0.3, $"the process does not spin while out of descriptors with connections pending ({share:P1} of a core, bound 30 %)");
+        Check(errors.IsEmpty, "no exception reached the loop: " + string.Join(" | ", errors));
+
+        // 2. Recover.
+        foreach (Socket socket in clients.Take(clients.Count / 2))
+        {
+            socket.Dispose();
+        }
+
+        clients.RemoveRange(0, clients.Count / 2);
+        Check(Resources.Eventually(() => !handler.Resumed.IsEmpty, 10), "accepting resumed by itself once descriptors were free (OnAcceptResumed)");
+        AcceptPauseEpisode episode = handler.Resumed.First();
+        Info($"pause episode: {episode.Reason}, {episode.Retries} retries, {episode.ShedConnections} shed, {episode.Duration.TotalMilliseconds:F0} ms");
+        using (Socket fresh = EchoServer.ConnectTo(endPoint, 5000))
+        {
+            EchoOnce(fresh, 3);
+        }
+
+        Ok("a new client is echoed after the recovery");
+        foreach (Socket socket in clients)
+        {
+            socket.Dispose();
+        }
+
+        clients.Clear();
+        Check(Resources.Eventually(() => listener.ConnectionCount == 1, 10), $"only the control connection is left ({listener.ConnectionCount})");
+
+        // 3. Creations that fail half-way give back what they took. A thread cannot start without a free descriptor
+        //    either (.NET throws OutOfMemoryException from Thread.Start), so a group also needs room for its threads.
+        var fillers = new List<Socket>();
+        Fill(fillers);
+        foreach ((string what, int needs, Func<IDisposable> create) in new (string, int, Func<IDisposable>)[]
+        {
+            ("new EventLoop()", 2, () => new EventLoop()),
+            ("ConnectionListener.Listen", 1, () => ConnectionListener.Listen(loop, new IPEndPoint(IPAddress.Loopback, 0), handler)),
+            ("new EventLoopGroup(2)", 8, () => new EventLoopGroup(2)),
+        })
+        {
+            for (int free = 0; free <= needs; free++)
+            {
+                Release(fillers, free);
+                string outcome;
+                try
+                {
+                    IDisposable created = create();
+                    created.Dispose();
+                    outcome = "created";
+                }
+                catch (NativeCallException e) when (e.Errno == 24)
+                {
+                    outcome = "NativeCallException: " + e.Message;
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.TooManyOpenSockets)
+                {
+                    outcome = "SocketException: " + e.SocketErrorCode;
+                }
+                catch (OutOfMemoryException e)
+                {
+                    outcome = "OutOfMemoryException (a thread could not start): " + e.Message;
+                }
+
+                // A listener closes its socket on its loop thread (Dispose does not wait), so allow it a moment.
+                int freeAfter = FillWaiting(fillers, free);
+                Check(freeAfter == free, $"{what} with {free} free descriptor(s): {outcome}; {freeAfter} free afterwards");
+                if (free == needs)
+                {
+                    Check(outcome == "created", $"{what} succeeds with {free} free descriptors");
+                }
+            }
+        }
+
+        // A registration needs no descriptor.
+        Release(fillers, 0);
+        Socket last = fillers[^1];
+        last.Blocking = false;
+        Registration registration = loop.Register(last, Interest.Readable, static (_, _) => { });
+        registration.Dispose();
+        Ok("Register works with no descriptor free");
+
+        // 4. Release everything.
+        foreach (Socket socket in fillers)
+        {
+            socket.Dispose();
+        }
+
+        EchoOnce(control, 4);
+        control.Dispose();
+        listener.Dispose();
+        loop.Dispose();
+        Check(run.Wait(TimeSpan.FromSeconds(10)), "the loop stops");
+        Check(errors.IsEmpty, "no exception reached the loop: " + string.Join(" | ", errors));
+        // The library opens sockets, epoll instances and eventfds; the runtime may open pipes and assembly files of its own
+        // on the way (first use of a code path): those are listed, not counted as leaks.
+        string[] leaked = Array.Empty<string>();
+        Resources.Eventually(
+            () =>
+            {
+                leaked = DescribeDescriptors().Except(openAtStart).Where(IsLibraryKind).ToArray();
+                return leaked.Length == 0;
+            },
+            10);
+        Check(leaked.Length == 0, "no socket, epoll or eventfd descriptor is left of the scenario: " + string.Join(", ", leaked));
+        Info($"{Resources.OpenDescriptors()} descriptors open at the end, {before} at the start; opened by the runtime meanwhile: {string.Join(", ", DescribeDescriptors().Except(openAtStart).Where(d => !IsLibraryKind(d)))}");
+    }
+
+    private static bool IsLibraryKind(string descriptor) =>
+        descriptor.Contains("socket:", StringComparison.Ordinal) || descriptor.Contains("eventpoll", StringComparison.Ordinal) || descriptor.Contains("eventfd", StringComparison.Ordinal);
+
+    /// <summary>Opens sockets until the process has no descriptor left; returns how many it opened.</summary>
+    private static int Fill(List<Socket> fillers)
+    {
+        int opened = 0;
+        while (true)
+        {
+            try
+            {
+                fillers.Add(new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
+                opened++;
+            }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.TooManyOpenSockets)
+            {
+                return opened;
+            }
+        }
+    }
+
+    /// <summary>Like <see cref="Fill"/>, but waits up to 2 s for <paramref name="expected"/> descriptors to come free.</summary>
+    private static int FillWaiting(List<Socket> fillers, int expected)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            int opened = Fill(fillers);
+            if (opened >= expected || sw.ElapsedMilliseconds > 2000)
+            {
+                return opened;
+            }
+
+            Release(fillers, opened);
+            Thread.Sleep(10);
+        }
+    }
+
+    private static void Release(List<Socket> fillers, int count)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            fillers[^1].Dispose();
+            fillers.RemoveAt(fillers.Count - 1);
+        }
+    }
+
+    private static void EchoOnce(Socket socket, byte value)
+    {
+        socket.Send(new[] { value });
+        byte[] got = socket.ReceiveExactly(1);
+        Check(got[0] == value, $"echo of {value}");
+    }
+
+    private static void Check(bool condition, string what)
+    {
+        if (!condition)
+        {
+            throw new InvalidOperationException("check failed: " + what);
+        }
+
+        Ok(what);
+    }
+
+    private static void Ok(string what) => Console.WriteLine("ok: " + what);
+
+    private static void Info(string what) => Console.WriteLine("info: " + what);
+
+    private static string[] DescribeDescriptors() =>
+        System.IO.Directory.GetFileSystemEntries("/proc/self/fd").Select(f =>
+        {
+            try
+            {
+                return System.IO.Path.GetFileName(f) + "->" + new System.IO.FileInfo(f).LinkTarget;
+            }
+            catch (System.IO.IOException)
+            {
+                return System.IO.Path.GetFileName(f) + "->?";
+            }
+        }).ToArray();
+
+    private static string ReadLimit() =>
+        System.IO.File.ReadAllLines("/proc/self/limits").FirstOrDefault(l => l.StartsWith("Max open files", StringComparison.Ordinal)) ?? "?";
+
+    /// <summary>User + system CPU time of the process, from getrusage (which needs no descriptor).</summary>
+    private static TimeSpan CpuTime()
+    {
+        Span<long> usage = stackalloc long[18];
+        unsafe
+        {
+            fixed (long* p = usage)
+            {
+                if (getrusage(0, p) != 0)
+                {
+                    return TimeSpan.Zero;
+                }
+            }
+        }
+
+        // struct rusage starts with two struct timeval { long tv_sec; long tv_usec; }: user, then system.
+        long micros = (usage[0] * 1_000_000) + usage[1] + (usage[2] * 1_000_000) + usage[3];
+        return TimeSpan.FromTicks(micros * 10);
+    }
+
+    [LibraryImport("libc.so.6", EntryPoint = "getrusage")]
+    private static unsafe partial int getrusage(int who, long* usage);
+
+    private sealed class PauseRecordingEcho : EchoHandler
+    {
+        public ConcurrentQueue<AcceptPauseEpisode> Paused { get; } = new();
+
+        public ConcurrentQueue<AcceptPauseEpisode> Resumed { get; } = new();
+
+        public override void OnAcceptPaused(ConnectionListener listener, AcceptPauseEpisode episode) => Paused.Enqueue(episode);
+
+        public override void OnAcceptResumed(ConnectionListener listener, AcceptPauseEpisode episode) => Resumed.Enqueue(episode);
+    }
+}

@@ -1,0 +1,32 @@
+using System;
+using System.Linq;
+using Xunit.Abstractions;
+
+namespace EpollSharp.Tests.Reliability;
+
+/// <summary>
+/// EMFILE on accept and on connect, and creations that fail half-way, in a child process under <c>ulimit -n 256</c>
+/// (the scenario and its checks are in <see cref="ChildScenarios"/>). The listener-level flood against the echo sample is
+/// <c>Connections.DescriptorExhaustionTests</c>; this one runs the library in-process with its own clients, so it can also
+/// show that the process's own outgoing sockets fail cleanly, that the loop keeps serving, and that nothing leaks.
+/// </summary>
+public class DescriptorExhaustionChildTests
+{
+    private readonly ITestOutputHelper _output;
+
+    public DescriptorExhaustionChildTests(ITestOutputHelper output) => _output = output;
+
+    [SkippableFact]
+    public void Out_of_descriptors_on_accept_and_on_connect_the_loop_serves_recovers_and_leaks_nothing()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "needs ulimit, epoll and /proc");
+        ChildResult result = ChildProcess.Run("emfile", descriptorLimit: 256, TimeSpan.FromSeconds(90));
+        _output.WriteLine(result.Describe());
+        Assert.True(result.Exited, "the child did not finish in 90 s");
+        Assert.Empty(result.Failures);
+        Assert.Equal(0, result.ExitCode);
+        Assert.Contains("done", result.Stdout);
+        Assert.Contains(result.Stdout, l => l.StartsWith("ok: the listener met EMFILE on accept", StringComparison.Ordinal));
+        Assert.True(result.Stdout.Count(l => l.StartsWith("ok: new EventLoop() with", StringComparison.Ordinal)) >= 3);
+    }
+}

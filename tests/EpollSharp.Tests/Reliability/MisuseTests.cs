@@ -85,7 +85,9 @@ public class MisuseTests
         // Reported, and then not again: the first report, plus at most one when the registration is switched to
         // edge-triggered (re-arming reports a condition that still holds once) and one for the peer's answer to the FIN.
         Assert.Equal(early, calls.Count);
-        Assert.InRange(calls.Count(c => c.Which == "unconnected"), 1, 3);
+        // The managed backend sees a socket only through Select/Poll, which report nothing for a socket that was never
+        // connected (epoll and kqueue report a hang-up): documented in docs/backends-managed.md.
+        Assert.InRange(calls.Count(c => c.Which == "unconnected"), backend == EventLoopBackend.Managed ? 0 : 1, 3);
         Assert.InRange(calls.Count(c => c.Which == "shut down"), 1, 3);
         Assert.All(calls, c => Assert.True((c.Readiness & Readiness.Closed) != 0));
         h.Invoke(() =>

@@ -276,7 +276,7 @@ PINGPONG_CHECKS = ("errors", "mismatches", "lost_bytes", "excess_bytes", "connec
 
 def pingpong_run(ctx, server, wl, warmup, duration):
     row = {"server": server.key, "workload": wl.key, "connections": wl.connections, "size": wl.size,
-           "warmup_s": warmup, "duration_s": duration, "problems": []}
+           "warmup_s": warmup, "duration_s": duration, "problems": [], "loadavg": os.getloadavg()[0]}
     rs, message = start_server(ctx, server)
     if rs is None:
         row["problems"].append(f"did not start: {message}")

@@ -356,6 +356,27 @@ def write(results, docs):
       "server holds the previous ones; all of them are open together for the hold. Where a server did not hold them "
       "all, the RSS and threads are those of the moment it held the most.")
     w("")
+    idle = {r["server"]: r for r in results["idle"]}
+    notes = []
+    if "epoll" in idle:
+        notes.append("EchoServer holds no receive buffer for an idle connection (a pooled one is rented only while a "
+                     "readable socket is read), so what remains is the socket, the registration, the idle timer and "
+                     "the connection object.")
+    if "inbox" in idle:
+        notes.append("InBoxEchoServer is written the usual way, one 16 KiB buffer per connection for its whole life, "
+                     "so most of its memory per connection is that buffer; the rest is the `Socket` and the pending "
+                     "`ReceiveAsync` state. Its threads are the runtime's and the thread pool's, whatever the number "
+                     "of connections.")
+    if "threads" in idle:
+        notes.append("ThreadedEchoServer has a thread per connection: the touched pages of each thread's stack, its "
+                     "16 KiB buffer and the runtime's per-thread state (each thread reserves a 256 KiB stack, but only "
+                     "touched pages count in RSS; the kernel's own per-thread structures do not count at all).")
+    if "c" in idle:
+        notes.append("echo_ref keeps about 64 bytes per connection in user space; like every server here it "
+                     "also costs the kernel its socket buffers, which no process's RSS shows.")
+    for n_ in notes:
+        w(f"- {n_}")
+    w("")
     for r in results["idle"]:
         for p in r.get("problems", []):
             w(f"- {names[r['server']]}: {p}.")
@@ -413,7 +434,8 @@ def write(results, docs):
     w("")
     w(noise_text(results, t))
     w("")
-    w("Every run (messages/s; `✗` marks a run that failed its checks):")
+    w("Every run, in the order of the rounds (messages/s, then the 1-minute load average when the run started; `✗` "
+      "marks a run that failed its checks):")
     w("")
     head = "| workload | server | " + " | ".join(f"run {i + 1}" for i in range(facts["runs"])) + " |"
     w(head)
@@ -421,7 +443,8 @@ def write(results, docs):
     for wl in results["workloads"]:
         for s in avail:
             runs = [r for r in results["rows"] if r["server"] == s["key"] and r["workload"] == wl["key"]]
-            cells = [(fmt(r.get("messages_per_s")) + ("" if r.get("ok") else " ✗")) for r in runs]
+            cells = [(fmt(r.get("messages_per_s")) + ("" if r.get("ok") else " ✗")
+                      + (f" · {r['loadavg']:.1f}" if r.get("loadavg") is not None else "")) for r in runs]
             cells += [""] * (facts["runs"] - len(cells))
             w(f"| {wl['label']} | {s['short']} | " + " | ".join(cells) + " |")
     w("")

@@ -85,6 +85,17 @@ def cpu_ticks(pid):
     return int(rest[11]) + int(rest[12])  # fields 14 and 15 of proc(5)
 
 
+def core_busy():
+    """{core: busy ticks} from /proc/stat: user, nice, system, irq, softirq and steal (time the hypervisor gave away)."""
+    busy = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                v = line.split()
+                busy[int(v[0][3:])] = sum(int(x) for x in (v[1], v[2], v[3], v[6], v[7], v[8]))
+    return busy
+
+
 def status(pid):
     """(VmRSS in KiB, Threads) of a process."""
     rss = threads = 0
@@ -295,6 +306,11 @@ def pingpong_run(ctx, server, wl, warmup, duration):
         sleep_until(w0)
         if lg.running():
             c0, t0 = cpu_ticks(rs.pid), time.monotonic()
+            b0 = core_busy()
+            try:
+                l0 = cpu_ticks(lg.proc.pid)
+            except OSError:
+                l0 = None
             rss, thr = [], []
             while time.monotonic() < w1 and lg.running():
                 r, t = status(rs.pid)
@@ -302,7 +318,21 @@ def pingpong_run(ctx, server, wl, warmup, duration):
                 thr.append(t)
                 time.sleep(min(0.25, max(0.0, w1 - time.monotonic())))
             c1, t1 = cpu_ticks(rs.pid), time.monotonic()
+            b1 = core_busy()
+            try:
+                l1 = cpu_ticks(lg.proc.pid)
+            except OSError:
+                l1 = None
             row["window_s"] = round(t1 - t0, 3)
+            # What other processes took from each core meanwhile: the server runs on core 0, loadgen (and this
+            # script, whose sampling is a few milliseconds) on core 1.
+            ticks = (t1 - t0) * CLK_TCK
+            if ctx.pin and 0 in b0 and 1 in b0:
+                row["other_core0"] = max(0.0, (b1[0] - b0[0] - (c1 - c0)) / ticks)
+                if l0 is not None and l1 is not None:
+                    row["other_core1"] = max(0.0, (b1[1] - b0[1] - (l1 - l0)) / ticks)
+            if l0 is not None and l1 is not None:
+                row["loadgen_window_util"] = (l1 - l0) / ticks
             row["cpu_s"] = (c1 - c0) / CLK_TCK
             row["cpu_util"] = row["cpu_s"] / (t1 - t0)
             if rss:
@@ -310,7 +340,9 @@ def pingpong_run(ctx, server, wl, warmup, duration):
                 row["threads"] = max(thr)
         result = lg.wait()
         row["loadgen_rc"] = lg.rc
-        if lg.cpu_s is not None and lg.wall_s:
+        if row.get("loadgen_window_util") is not None:
+            row["loadgen_util"] = row["loadgen_window_util"]
+        elif lg.cpu_s is not None and lg.wall_s:
             row["loadgen_util"] = lg.cpu_s / lg.wall_s
         if result is None:
             row["problems"].append(f"loadgen gave no result (exit {lg.rc}): {lg.stderr()}")
@@ -692,7 +724,8 @@ def summarize(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-METRICS = ("messages_per_s", "p50_us", "p99_us", "cpu_util", "cpu_us_per_msg", "rss_kib", "threads", "loadgen_util")
+METRICS = ("messages_per_s", "p50_us", "p99_us", "cpu_util", "cpu_us_per_msg", "rss_kib", "threads", "loadgen_util",
+           "other_core0", "other_core1")
 
 
 def summarize_rows(rows):
@@ -727,6 +760,8 @@ def describe_row(row):
         parts.append(f"rss {row['rss_kib'] / 1024:7.1f} MiB thr {row['threads']}")
     if row.get("loadgen_util") is not None:
         parts.append(f"loadgen {row['loadgen_util'] * 100:3.0f}%")
+    if row.get("other_core0") is not None:
+        parts.append(f"others {row['other_core0'] * 100:3.0f}%/{row.get('other_core1', 0) * 100:3.0f}%")
     text = "  ".join(parts)
     if row["problems"]:
         text += "  FAILED: " + "; ".join(row["problems"])

@@ -67,7 +67,8 @@ def summarize(values):
     return {"median": med, "min": values[0], "max": values[-1], "n": n}
 
 
-METRICS = ("messages_per_s", "p50_us", "p99_us", "cpu_util", "cpu_us_per_msg", "rss_kib", "threads", "loadgen_util")
+METRICS = ("messages_per_s", "p50_us", "p99_us", "cpu_util", "cpu_us_per_msg", "rss_kib", "threads", "loadgen_util",
+           "other_core0", "other_core1")
 
 
 def table_of(results):
@@ -284,8 +285,10 @@ def write(results, docs):
       "inside loadgen's measured period (from 0.2 s after it starts to 0.4 s before it ends; the start is found by "
       "watching the server's descriptor count reach N). CPU per message = CPU seconds in the window / (messages/s × "
       "window). `CPU %` is of one core. RSS (`VmRSS`) and `Threads` come from `/proc/PID/status`, sampled every 0.25 s "
-      "in the window; the tables give the largest sample. `loadgen CPU` is the load generator's CPU time over its whole "
-      "life: near 100 % it, not the server, limits the rate.")
+      "in the window; the tables give the largest sample. `loadgen CPU` is the load generator's CPU time in the same "
+      "window: near 100 % it, not the server, limits the rate. `others on core 0 / 1` is the share of each core that "
+      "other processes took in the window (busy time of the core from `/proc/stat`, including steal, less the "
+      "server's on core 0 and loadgen's on core 1; medians): the interference the run suffered.")
     w("- .NET servers run with the runtime's defaults (workstation GC, tiered compilation); pinned to one core, the "
       "runtime sees one processor.")
     w("")
@@ -312,18 +315,23 @@ def write(results, docs):
         k = wl["key"]
         w(f"### {wl['label']} messages, one in flight per connection")
         w("")
-        w("| server | msg/s | p50 µs | p99 µs | server CPU % | CPU µs/msg | RSS MiB | threads | loadgen CPU % |")
-        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        w("| server | msg/s | p50 µs | p99 µs | server CPU % | CPU µs/msg | RSS MiB | threads | loadgen CPU % "
+          "| others on core 0 / 1 % |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for s in servers:
             if s["unavailable"]:
-                w(f"| {s['name']} | unavailable | | | | | | | |")
+                w(f"| {s['name']} | unavailable | | | | | | | | |")
                 continue
             row = t.get((s["key"], k))
             if not row:
                 continue
+            others = "–"
+            if row.get("other_core0"):
+                others = f"{fmt(row['other_core0']['median'] * 100)} / " + (
+                    fmt(row["other_core1"]["median"] * 100) if row.get("other_core1") else "–")
             w(f"| {s['name']} | {cell(row['messages_per_s'])} | {cell(row['p50_us'])} | {cell(row['p99_us'])} "
               f"| {cell(row['cpu_util'], 0, 100)} | {cell(row['cpu_us_per_msg'], 2)} | {cell(row['rss_kib'], 1, 1 / 1024)} "
-              f"| {cell(row['threads'])} | {cell(row['loadgen_util'], 0, 100)} |")
+              f"| {cell(row['threads'])} | {cell(row['loadgen_util'], 0, 100)} | {others} |")
         fails = [(s["name"], p) for s in servers for p in (t.get((s["key"], k)) or {}).get("problems", [])]
         for name, p in fails:
             w(f"\nFailed run, {name}: {p}")
@@ -409,9 +417,11 @@ def write(results, docs):
             else:
                 w(f"| {names[a['server']]} | {fmt(a['messages'])} | {fmt(a['allocated'])} | {per_msg_bytes(a['per_message'])} |")
         w("")
-        w("A difference of a few kilobytes over a million messages is the runtime's own background work (tiered "
-          "compilation, timers, the thread pool), not the echo path: anything below 0.01 B per message means no "
-          "allocation per message.")
+        w("The smallest .NET object takes 24 bytes, so one allocation per message would show as at least 24 B per "
+          "message (tens of megabytes over these runs). What remains is a few kilobytes either way — the runtime's "
+          "own background work (tiered compilation, timers, the thread pool), which differs a little between two "
+          "processes and can come out negative — so anything below 0.01 B per message is read as no allocation "
+          "per message.")
         w("")
 
     # ---- profile
@@ -434,8 +444,8 @@ def write(results, docs):
     w("")
     w(noise_text(results, t))
     w("")
-    w("Every run, in the order of the rounds (messages/s, then the 1-minute load average when the run started; `✗` "
-      "marks a run that failed its checks):")
+    w("Every run, in the order of the rounds: messages/s, then the share (%) of core 0 and of core 1 that other "
+      "processes took during its measured window; `✗` marks a run that failed its checks.")
     w("")
     head = "| workload | server | " + " | ".join(f"run {i + 1}" for i in range(facts["runs"])) + " |"
     w(head)
@@ -444,7 +454,8 @@ def write(results, docs):
         for s in avail:
             runs = [r for r in results["rows"] if r["server"] == s["key"] and r["workload"] == wl["key"]]
             cells = [(fmt(r.get("messages_per_s")) + ("" if r.get("ok") else " ✗")
-                      + (f" · {r['loadavg']:.1f}" if r.get("loadavg") is not None else "")) for r in runs]
+                      + (f" · {r['other_core0'] * 100:.0f} / {r.get('other_core1', 0) * 100:.0f}"
+                         if r.get("other_core0") is not None else "")) for r in runs]
             cells += [""] * (facts["runs"] - len(cells))
             w(f"| {wl['label']} | {s['short']} | " + " | ".join(cells) + " |")
     w("")
@@ -763,7 +774,18 @@ def noise_text(results, t):
             "processes were waiting for a core). Other processes on core 0 take time from the server and on core 1 from "
             "loadgen; a server with many runnable threads (the thread-per-connection server at 1,000 and 10,000 "
             "connections) also gets a larger share of a contended core than a one-thread server, since the scheduler "
-            "shares a core between threads, not processes. ")
+            "shares a core between threads, not processes. The load average counts runnable threads, so it also "
+            "counts this benchmark's own: loadgen and the server add one or two, but the thread-per-connection server "
+            "at 1,000 and 10,000 connections adds hundreds or thousands while it runs, and the 1-minute average keeps "
+            "some of that for the runs after it. ")
+    others = sorted(r["other_core0"] for r in results["rows"] if r.get("other_core0") is not None)
+    others1 = sorted(r["other_core1"] for r in results["rows"] if r.get("other_core1") is not None)
+    if others:
+        text += (f"A steadier measure of the interference: during the measured windows, other processes took "
+                 f"{others[len(others) // 2] * 100:.0f} % of the server's core at the median and "
+                 f"{others[-1] * 100:.0f} % at worst"
+                 + (f", and {others1[len(others1) // 2] * 100:.0f} % (worst {others1[-1] * 100:.0f} %) of loadgen's"
+                    if others1 else "") + ". ")
     if spreads:
         med_spread = spreads[len(spreads) // 2][0]
         worst = spreads[-1]

@@ -335,6 +335,10 @@ def write(results, docs):
         fails = [(s["name"], p) for s in servers for p in (t.get((s["key"], k)) or {}).get("problems", [])]
         for name, p in fails:
             w(f"\nFailed run, {name}: {p}")
+        if any("connect_failures" in p for _, p in fails):
+            w("\nloadgen gives its connections 5 s to open. A server that accepts one connection and then starts a "
+              "thread for it before accepting the next takes longer than that for thousands of connections on a busy "
+              "machine; the connections it had not accepted by then count as connect failures, and the run fails.")
         w("")
 
     # ---- idle
@@ -495,7 +499,10 @@ def targets(results, t):
                 continue
             ok = r >= bound if higher_better else r <= bound
             oks.append(ok)
-            parts.append(f"{rfmt(r)} at {labels[wl['key']]}")
+            a = t.get(("epoll", wl["key"]), {}).get(metric)
+            b = t.get((other, wl["key"]), {}).get(metric)
+            overlap = a and b and a["n"] > 1 and b["n"] > 1 and a["min"] <= b["max"] and b["min"] <= a["max"]
+            parts.append(f"{rfmt(r)} at {labels[wl['key']]}" + (" (min–max ranges overlap)" if overlap else ""))
         return ("; ".join(parts) or "not measured"), (all(oks) if oks else None)
 
     if have_c:
@@ -687,6 +694,11 @@ def analysis(results, t, verdicts):
             r = p.get("regions") or {}
             return sum(v for k, v in r.items() if k != "kernel")
 
+        def task_clock_us(p):
+            c = p.get("counters") or {}
+            return c["task-clock"] * 1000 / p["messages"] if p.get("messages") and "task-clock" in c else None
+
+        cpu_e, cpu_c = task_clock_us(pe), task_clock_us(pc)
         reads_e, reads_c = per_msg(pe, "recvfrom", "recvmsg"), per_msg(pc, "recvfrom", "recvmsg")
         waits_e, waits_c = per_msg(pe, "epoll_wait", "epoll_pwait"), per_msg(pc, "epoll_wait", "epoll_pwait")
         out.append(
@@ -711,7 +723,11 @@ def analysis(results, t, verdicts):
             "one side runs the TCP receive path of the other, so most of each echo is the kernel's TCP work, the same "
             f"for every server. Outside the kernel EchoServer spends {fmt(user_share(pe), 1)} % (echo_ref "
             f"{fmt(user_share(pc), 1)} %), led by "
-            + ", ".join(f"`{f['symbol']}` ({f['pct']:.1f} %)" for f in top) + ".")
+            + ", ".join(f"`{f['symbol']}` ({f['pct']:.1f} %)" for f in top) + "."
+            + (f" In the profile's own window the CPU time per message (`task-clock` / sends) was "
+               f"{fmt(cpu_e, 2)} µs for EchoServer and {fmt(cpu_c, 2)} µs for echo_ref ({rfmt(ratio(cpu_e, cpu_c))}); "
+               "compare with the matrix's figure to see how much of a CPU-per-message difference is noise."
+               if cpu_e and cpu_c else ""))
         out.append("")
     if v.get("cpu_c", {}).get("ok") is False or v.get("rate_c", {}).get("ok") is False:
         out.append(

@@ -78,10 +78,11 @@ def table_of(results):
         groups.setdefault((row["server"], row["workload"]), []).append(row)
     out = {}
     for key, runs in groups.items():
-        good = [r for r in runs if r.get("ok")]
+        # a run disturbed by other work and run again is shown, but not counted
+        good = [r for r in runs if r.get("ok") and not r.get("disturbed")]
         out[key] = {m: summarize([r.get(m) for r in good]) for m in METRICS}
         out[key]["runs"] = len(runs)
-        out[key]["failed"] = len(runs) - len(good)
+        out[key]["failed"] = len([r for r in runs if not r.get("ok")])
         out[key]["problems"] = [p for r in runs for p in r.get("problems", [])]
     return out
 
@@ -281,6 +282,13 @@ def write(results, docs):
       "mismatches, lost or excess bytes and connect failures; a run that does not is listed and left out of the medians.")
     w(f"- {facts['runs']} runs per server and workload, alternating (every server once, then again); each figure is the "
       "median, with min–max in parentheses.")
+    gate = facts.get("quiet_gate")
+    if gate and gate.get("budget_s"):
+        w(f"- Other work on the machine: before each run the script waits (at most 20 s) until neither core is more "
+          f"than 15 % busy, and a run during which other processes took more than 25 % of either core is run once "
+          f"more; the first attempt is listed under [Noise](#noise) but left out of the figures. Both within a "
+          f"budget of {gate['budget_s']:.0f} s for the whole run, so that it ends in bounded time: this run waited "
+          f"before {gate['waits']} runs, ran {gate['reruns']} again, and spent {gate['spent_s']} s of the budget.")
     w("- Server CPU: utime + stime of the whole process from `/proc/PID/stat`, read at the start and the end of a window "
       "inside loadgen's measured period (from 0.2 s after it starts to 0.4 s before it ends; the start is found by "
       "watching the server's descriptor count reach N). CPU per message = CPU seconds in the window / (messages/s × "
@@ -451,15 +459,25 @@ def write(results, docs):
     w("Every run, in the order of the rounds: messages/s, then the share (%) of core 0 and of core 1 that other "
       "processes took during its measured window; `✗` marks a run that failed its checks.")
     w("")
+    w("A run disturbed by other work and run again shows both attempts, the first struck out.")
+    w("")
     head = "| workload | server | " + " | ".join(f"run {i + 1}" for i in range(facts["runs"])) + " |"
     w(head)
     w("| --- | --- |" + " ---: |" * facts["runs"])
     for wl in results["workloads"]:
         for s in avail:
             runs = [r for r in results["rows"] if r["server"] == s["key"] and r["workload"] == wl["key"]]
-            cells = [(fmt(r.get("messages_per_s")) + ("" if r.get("ok") else " ✗")
-                      + (f" · {r['other_core0'] * 100:.0f} / {r.get('other_core1', 0) * 100:.0f}"
-                         if r.get("other_core0") is not None else "")) for r in runs]
+
+            def one(r):
+                text = (fmt(r.get("messages_per_s")) + ("" if r.get("ok") else " ✗")
+                        + (f" · {r['other_core0'] * 100:.0f} / {r.get('other_core1', 0) * 100:.0f}"
+                           if r.get("other_core0") is not None else ""))
+                return f"~~{text}~~" if r.get("disturbed") else text
+
+            rounds = {}
+            for i, r in enumerate(runs):
+                rounds.setdefault(r.get("round", i + 1), []).append(r)
+            cells = [" → ".join(one(r) for r in rs) for _, rs in sorted(rounds.items())]
             cells += [""] * (facts["runs"] - len(cells))
             w(f"| {wl['label']} | {s['short']} | " + " | ".join(cells) + " |")
     w("")

@@ -12,6 +12,8 @@ using K = EpollSharp.Interop.Kqueue;
 
 namespace EpollSharp.Tests.Backends;
 
+using static EpollSharp.Tests.Util.ProcessTools;
+
 /// <summary>
 /// Compares the kqueue flavour in use with the C headers of its library: <c>native/probe/kqueue_probe.c</c> is compiled
 /// and run, and every "NAME VALUE" line it prints is checked. It runs where the kqueue backend is available and the
@@ -239,57 +241,5 @@ public sealed class KqueueProbeTests
         candidates.Add("/usr/local/include/kqueue");
         candidates.Add("/usr/include/kqueue");
         return candidates.FirstOrDefault(d => File.Exists(Path.Combine(d, "sys", "event.h")));
-    }
-
-    private static (int Code, string Output) Run(string file, params string[] args)
-    {
-        var psi = new ProcessStartInfo(file)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (string a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        using var process = Process.Start(psi)!;
-        var stderr = process.StandardError.ReadToEndAsync();
-        string stdout = process.StandardOutput.ReadToEnd();
-        if (!process.WaitForExit(120_000))
-        {
-            process.Kill();
-            return (-1, "timed out");
-        }
-
-        return (process.ExitCode, stdout + stderr.Result);
-    }
-
-    private static string? FindOnPath(string name)
-    {
-        foreach (string dir in (Environment.GetEnvironmentVariable("PATH") ?? string.Empty).Split(':', StringSplitOptions.RemoveEmptyEntries))
-        {
-            string candidate = Path.Combine(dir, name);
-            if (File.Exists(candidate))
-            {
-                return candidate;
-            }
-        }
-
-        return null;
-    }
-
-    private static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "EpollSharp.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new DirectoryNotFoundException("EpollSharp.sln not found above " + AppContext.BaseDirectory);
     }
 }

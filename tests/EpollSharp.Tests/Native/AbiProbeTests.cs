@@ -12,6 +12,8 @@ using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Native;
 
+using static EpollSharp.Tests.Util.ProcessTools;
+
 /// <summary>
 /// Checks every ABI fact the binding hard-codes against the C headers of this machine, as Tmds.LibC does:
 /// <c>native/probe/epoll_probe.c</c> is compiled with <c>cc</c> and run, and each "NAME VALUE" line it prints
@@ -223,58 +225,5 @@ public sealed class AbiProbeTests
         {
             Directory.Delete(dir, recursive: true);
         }
-    }
-
-    private static (int Code, string Output) Run(string file, params string[] args)
-    {
-        var psi = new ProcessStartInfo(file)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (string a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        using var process = Process.Start(psi)!;
-        var stderr = process.StandardError.ReadToEndAsync();
-        string stdout = process.StandardOutput.ReadToEnd();
-        if (!process.WaitForExit(120_000))
-        {
-            process.Kill();
-            return (-1, "timed out");
-        }
-
-        return (process.ExitCode, stdout + stderr.Result);
-    }
-
-    private static string? FindOnPath(string name)
-    {
-        foreach (string dir in (Environment.GetEnvironmentVariable("PATH") ?? string.Empty).Split(':', StringSplitOptions.RemoveEmptyEntries))
-        {
-            string candidate = Path.Combine(dir, name);
-            if (File.Exists(candidate))
-            {
-                return candidate;
-            }
-        }
-
-        return null;
-    }
-
-    /// <summary>The repository root: the first directory above the test binaries that holds EpollSharp.sln.</summary>
-    private static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "EpollSharp.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new DirectoryNotFoundException("EpollSharp.sln not found above " + AppContext.BaseDirectory);
     }
 }

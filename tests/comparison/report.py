@@ -757,8 +757,9 @@ def analysis(results, t, verdicts):
             "error translation, a P/Invoke transition) instead of a direct `recv`/`send`. In order of expected gain: "
             "(1) receive and send through the library's own `LibraryImport` calls on the raw descriptor, as the "
             "interop layer already does for epoll, skipping `SocketPal`/`SystemNative_*`; (2) rent the receive buffer "
-            "once per loop iteration (or keep one per loop) instead of once per read pass; (3) read the clock once per "
-            "loop iteration for the idle-timeout timestamps instead of once per read. Where the miss is in messages/s "
+            "once per loop iteration (or keep one per loop) instead of once per read pass; (3) take the idle-timeout "
+            "timestamp from one clock read per loop iteration instead of a `Stopwatch.GetTimestamp()` on every read "
+            "and every write (two per echo; `__vdso_clock_gettime` in the profile). Where the miss is in messages/s "
             "or latency rather than CPU per message, the server was not the bottleneck (its CPU column is below "
             "100 %) and the difference is within the run-to-run spread of this machine.")
         out.append("")

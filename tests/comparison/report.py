@@ -749,8 +749,9 @@ def analysis(results, t, verdicts):
         out.append("")
     if v.get("cpu_c", {}).get("ok") is False or v.get("rate_c", {}).get("ok") is False:
         out.append(
-            "**EchoServer against echo_ref: why it misses, and the work that would close the gap.** The two servers "
-            "do the same kernel work per message, and EchoServer even makes one system call fewer; what it adds is "
+            "**EchoServer against echo_ref: why it misses, and the work that would close the gap.** The kernel's TCP "
+            "work per message is the same for both servers (and EchoServer makes one system call fewer); what it adds "
+            "is "
             "user-space work per event: the loop's dispatch (token → registration, generation check, callback), the "
             "connection's read pass (renting and returning a pooled 16 KiB buffer, a timestamp for the idle timeout) "
             "and `Socket.Receive`/`Socket.Send`, which go through `SocketPal` and `libSystem.Native` (argument checks, "

@@ -749,16 +749,18 @@ def analysis(results, t, verdicts):
         out.append("")
     if v.get("cpu_c", {}).get("ok") is False or v.get("rate_c", {}).get("ok") is False:
         out.append(
-            "**EchoServer against echo_ref: why it misses, and the work that would close the gap.** The two servers "
-            "do the same kernel work per message, and EchoServer even makes one system call fewer; what it adds is "
+            "**EchoServer against echo_ref: why it misses, and the work that would close the gap.** The kernel's TCP "
+            "work per message is the same for both servers (and EchoServer makes one system call fewer); what it adds "
+            "is "
             "user-space work per event: the loop's dispatch (token → registration, generation check, callback), the "
             "connection's read pass (renting and returning a pooled 16 KiB buffer, a timestamp for the idle timeout) "
             "and `Socket.Receive`/`Socket.Send`, which go through `SocketPal` and `libSystem.Native` (argument checks, "
             "error translation, a P/Invoke transition) instead of a direct `recv`/`send`. In order of expected gain: "
             "(1) receive and send through the library's own `LibraryImport` calls on the raw descriptor, as the "
             "interop layer already does for epoll, skipping `SocketPal`/`SystemNative_*`; (2) rent the receive buffer "
-            "once per loop iteration (or keep one per loop) instead of once per read pass; (3) read the clock once per "
-            "loop iteration for the idle-timeout timestamps instead of once per read. Where the miss is in messages/s "
+            "once per loop iteration (or keep one per loop) instead of once per read pass; (3) take the idle-timeout "
+            "timestamp from one clock read per loop iteration instead of a `Stopwatch.GetTimestamp()` on every read "
+            "and every write (two per echo; `__vdso_clock_gettime` in the profile). Where the miss is in messages/s "
             "or latency rather than CPU per message, the server was not the bottleneck (its CPU column is below "
             "100 %) and the difference is within the run-to-run spread of this machine.")
         out.append("")

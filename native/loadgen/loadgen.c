@@ -20,7 +20,7 @@
  *
  * Every phase has a deadline, and a watchdog alarm ends the process if
  * something still hangs, so the program always finishes on its own within
- * warmup + duration + WATCHDOG_SLACK_S seconds.
+ * connect budget + warmup + duration + WATCHDOG_SLACK_S seconds.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -45,7 +45,7 @@
 #define EVENT_BATCH          512
 #define IO_CHUNK             (64 * 1024)
 #define CONNECT_BATCH        256   /* connects in progress at once, per thread */
-#define CONNECT_BUDGET_MS    5000  /* the whole connect phase */
+#define CONNECT_BUDGET_S     5.0   /* the whole connect phase, unless --connect-budget */
 #define CONNECT_ATTEMPT_MS   2000  /* one attempt (covers one SYN retransmission) */
 #define CONNECT_MAX_ATTEMPTS 8
 #define CONNECT_BACKOFF_MS   5     /* doubled per attempt ... */
@@ -247,6 +247,7 @@ struct options {
     long inflight;
     double warmup;
     double duration;
+    double connect_budget;
     long threads;
     long rcvbuf;
     enum mode mode;
@@ -266,12 +267,14 @@ static void usage(FILE *f)
             "  --warmup SECONDS     pingpong traffic not counted (default 1)\n"
             "  --duration SECONDS   measured pingpong time, or idle hold time (default 5)\n"
             "  --mode pingpong|idle (default pingpong)\n"
+            "  --connect-budget S   time for opening all the connections; those not open\n"
+            "                       by then count as connect failures (default %.0f)\n"
             "  --threads T          threads sharing the connections (default 1)\n"
             "  --rcvbuf BYTES       SO_RCVBUF of each connection (default: kernel's)\n"
             "  --no-source-spread   towards 127.x.y.z, connect from 127.0.0.1 only\n"
             "                       (default: from 127.0.0.1 .. 127.0.0.%d)\n"
             "  --json               print one JSON line instead of text\n",
-            SOURCE_SPREAD);
+            CONNECT_BUDGET_S, SOURCE_SPREAD);
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *out)
@@ -299,7 +302,8 @@ static bool parse_seconds(const char *s, double *out)
 static int parse_options(int argc, char **argv, struct options *o)
 {
     *o = (struct options){ .host = "127.0.0.1", .port = NULL, .connections = 64, .size = 64,
-                           .inflight = 1, .warmup = 1.0, .duration = 5.0, .threads = 1,
+                           .inflight = 1, .warmup = 1.0, .duration = 5.0,
+                           .connect_budget = CONNECT_BUDGET_S, .threads = 1,
                            .mode = MODE_PINGPONG, .json = false, .spread = true };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -317,7 +321,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         }
         static const char *const valued[] = { "--host", "--port", "--connections", "--size",
                                               "--inflight", "--warmup", "--duration",
-                                              "--threads", "--mode", "--rcvbuf" };
+                                              "--threads", "--mode", "--rcvbuf", "--connect-budget" };
         bool known = false;
         for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
             known |= !strcmp(a, valued[k]);
@@ -344,6 +348,8 @@ static int parse_options(int argc, char **argv, struct options *o)
             ok = parse_seconds(v, &o->warmup);
         } else if (!strcmp(a, "--duration")) {
             ok = parse_seconds(v, &o->duration);
+        } else if (!strcmp(a, "--connect-budget")) {
+            ok = parse_seconds(v, &o->connect_budget) && o->connect_budget > 0.0 && o->connect_budget <= 3600.0;
         } else if (!strcmp(a, "--threads")) {
             ok = parse_long(v, 1, MAX_THREADS, &o->threads);
         } else if (!strcmp(a, "--rcvbuf")) {
@@ -884,7 +890,7 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     signal(SIGALRM, watchdog);
-    double budget = (o.mode == MODE_PINGPONG ? o.warmup : 0.0) + o.duration + WATCHDOG_SLACK_S;
+    double budget = o.connect_budget + (o.mode == MODE_PINGPONG ? o.warmup : 0.0) + o.duration + WATCHDOG_SLACK_S;
     alarm((unsigned)budget + 1);
 
     raise_nofile_limit(o.connections);
@@ -947,7 +953,7 @@ int main(int argc, char **argv)
     }
 
     pthread_barrier_init(&g_barrier, NULL, (unsigned)nthreads);
-    g_connect_deadline = now_ns() + CONNECT_BUDGET_MS * NS_PER_MS;
+    g_connect_deadline = now_ns() + (int64_t)(o.connect_budget * 1000.0) * NS_PER_MS;
     for (size_t t = 1; t < nthreads; t++) {
         if (pthread_create(&ws[t]->thread, NULL, worker_main, ws[t]) != 0) {
             fprintf(stderr, "loadgen: cannot start thread\n");

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 
 /* Flags are unsigned 32-bit values (EPOLLET is 1u << 31): print them as such. */
@@ -68,6 +69,23 @@ int main(void)
     INT(ENOSPC);
     INT(EPIPE);
     INT(ELOOP);
+    INT(ENOTSOCK);
+    INT(EMSGSIZE);
+    INT(EOPNOTSUPP);
+    INT(ENETDOWN);
+    INT(ENETUNREACH);
+    INT(ENETRESET);
+    INT(ECONNABORTED);
     INT(ECONNRESET);
+    INT(ENOBUFS);
+    INT(ENOTCONN);
+    INT(ESHUTDOWN);
+    INT(ETIMEDOUT);
+    INT(ECONNREFUSED);
+    INT(EHOSTDOWN);
+    INT(EHOSTUNREACH);
+
+    /* send() flags (Interop.Sys). */
+    INT(MSG_NOSIGNAL);
     return 0;
 }

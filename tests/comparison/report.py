@@ -94,7 +94,7 @@ def med(t, server, wl, metric):
 
 # ---- charts ---------------------------------------------------------------------------------------------------------
 
-COLORS = {"epoll": "#1f77b4", "managed": "#9467bd", "threads": "#d62728", "c": "#7f7f7f", "inbox": "#ff7f0e"}
+COLORS = {"epoll": "#1f77b4", "epoll-level": "#17becf", "managed": "#9467bd", "threads": "#d62728", "c": "#7f7f7f", "inbox": "#ff7f0e"}
 
 
 def gnuplot(script, work):
@@ -344,9 +344,10 @@ def write(results, docs):
         for name, p in fails:
             w(f"\nFailed run, {name}: {p}")
         if any("connect_failures" in p for _, p in fails):
-            w("\nloadgen gives its connections 5 s to open. A server that accepts one connection and then starts a "
-              "thread for it before accepting the next takes longer than that for thousands of connections on a busy "
-              "machine; the connections it had not accepted by then count as connect failures, and the run fails.")
+            w(f"\nloadgen gives its connections {max(5.0, wl['connections'] / 500):g} s to open (`--connect-budget`: 5 s, "
+              "or 2 ms per connection for thousands). A server that accepts one connection and then starts a thread for "
+              "it before accepting the next can take longer than that on a busy machine; the connections it had not "
+              "accepted by then count as connect failures, and the run fails.")
         w("")
 
     # ---- idle
@@ -400,6 +401,15 @@ def write(results, docs):
     for r in results["idle"]:
         for p in r.get("problems", []):
             w(f"- {names[r['server']]}: {p}.")
+        if r["server"] == "threads" and not r.get("died") and r.get("held_sampled", n) < n:
+            mmc = results["facts"].get("max_map_count")
+            w(f"  ThreadedEchoServer stops accepting at its connection cap (`--max-connections`; by default the smaller of "
+              f"the descriptor limit and (`vm.max_map_count` − 2,048) / 4 = {fmt(((mmc or 0) - 2048) // 4)}): each .NET "
+              f"thread takes four memory mappings (its stack and guard page, and the runtime's alternate signal stack "
+              f"and its guard page; measured here: {fmt(r.get('maps_per_conn'), 1)} per connection), and past "
+              "`vm.max_map_count` creating the next thread fails inside the runtime and the process aborts, losing "
+              "every connection it held. The connections over the cap wait in the listen backlog and time out; those it "
+              "holds keep echoing.")
         if r.get("died") and r["server"] == "threads":
             mmc = results["facts"].get("max_map_count")
             w(f"  Each .NET thread takes four memory mappings (its stack and guard page, and the runtime's alternate "
@@ -724,8 +734,8 @@ def analysis(results, t, verdicts):
             f"and echo_ref {fmt(per_msg(pc, 'all syscalls'), 2)}: {fmt(reads_e, 2)} vs {fmt(reads_c, 2)} reads, one send "
             f"each, {fmt(waits_e, 3)} vs {fmt(waits_c, 3)} `epoll_wait` (one wait returns the readiness of dozens of "
             "connections). echo_ref is edge-triggered and reads every socket until `EAGAIN`, so its second read per "
-            "message is one that fails; EchoServer is level-triggered and stops at a short read, which leaves nothing "
-            "behind, so it saves that call."
+            "message is one that fails; EchoServer, edge-triggered as well, stops at a short read instead: it leaves "
+            "nothing behind (data that arrives later is a new edge), so it saves that call."
             + (f" The in-box server made {fmt(per_msg(pi, 'all syscalls'), 2)} per message, among them "
                f"{fmt(per_msg(pi, 'sched_yield'), 2)} `sched_yield` and {fmt(per_msg(pi, 'context-switches'), 2)} "
                "context switches: .NET's socket engine receives readiness on its own epoll thread and runs every "
@@ -752,15 +762,15 @@ def analysis(results, t, verdicts):
             "**EchoServer against echo_ref: why it misses, and the work that would close the gap.** The kernel's TCP "
             "work per message is the same for both servers (and EchoServer makes one system call fewer); what it adds "
             "is "
-            "user-space work per event: the loop's dispatch (token → registration, generation check, callback), the "
-            "connection's read pass (renting and returning a pooled 16 KiB buffer, a timestamp for the idle timeout) "
-            "and `Socket.Receive`/`Socket.Send`, which go through `SocketPal` and `libSystem.Native` (argument checks, "
-            "error translation, a P/Invoke transition) instead of a direct `recv`/`send`. In order of expected gain: "
-            "(1) receive and send through the library's own `LibraryImport` calls on the raw descriptor, as the "
-            "interop layer already does for epoll, skipping `SocketPal`/`SystemNative_*`; (2) rent the receive buffer "
-            "once per loop iteration (or keep one per loop) instead of once per read pass; (3) take the idle-timeout "
-            "timestamp from one clock read per loop iteration instead of a `Stopwatch.GetTimestamp()` on every read "
-            "and every write (two per echo; `__vdso_clock_gettime` in the profile). Where the miss is in messages/s "
+            "user-space work per event: the loop's dispatch (token → registration, generation check, callback) and "
+            "the connection's read pass (renting and returning a pooled 16 KiB buffer, a timestamp for the idle "
+            "timeout). Receives and sends already go straight to `recv`/`send` through the library's own "
+            "`LibraryImport` calls on Linux, not through `Socket`/`SocketPal`/`libSystem.Native`. What is left, in "
+            "order of expected gain: (1) rent the receive buffer once per loop iteration (or keep one per loop) "
+            "instead of once per read pass; (2) take the idle-timeout timestamp from one clock read per loop "
+            "iteration instead of a `Stopwatch.GetTimestamp()` on every read and every write (two per echo; "
+            "`__vdso_clock_gettime` in the profile). User space is under a tenth of EchoServer's samples, so "
+            "neither can move CPU per message by more than a few percent. Where the miss is in messages/s "
             "or latency rather than CPU per message, the server was not the bottleneck (its CPU column is below "
             "100 %) and the difference is within the run-to-run spread of this machine.")
         out.append("")

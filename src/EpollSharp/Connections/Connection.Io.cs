@@ -3,6 +3,9 @@ using System.Buffers;
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Threading;
+#if NET5_0_OR_GREATER
+using EpollSharp.Native;
+#endif
 
 namespace EpollSharp.Connections;
 
@@ -98,7 +101,9 @@ public sealed partial class Connection
     private int SendNow(ReadOnlySpan<byte> data, out SocketError error)
     {
 #if NET5_0_OR_GREATER
-        return _socket.Send(data, SocketFlags.None, out error);
+        return _directHandle is not null
+            ? SocketIo.Send(_directHandle, data, out error)
+            : _socket.Send(data, SocketFlags.None, out error);
 #else
         // netstandard2.0 has no span overload: copy through a scratch array of the loop thread (one per thread, kept,
         // so a write neither allocates nor takes a second array from the pool while the receive buffer is out).
@@ -133,7 +138,11 @@ public sealed partial class Connection
         while (!queue.IsEmpty)
         {
             ArraySegment<byte> segment = queue.Peek();
+#if NET5_0_OR_GREATER
+            int n = SendNow(segment, out SocketError error);
+#else
             int n = _socket.Send(segment.Array!, segment.Offset, segment.Count, SocketFlags.None, out SocketError error);
+#endif
             if (error != SocketError.Success)
             {
                 if (error == SocketError.WouldBlock)
@@ -213,7 +222,7 @@ public sealed partial class Connection
                     return;
                 }
 
-                int n = _socket.Receive(buffer, 0, buffer.Length, SocketFlags.None, out SocketError error);
+                int n = ReceiveNow(buffer, out SocketError error);
                 if (error != SocketError.Success)
                 {
                     if (error == SocketError.WouldBlock)
@@ -262,6 +271,18 @@ public sealed partial class Connection
             _inReceivePass = false;
             ArrayPool<byte>.Shared.Return(buffer);
         }
+    }
+
+    /// <summary>One non-blocking receive into <paramref name="buffer"/>: the bytes read, 0 at the end of stream, or 0 with an error.</summary>
+    private int ReceiveNow(byte[] buffer, out SocketError error)
+    {
+#if NET5_0_OR_GREATER
+        if (_directHandle is not null)
+        {
+            return SocketIo.Receive(_directHandle, buffer, out error);
+        }
+#endif
+        return _socket.Receive(buffer, 0, buffer.Length, SocketFlags.None, out error);
     }
 
     /// <summary>The socket has nothing more to read for now. A graceful close stops delivering input here.</summary>

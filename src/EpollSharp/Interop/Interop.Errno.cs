@@ -22,7 +22,21 @@ internal static partial class Interop
         internal const int ENOSPC = 28;
         internal const int EPIPE = 32;
         internal const int ELOOP = 40;
+        internal const int ENOTSOCK = 88;
+        internal const int EMSGSIZE = 90;
+        internal const int EOPNOTSUPP = 95;
+        internal const int ENETDOWN = 100;
+        internal const int ENETUNREACH = 101;
+        internal const int ENETRESET = 102;
+        internal const int ECONNABORTED = 103;
         internal const int ECONNRESET = 104;
+        internal const int ENOBUFS = 105;
+        internal const int ENOTCONN = 107;
+        internal const int ESHUTDOWN = 108;
+        internal const int ETIMEDOUT = 110;
+        internal const int ECONNREFUSED = 111;
+        internal const int EHOSTDOWN = 112;
+        internal const int EHOSTUNREACH = 113;
 
         /// <summary>Reads errno as the marshaller captured it right after the call.</summary>
         internal static int Last()

@@ -58,6 +58,26 @@ public sealed partial class SampleProcess : IDisposable
     /// <summary>Starts the sample and waits for its "listening on HOST:PORT ..." line.</summary>
     public static SampleProcess Start(string sample, string arguments, int? descriptorLimit = null)
     {
+        SampleProcess sampleProcess = Launch(sample, arguments, descriptorLimit);
+        try
+        {
+            string line = sampleProcess.WaitForLine(l => l.StartsWith("listening on ", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
+            sampleProcess.ListeningLine = line;
+            Match match = ListeningRegex().Match(line);
+            Assert.True(match.Success, "unexpected first line: " + line);
+            sampleProcess.EndPoint = new IPEndPoint(IPAddress.Parse(match.Groups["host"].Value), int.Parse(match.Groups["port"].Value, System.Globalization.CultureInfo.InvariantCulture));
+            return sampleProcess;
+        }
+        catch
+        {
+            sampleProcess.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Starts the sample and returns at once (for a run that is expected to end by itself, e.g. on a bad option).</summary>
+    public static SampleProcess Launch(string sample, string arguments, int? descriptorLimit = null)
+    {
         string dll = Locate(sample);
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
         var info = new ProcessStartInfo
@@ -86,21 +106,7 @@ public sealed partial class SampleProcess : IDisposable
             info.ArgumentList.Add(argument);
         }
 
-        var sampleProcess = new SampleProcess(Process.Start(info)!);
-        try
-        {
-            string line = sampleProcess.WaitForLine(l => l.StartsWith("listening on ", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
-            sampleProcess.ListeningLine = line;
-            Match match = ListeningRegex().Match(line);
-            Assert.True(match.Success, "unexpected first line: " + line);
-            sampleProcess.EndPoint = new IPEndPoint(IPAddress.Parse(match.Groups["host"].Value), int.Parse(match.Groups["port"].Value, System.Globalization.CultureInfo.InvariantCulture));
-            return sampleProcess;
-        }
-        catch
-        {
-            sampleProcess.Dispose();
-            throw;
-        }
+        return new SampleProcess(Process.Start(info)!);
     }
 
     /// <summary>Waits for the next stdout line that matches; earlier lines are skipped.</summary>

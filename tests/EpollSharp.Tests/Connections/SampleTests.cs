@@ -63,6 +63,62 @@ public class SampleTests
         Assert.Equal(0, server.Process.ExitCode);
         Assert.Empty(server.Stderr);
     }
+
+    [SkippableFact]
+    public void ThreadedEchoServer_serves_at_most_max_connections_and_the_next_once_one_ends()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the sample test signals a Linux process");
+        using SampleProcess server = SampleProcess.Start("ThreadedEchoServer", "--port 0 --max-connections 2");
+        Assert.Equal("max-connections=2", server.WaitForLine(l => l.StartsWith("max-connections=", StringComparison.Ordinal), TimeSpan.FromSeconds(10)));
+
+        using Socket first = EchoServer.ConnectTo(server.EndPoint, receiveTimeoutMs: 5_000);
+        using Socket second = EchoServer.ConnectTo(server.EndPoint, receiveTimeoutMs: 5_000);
+        AssertEchoes(first, 1);
+        AssertEchoes(second, 2);
+
+        // The third connects (the kernel's listen backlog takes it) but is not served while two are open.
+        Socket third = EchoServer.ConnectTo(server.EndPoint, receiveTimeoutMs: 5_000);
+        third.Send(new byte[] { 3 });
+        Assert.False(third.Poll(500_000, SelectMode.SelectRead), "a third connection was served over the cap of 2");
+
+        // One ends: the third is accepted and its waiting byte is echoed.
+        first.Shutdown(SocketShutdown.Send);
+        Assert.Equal(0, first.Receive(new byte[1]));
+        Assert.True(third.Poll(5_000_000, SelectMode.SelectRead), "the waiting connection was not served after one ended");
+        var echoed = new byte[1];
+        Assert.Equal(1, third.Receive(echoed));
+        Assert.Equal(3, echoed[0]);
+        third.Dispose();
+        AssertEchoes(second, 4);
+
+        server.Signal(SigTerm);
+        string stats = server.WaitForLine(l => l.StartsWith("stats:", StringComparison.Ordinal), TimeSpan.FromSeconds(20));
+        Assert.StartsWith("stats: connections=3 ", stats, StringComparison.Ordinal);
+        Assert.True(server.Process.WaitForExit(20_000), "the sample did not exit");
+        Assert.Equal(0, server.Process.ExitCode);
+    }
+
+    [SkippableTheory]
+    [InlineData("--max-connections 0")]
+    [InlineData("--max-connections -5")]
+    [InlineData("--max-connections lots")]
+    public void ThreadedEchoServer_rejects_a_bad_max_connections(string arguments)
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the sample test runs a Linux process");
+        using SampleProcess server = SampleProcess.Launch("ThreadedEchoServer", "--port 0 " + arguments);
+        Assert.True(server.Process.WaitForExit(20_000), "the sample did not exit");
+        server.Process.WaitForExit(); // and its output has been read
+        Assert.Equal(2, server.Process.ExitCode);
+        Assert.Contains(server.Stderr, l => l.Contains("--max-connections", StringComparison.Ordinal));
+    }
+
+    private static void AssertEchoes(Socket socket, byte value)
+    {
+        socket.Send(new[] { value });
+        var buffer = new byte[1];
+        Assert.Equal(1, socket.Receive(buffer));
+        Assert.Equal(value, buffer[0]);
+    }
 }
 
 /// <summary>Tests whose timing or CPU measurements must not compete with the other tests: they run alone.</summary>

@@ -1,0 +1,127 @@
+#if NET5_0_OR_GREATER
+using System;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using E = EpollSharp.Interop.Errno;
+
+namespace EpollSharp.Native;
+
+/// <summary>
+/// Non-blocking <c>recv</c>/<c>send</c> straight on a socket's descriptor (Linux), for the connection layer's hot path:
+/// one P/Invoke per call instead of <see cref="Socket.Receive(Span{byte}, SocketFlags, out SocketError)"/>'s way through
+/// <c>SocketPal</c> and <c>libSystem.Native</c>. Errors come back as the same <see cref="SocketError"/> values
+/// <see cref="Socket"/> reports for them, so callers see no difference. The handle is referenced for the length of each
+/// call, so a socket closed meanwhile gives <see cref="ObjectDisposedException"/>, never a read from a reused descriptor.
+/// </summary>
+internal static class SocketIo
+{
+    /// <summary>Whether this process uses the direct calls: on Linux, where the binding and errno values are known.</summary>
+    internal static readonly bool IsSupported = Platform.IsLinux;
+
+    /// <summary>One <c>recv</c> into <paramref name="buffer"/>, retried on EINTR. Returns the bytes read (0: end of stream), or 0 with an error.</summary>
+    internal static unsafe int Receive(SafeHandle handle, Span<byte> buffer, out SocketError error)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            int fd = (int)handle.DangerousGetHandle();
+            fixed (byte* p = buffer)
+            {
+                while (true)
+                {
+                    nint n = Interop.Sys.recv(fd, p, (nuint)buffer.Length, 0);
+                    if (n >= 0)
+                    {
+                        error = SocketError.Success;
+                        return (int)n;
+                    }
+
+                    int errno = E.Last();
+                    if (errno != E.EINTR)
+                    {
+                        error = ToSocketError(errno);
+                        return 0;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>One <c>send</c> (with MSG_NOSIGNAL) of <paramref name="data"/>, retried on EINTR. Returns the bytes the kernel took, or 0 with an error.</summary>
+    internal static unsafe int Send(SafeHandle handle, ReadOnlySpan<byte> data, out SocketError error)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            int fd = (int)handle.DangerousGetHandle();
+            fixed (byte* p = data)
+            {
+                while (true)
+                {
+                    nint n = Interop.Sys.send(fd, p, (nuint)data.Length, Interop.Sys.MSG_NOSIGNAL);
+                    if (n >= 0)
+                    {
+                        error = SocketError.Success;
+                        return (int)n;
+                    }
+
+                    int errno = E.Last();
+                    if (errno != E.EINTR)
+                    {
+                        error = ToSocketError(errno);
+                        return 0;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>
+    /// The <see cref="SocketError"/> that <see cref="Socket"/> reports for a Linux errno from <c>recv</c> or <c>send</c>;
+    /// <see cref="SocketError.SocketError"/> for one it has no name for.
+    /// </summary>
+    internal static SocketError ToSocketError(int errno) => errno switch
+    {
+        E.EAGAIN => SocketError.WouldBlock,
+        E.EINTR => SocketError.Interrupted,
+        E.ECONNRESET => SocketError.ConnectionReset,
+        E.EPIPE => SocketError.Shutdown,
+        E.ECONNABORTED => SocketError.ConnectionAborted,
+        E.ETIMEDOUT => SocketError.TimedOut,
+        E.ENOTCONN => SocketError.NotConnected,
+        E.EHOSTUNREACH => SocketError.HostUnreachable,
+        E.ENETUNREACH => SocketError.NetworkUnreachable,
+        E.ENETDOWN => SocketError.NetworkDown,
+        E.ENETRESET => SocketError.NetworkReset,
+        E.EHOSTDOWN => SocketError.HostDown,
+        E.ECONNREFUSED => SocketError.ConnectionRefused,
+        E.ENOBUFS => SocketError.NoBufferSpaceAvailable,
+        E.EMSGSIZE => SocketError.MessageSize,
+        E.ESHUTDOWN => SocketError.Disconnecting,
+        E.EBADF => SocketError.OperationAborted,
+        E.EINVAL => SocketError.InvalidArgument,
+        E.EFAULT => SocketError.Fault,
+        E.ENOTSOCK => SocketError.NotSocket,
+        E.EOPNOTSUPP => SocketError.OperationNotSupported,
+        E.EACCES or E.EPERM => SocketError.AccessDenied,
+        E.EMFILE or E.ENFILE => SocketError.TooManyOpenSockets,
+        _ => SocketError.SocketError,
+    };
+}
+#endif

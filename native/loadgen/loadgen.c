@@ -253,6 +253,7 @@ struct options {
     enum mode mode;
     bool json;
     bool spread;
+    bool progress;
 };
 
 static void usage(FILE *f)
@@ -273,7 +274,9 @@ static void usage(FILE *f)
             "  --rcvbuf BYTES       SO_RCVBUF of each connection (default: kernel's)\n"
             "  --no-source-spread   towards 127.x.y.z, connect from 127.0.0.1 only\n"
             "                       (default: from 127.0.0.1 .. 127.0.0.%d)\n"
-            "  --json               print one JSON line instead of text\n",
+            "  --json               print one JSON line instead of text\n"
+            "  --progress           on stderr, one line when the connect phase ends and\n"
+            "                       traffic (or the idle hold) starts\n",
             CONNECT_BUDGET_S, SOURCE_SPREAD);
 }
 
@@ -317,6 +320,9 @@ static int parse_options(int argc, char **argv, struct options *o)
             continue;
         } else if (!strcmp(a, "--no-source-spread")) {
             o->spread = false;
+            continue;
+        } else if (!strcmp(a, "--progress")) {
+            o->progress = true;
             continue;
         }
         static const char *const valued[] = { "--host", "--port", "--connections", "--size",
@@ -839,7 +845,11 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     connect_phase(w, g_connect_deadline);
     atomic_fetch_add(&g_opened, w->opened);
-    pthread_barrier_wait(&g_barrier);
+    if (pthread_barrier_wait(&g_barrier) == PTHREAD_BARRIER_SERIAL_THREAD && w->o->progress) {
+        fprintf(stderr, "loadgen: %ld connections open, %s starts\n", (long)atomic_load(&g_opened),
+                w->o->mode == MODE_PINGPONG ? "traffic" : "the hold");
+        fflush(stderr);
+    }
     if (atomic_load(&g_opened) > 0) {
         w->ran = true;
         if (w->o->mode == MODE_PINGPONG)

@@ -32,9 +32,9 @@ PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 # ---- the servers and the workloads ----------------------------------------------------------------------------------
 
 class Server:
-    def __init__(self, key, name, short, argv, dotnet, default=True):
+    def __init__(self, key, name, short, argv, dotnet, pingpong_only=False):
         self.key = key  # identifier in results and chart columns
-        self.default = default  # measured unless --servers names others
+        self.pingpong_only = pingpong_only  # left out of the idle, allocation and profile tests
         self.name = name  # as the document names it
         self.short = short  # chart legend
         self.argv = argv  # command line; {pub} and {native} are filled in
@@ -47,8 +47,8 @@ def make_servers(pub, native):
         return ["dotnet", os.path.join(pub, project, project + ".dll"), "--port", "0", *extra]
 
     # Edge-triggered on epoll: the kernel hands over ready connections in the order their data arrived (level-triggered
-    # it keeps them in the order of the previous wait, which lengthens the latency tail; `epoll-level`, not in the default
-    # set, measures that). The managed backend emulates edge mode at a cost per wait, so it runs level-triggered.
+    # it keeps them in the order of the previous wait, which lengthens the latency tail; `epoll-level` measures that, in
+    # the ping-pong matrix only). The managed backend emulates edge mode at a cost per wait, so it runs level-triggered.
     echo = ("--loops", "1", "--idle-timeout", "0")
     return [
         Server("epoll", "EchoServer (EpollSharp, epoll backend, edge-triggered, 1 loop)", "EpollSharp epoll",
@@ -56,7 +56,7 @@ def make_servers(pub, native):
         Server("managed", "EchoServer (EpollSharp, managed backend, level-triggered, 1 loop)", "EpollSharp managed",
                d("EchoServer", "--backend", "managed", "--trigger", "level", *echo), True),
         Server("epoll-level", "EchoServer (EpollSharp, epoll backend, level-triggered, 1 loop)", "EpollSharp epoll level",
-               d("EchoServer", "--backend", "epoll", "--trigger", "level", *echo), True, default=False),
+               d("EchoServer", "--backend", "epoll", "--trigger", "level", *echo), True, pingpong_only=True),
         Server("threads", "ThreadedEchoServer (thread per connection)", "thread per connection",
                d("ThreadedEchoServer"), True),
         Server("c", "echo_ref (C, raw epoll, 1 thread)", "C echo_ref",
@@ -84,11 +84,16 @@ QUICK_WORKLOADS = [Workload(64, 64), Workload(1000, 64), Workload(64, 16384)]
 
 # ---- /proc ----------------------------------------------------------------------------------------------------------
 
-def cpu_ticks(pid):
-    """utime + stime of the whole process (all its threads, live and exited), in clock ticks."""
+def cpu_split(pid):
+    """(utime, stime) of the whole process (all its threads, live and exited), in clock ticks: user space and kernel."""
     with open(f"/proc/{pid}/stat") as f:
         rest = f.read().rsplit(")", 1)[1].split()
-    return int(rest[11]) + int(rest[12])  # fields 14 and 15 of proc(5)
+    return int(rest[11]), int(rest[12])  # fields 14 and 15 of proc(5)
+
+
+def cpu_ticks(pid):
+    """utime + stime of the whole process (all its threads, live and exited), in clock ticks."""
+    return sum(cpu_split(pid))
 
 
 def core_busy():
@@ -231,6 +236,20 @@ class Loadgen:
         self.cpu_s = None
         self.wall_s = None
 
+    def traffic_started(self, deadline):
+        """Waits for loadgen's --progress line (its connect phase is over, traffic starts); returns the time, or None."""
+        while time.monotonic() < deadline:
+            try:
+                with open(self.err_path, errors="replace") as f:
+                    if " starts" in f.read():
+                        return time.monotonic()
+            except OSError:
+                pass
+            if not self.running():
+                return None
+            time.sleep(0.02)
+        return None
+
     def running(self):
         if self.rc is not None:
             return False
@@ -309,18 +328,26 @@ def pingpong_run(ctx, server, wl, warmup, duration):
         # server starts a thread before it accepts the next one).
         budget = connect_budget(wl.connections)
         lg = Loadgen(ctx, ["--port", str(rs.port), "--connections", str(wl.connections), "--size", str(wl.size),
-                           "--warmup", str(warmup), "--duration", str(duration), "--connect-budget", f"{budget:g}"],
+                           "--warmup", str(warmup), "--duration", str(duration), "--connect-budget", f"{budget:g}",
+                           "--progress"],
                      budget + warmup + duration + 15)
-        # loadgen's warm-up starts once all its connections are open; the server has accepted them at about that time.
-        t_conn = wait_for_connections(rs.pid, base_fds, wl.connections, lg.started + budget + 3, lg)
+        # loadgen's warm-up starts once all its connections are open (its --progress line says when). A connection is
+        # open once the kernel completed its handshake, which the listen backlog does before the server accepts it: a
+        # server that accepts slowly may hold fewer than N when traffic starts (recorded as held_at_start).
+        t_conn = lg.traffic_started(lg.started + budget + 3)
         if t_conn is None:
-            row["window_note"] = f"connections not all accepted within {budget + 3:g} s: window from loadgen's start"
+            row["window_note"] = f"loadgen did not report its connections open within {budget + 3:g} s: window from its start"
             t_conn = lg.started
         row["connect_s"] = round(t_conn - lg.started, 3)
+        try:
+            row["held_at_start"] = fd_count(rs.pid) - base_fds
+        except OSError:
+            pass
         w0, w1 = t_conn + warmup + 0.2, t_conn + warmup + duration - 0.4
         sleep_until(w0)
         if lg.running():
-            c0, t0 = cpu_ticks(rs.pid), time.monotonic()
+            u0, k0 = cpu_split(rs.pid)
+            c0, t0 = u0 + k0, time.monotonic()
             b0 = core_busy()
             try:
                 l0 = cpu_ticks(lg.proc.pid)
@@ -332,7 +359,8 @@ def pingpong_run(ctx, server, wl, warmup, duration):
                 rss.append(r)
                 thr.append(t)
                 time.sleep(min(0.25, max(0.0, w1 - time.monotonic())))
-            c1, t1 = cpu_ticks(rs.pid), time.monotonic()
+            u1, k1 = cpu_split(rs.pid)
+            c1, t1 = u1 + k1, time.monotonic()
             b1 = core_busy()
             try:
                 l1 = cpu_ticks(lg.proc.pid)
@@ -349,6 +377,7 @@ def pingpong_run(ctx, server, wl, warmup, duration):
             if l0 is not None and l1 is not None:
                 row["loadgen_window_util"] = (l1 - l0) / ticks
             row["cpu_s"] = (c1 - c0) / CLK_TCK
+            row["cpu_user_s"], row["cpu_sys_s"] = (u1 - u0) / CLK_TCK, (k1 - k0) / CLK_TCK
             row["cpu_util"] = row["cpu_s"] / (t1 - t0)
             if rss:
                 row["rss_kib"] = max(rss)
@@ -373,6 +402,9 @@ def pingpong_run(ctx, server, wl, warmup, duration):
                 row["problems"].append("no message echoed in the measured period")
             if "cpu_s" in row and result.get("messages_per_s"):
                 row["cpu_us_per_msg"] = row["cpu_util"] / result["messages_per_s"] * 1e6
+                per_msg = 1e6 / (result["messages_per_s"] * row["window_s"])
+                row["cpu_user_us_per_msg"] = row["cpu_user_s"] * per_msg
+                row["cpu_sys_us_per_msg"] = row["cpu_sys_s"] * per_msg
     finally:
         stop = stop_server(rs)
     row["server_rc"] = stop["rc"]
@@ -787,8 +819,8 @@ def summarize(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-METRICS = ("messages_per_s", "p50_us", "p99_us", "cpu_util", "cpu_us_per_msg", "rss_kib", "threads", "loadgen_util",
-           "other_core0", "other_core1")
+METRICS = ("messages_per_s", "p50_us", "p99_us", "cpu_util", "cpu_us_per_msg", "cpu_user_us_per_msg",
+           "cpu_sys_us_per_msg", "rss_kib", "threads", "loadgen_util", "other_core0", "other_core1")
 
 
 # ---- main -----------------------------------------------------------------------------------------------------------
@@ -828,8 +860,7 @@ def main():
     ap.add_argument("--duration", type=float)
     ap.add_argument("--runs", type=int)
     ap.add_argument("--idle-connections", type=int)
-    ap.add_argument("--servers", help="comma-separated subset of epoll,managed,threads,c,inbox (and epoll-level, "
-                    "EchoServer level-triggered on epoll, measured only when named)")
+    ap.add_argument("--servers", help="comma-separated subset of epoll,managed,epoll-level,threads,c,inbox")
     ap.add_argument("--workloads", help="comma-separated subset such as 64x64,1000x64")
     ap.add_argument("--quiet-budget", type=float, default=300,
                     help="seconds the full run may spend waiting for quiet cores and rerunning disturbed runs")
@@ -854,8 +885,6 @@ def main():
     if args.servers:
         wanted = args.servers.split(",")
         servers = [s for s in servers if s.key in wanted]
-    else:
-        servers = [s for s in servers if s.default]
     workloads = QUICK_WORKLOADS if quick else FULL_WORKLOADS
     if args.workloads:
         wanted = args.workloads.split(",")
@@ -907,7 +936,7 @@ def main():
     idle_rows = []
     if "idle" not in skip:
         for s in active:
-            if s.key == "managed":
+            if s.key == "managed" or s.pingpong_only:
                 continue
             row = idle_run(ctx, s, idle_n, idle_hold)
             idle_rows.append(row)
@@ -921,7 +950,7 @@ def main():
     allocs = []
     if "alloc" not in skip:
         for s in active:
-            if not s.dotnet:
+            if not s.dotnet or s.pingpong_only:
                 continue
             target = 1_000_000
             a = alloc_test(ctx, s, 64, 64, target, 60 if s.key == "epoll" else 25)
@@ -938,6 +967,8 @@ def main():
         facts["profile_tools"] = tools
         if tools["perf"] or shutil.which("strace"):
             for s in active:
+                if s.pingpong_only:
+                    continue
                 p = profile_run(ctx, s, Workload(64, 64), tools)
                 profiles.append(p)
                 log(f"  profile {s.key:>7} ({p['tool']}): {p.get('messages') or 0:,.0f} messages"

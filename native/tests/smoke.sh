@@ -22,6 +22,10 @@ run_loadgen 0 --port "$PORT" --connections 64 --size 64 --inflight 1 --warmup 0.
 check_clean_pingpong
 expect_field connections -eq 64
 
+# --progress: one line on stderr when the connections are open and traffic starts (stdout is still the one JSON line)
+progress=$(timeout 30 "$LOADGEN" --json --progress --port "$PORT" --connections 4 --size 16 --warmup 0 --duration 0.3 2>&1 >/dev/null)
+[ "$progress" = "loadgen: 4 connections open, traffic starts" ] || fail "unexpected --progress output: $progress"
+
 run_loadgen 0 --port "$PORT" --connections 16 --size 16384 --inflight 1 --warmup 0.2 --duration 1
 check_clean_pingpong
 expect_field size -eq 16384

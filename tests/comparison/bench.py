@@ -46,9 +46,9 @@ def make_servers(pub, native):
     def d(project, *extra):
         return ["dotnet", os.path.join(pub, project, project + ".dll"), "--port", "0", *extra]
 
-    # Edge-triggered on epoll: the kernel hands over ready connections in the order their data arrived (level-triggered
-    # it keeps them in the order of the previous wait, which lengthens the latency tail; `epoll-level` measures that, in
-    # the ping-pong matrix only). The managed backend emulates edge mode at a cost per wait, so it runs level-triggered.
+    # On epoll both trigger modes are measured: `epoll` edge-triggered (ready connections come in the order their data
+    # arrived) and `epoll-level`, in the ping-pong matrix only, level-triggered (the library's default; they come in the
+    # order of the previous wait). The managed backend emulates edge mode at a cost per wait, so it runs level-triggered.
     echo = ("--loops", "1", "--idle-timeout", "0")
     return [
         Server("epoll", "EchoServer (EpollSharp, epoll backend, edge-triggered, 1 loop)", "EpollSharp epoll",
@@ -333,19 +333,19 @@ def pingpong_run(ctx, server, wl, warmup, duration):
                      budget + warmup + duration + 15)
         # loadgen's warm-up starts once all its connections are open (its --progress line says when). A connection is
         # open once the kernel completed its handshake, which the listen backlog does before the server accepts it: a
-        # server that accepts slowly may hold fewer than N when traffic starts (recorded as held_at_start).
+        # server that accepts slowly may hold fewer than N even in the measured window (recorded as held_in_window).
         t_conn = lg.traffic_started(lg.started + budget + 3)
         if t_conn is None:
             row["window_note"] = f"loadgen did not report its connections open within {budget + 3:g} s: window from its start"
             t_conn = lg.started
         row["connect_s"] = round(t_conn - lg.started, 3)
-        try:
-            row["held_at_start"] = fd_count(rs.pid) - base_fds
-        except OSError:
-            pass
         w0, w1 = t_conn + warmup + 0.2, t_conn + warmup + duration - 0.4
         sleep_until(w0)
         if lg.running():
+            try:
+                row["held_in_window"] = fd_count(rs.pid) - base_fds
+            except OSError:
+                pass
             u0, k0 = cpu_split(rs.pid)
             c0, t0 = u0 + k0, time.monotonic()
             b0 = core_busy()

@@ -77,7 +77,7 @@ def summarize(values):
 
 METRICS = ("messages_per_s", "p50_us", "p99_us", "cpu_util", "cpu_us_per_msg", "cpu_user_us_per_msg",
            "cpu_sys_us_per_msg", "rss_kib", "threads", "loadgen_util",
-           "other_core0", "other_core1", "held_at_start")
+           "other_core0", "other_core1", "held_in_window")
 
 
 def table_of(results):
@@ -351,13 +351,17 @@ def write(results, docs):
               f"| {cell(row['cpu_util'], 0, 100)} | {cell(row['cpu_us_per_msg'], 2)} "
               f"| {split_cell(row)} | {cell(row['rss_kib'], 1, 1 / 1024)} "
               f"| {cell(row['threads'])} | {cell(row['loadgen_util'], 0, 100)} | {others} |")
-        for s in servers:
-            held = med(t, s["key"], k, "held_at_start")
-            if held is not None and held < wl["connections"]:
-                w(f"\n{s['name']} had accepted {fmt(held)} of the {fmt(wl['connections'])} connections (median) when "
-                  "loadgen's traffic started; the rest had completed their handshake in the kernel's listen backlog "
-                  "and waited there to be accepted, their first messages unanswered meanwhile. Its accepting thread "
-                  "gets its turn on the core with every connection's thread.")
+        held = med(t, "threads", k, "held_in_window")
+        threads = med(t, "threads", k, "threads")
+        if held is not None and held < wl["connections"]:
+            w(f"\nThreadedEchoServer had accepted {fmt(held)} of the {fmt(wl['connections'])} connections (median) "
+              "when the measured window began.")
+        if threads is not None and threads < wl["connections"]:
+            w(f"\nThreadedEchoServer ran at most {fmt(threads)} threads (median of the runs) during the measured window "
+              f"of {fmt(wl['connections'])} connections: it had not yet accepted all of them. The others had completed "
+              "their handshake in the kernel's listen backlog, so loadgen counted them open and sent, and they waited "
+              "there to be accepted, their messages unanswered meanwhile: the accepting thread gets its turn on the "
+              "one core among every connection's thread.")
         fails = [(s["name"], p) for s in servers for p in (t.get((s["key"], k)) or {}).get("problems", [])]
         for name, p in fails:
             w(f"\nFailed run, {name}: {p}")
@@ -790,9 +794,13 @@ def analysis(results, t, verdicts):
             + ". The user-space part is each program's own work per message — for EchoServer the loop, the "
             "connection and the .NET runtime around them: "
             + ", ".join(f"{fmt(ue - uc, 2)} µs more than echo_ref's at {lab}" for lab, ue, ke, uc, kc in split)
-            + ". The kernel part is the TCP work of the echo, the same for both programs (EchoServer makes one system "
-            "call fewer per message), so the difference there is the machine's drift between the runs, which is "
-            "as large as the difference in user space: compare the min–max ranges in the tables above.")
+            + ". The kernel part is the TCP work of the echo, which the kernel does alike for both programs (they "
+            "make the same calls, EchoServer one read fewer per message); a difference there ("
+            + ", ".join(f"{'+' if ke >= kc else '−'}{fmt(abs(ke - kc), 2)} µs for EchoServer at {lab}"
+                        for lab, ue, ke, uc, kc in split)
+            + ") comes with the machine's fast and slow runs (see [Noise](#noise)) rather than with the programs, as "
+            "EchoServer asks the kernel for less, not more; the user-space difference is the one that belongs to "
+            "EchoServer.")
         out.append("")
     lv = [(labels[wl], med(t, "epoll-level", wl, "p99_us"), med(t, "epoll", wl, "p99_us"),
            med(t, "epoll-level", wl, "cpu_us_per_msg"), med(t, "epoll", wl, "cpu_us_per_msg"))
@@ -804,13 +812,14 @@ def analysis(results, t, verdicts):
             + "; ".join(f"at {lab}, p99 {fmt(pl)} µs level-triggered against {fmt(pe_)} µs edge-triggered "
                         f"({rfmt(ratio(pl, pe_))}), CPU per message {fmt(cl, 2)} against {fmt(ce, 2)} µs "
                         f"({rfmt(ratio(cl, ce))})" for lab, pl, pe_, cl, ce in lv)
-            + ". Both read once per message (the connection stops at a short read in either mode). What differs is "
-            "the order: edge-triggered, epoll hands over ready connections in the order their data arrived; "
-            "level-triggered, a connection it has reported stays in its ready list and comes round again in the "
-            "order of the previous batch, whenever its new data arrived, so with every connection busy some wait "
-            "longer on each round — the latency tail. The library keeps level-triggered as its default because every "
-            "backend has it natively (the managed backend only emulates edge mode, at a cost per wait); "
-            "`ConnectionOptions.TriggerMode = TriggerMode.Edge` is the setting for a busy server on epoll or kqueue.")
+            + ". Both modes read once per small message (the connection stops at a short read either way) and make the "
+            "same system calls; what differs is the order in which epoll hands over ready connections: edge-triggered, "
+            "in the order their data arrived; level-triggered, a connection it has reported stays in its ready list "
+            "and comes round again in the order of the previous batch. Which order gives the shorter tail depends on "
+            "the workload, and differences of this size are within this machine's spread between runs (see "
+            "[Noise](#noise)): measure your own workload before choosing. The library's default stays level-triggered "
+            "because every backend has it natively (the managed backend only emulates edge mode, at a cost per wait); "
+            "`ConnectionOptions.TriggerMode` selects edge mode.")
         out.append("")
     if v.get("cpu_c", {}).get("ok") is False or v.get("rate_c", {}).get("ok") is False:
         out.append(
@@ -824,19 +833,20 @@ def analysis(results, t, verdicts):
             "instead of once per read pass; (2) take the idle-timeout timestamp from one clock read per loop "
             "iteration instead of a `Stopwatch.GetTimestamp()` on every read and every write (two per echo; "
             "`__vdso_clock_gettime` in the profile). User space is under a tenth of EchoServer's samples, so "
-            "neither can move CPU per message by more than a few percent. Where the miss is in messages/s "
-            "or latency rather than CPU per message, the server was not the bottleneck (its CPU column is below "
-            "100 %) and the difference is within the run-to-run spread of this machine.")
+            "neither can move CPU per message by more than a few percent; the rest of a miss is the kernel part, "
+            "which moves with the machine (above). Where a miss is in messages/s or latency, compare the CPU "
+            "columns: a server below 100 % of its core was not the bottleneck.")
         out.append("")
     if v.get("p99_c", {}).get("ok") is False:
         out.append(
-            "**Tail latency.** p99 here is set by scheduling more than by the servers: with one core per side and other "
-            "processes on the machine, a message waits whenever the server or loadgen is descheduled, which shows as "
-            "milliseconds at p99 while p50 stays far lower. A .NET process also has threads of its own (tiered "
-            "compilation, the GC, timers) that share the loop thread's core when the process is pinned to one core; "
-            "echo_ref has none. Work that would close it: run the benchmark on an otherwise idle machine first; then "
-            "keep the runtime's background work off the loop's core (e.g. `DOTNET_TieredCompilation` settings or "
-            "a second core for the process), and compare the max column to see whether any stall is the server's.")
+            "**Tail latency.** With one message in flight per connection and every server busy, p99 follows the time a "
+            "server takes to go round all its ready connections, so it moves with CPU per message — and with the "
+            "machine's fast and slow runs (see [Noise](#noise)) — and with the order in which the connections are "
+            "served (see *Level or edge*). A .NET process also has threads of its own (tiered compilation, the GC, "
+            "timers) that share the loop thread's core when the process is pinned to one core; echo_ref has none. "
+            "Work that would close it: the CPU-per-message work above; keeping the runtime's background work off the "
+            "loop's core (a second core for the process, or `DOTNET_TieredCompilation` settings); and more runs per "
+            "figure on this machine, so that medians do not depend on the fast and slow runs.")
         out.append("")
     if v.get("rate_inbox", {}).get("ok") is False:
         out.append(
@@ -892,7 +902,19 @@ def noise_text(results, t):
         text += (f"Across the servers and workloads, the spread of messages/s between the runs of one figure "
                  f"((max − min) / median) was {med_spread * 100:.0f} % at the median and {worst[0] * 100:.0f} % at "
                  f"worst ({worst[1]}, {worst[2]}). Differences smaller than that spread are not findings. CPU time per "
-                 "message depends less on the share of the core a process gets than messages/s and latency do.")
+                 "message depends less on the share of the core a process gets than messages/s and latency do")
+        cpu = sorted(((r["cpu_us_per_msg"]["max"] - r["cpu_us_per_msg"]["min"]) / r["cpu_us_per_msg"]["median"], s, wl)
+                     for (s, wl), r in t.items()
+                     if r.get("cpu_us_per_msg") and r["cpu_us_per_msg"]["n"] > 1 and r["cpu_us_per_msg"]["median"])
+        if cpu:
+            text += (f", but it moves too: its spread was {cpu[len(cpu) // 2][0] * 100:.0f} % at the median and "
+                     f"{cpu[-1][0] * 100:.0f} % at worst ({cpu[-1][1]}, {cpu[-1][2]}). Where other processes took next "
+                     "to nothing from the cores, that is the machine itself — a virtual machine whose host runs the "
+                     "same work faster or slower from one run to the next — and it shows as runs of one server falling "
+                     "into a fast and a slow group (the table below). A ratio between two servers is then decided as "
+                     "much by which group each server's median run fell into as by the servers.")
+        else:
+            text += "."
     return text
 
 

@@ -116,10 +116,10 @@ public sealed class ConnectionOptions
     /// one receive per small message.
     /// </summary>
     /// <remarks>
-    /// On epoll, <see cref="TriggerMode.Edge"/> serves many busy connections in the order their data arrived, while
-    /// level-triggered epoll hands them over in the order of the previous wait; with many connections in flight edge mode
-    /// gives the lower latency tail (measured in the benchmarks document). Level is the default because every backend
-    /// supports it natively: the managed backend emulates edge mode, at a cost per wait.
+    /// On epoll, <see cref="TriggerMode.Edge"/> hands over busy connections in the order their data arrived, while
+    /// level-triggered epoll hands them over in the order of the previous wait; which gives the shorter latency tail
+    /// depends on the workload (the benchmarks document measures both side by side). Level is the default because every
+    /// backend supports it natively: the managed backend emulates edge mode, at a cost per wait.
     /// </remarks>
     /// <exception cref="ArgumentOutOfRangeException">The value is not Level or Edge (one-shot does not suit a connection).</exception>
     public TriggerMode TriggerMode

@@ -21,65 +21,44 @@ internal static class SocketIo
     /// <summary>One <c>recv</c> into <paramref name="buffer"/>, retried on EINTR. Returns the bytes read (0: end of stream), or 0 with an error.</summary>
     internal static unsafe int Receive(SafeHandle handle, Span<byte> buffer, out SocketError error)
     {
-        bool added = false;
-        try
+        fixed (byte* p = buffer)
         {
-            handle.DangerousAddRef(ref added);
-            int fd = (int)handle.DangerousGetHandle();
-            fixed (byte* p = buffer)
-            {
-                while (true)
-                {
-                    nint n = Interop.Sys.recv(fd, p, (nuint)buffer.Length, 0);
-                    if (n >= 0)
-                    {
-                        error = SocketError.Success;
-                        return (int)n;
-                    }
-
-                    int errno = E.Last();
-                    if (errno != E.EINTR)
-                    {
-                        error = ToSocketError(errno);
-                        return 0;
-                    }
-                }
-            }
-        }
-        finally
-        {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
+            return Transfer(handle, p, buffer.Length, send: false, out error);
         }
     }
 
     /// <summary>One <c>send</c> (with MSG_NOSIGNAL) of <paramref name="data"/>, retried on EINTR. Returns the bytes the kernel took, or 0 with an error.</summary>
     internal static unsafe int Send(SafeHandle handle, ReadOnlySpan<byte> data, out SocketError error)
     {
+        fixed (byte* p = data)
+        {
+            return Transfer(handle, p, data.Length, send: true, out error);
+        }
+    }
+
+    private static unsafe int Transfer(SafeHandle handle, byte* p, int length, bool send, out SocketError error)
+    {
         bool added = false;
         try
         {
             handle.DangerousAddRef(ref added);
             int fd = (int)handle.DangerousGetHandle();
-            fixed (byte* p = data)
+            while (true)
             {
-                while (true)
+                nint n = send
+                    ? Interop.Sys.send(fd, p, (nuint)length, Interop.Sys.MSG_NOSIGNAL)
+                    : Interop.Sys.recv(fd, p, (nuint)length, 0);
+                if (n >= 0)
                 {
-                    nint n = Interop.Sys.send(fd, p, (nuint)data.Length, Interop.Sys.MSG_NOSIGNAL);
-                    if (n >= 0)
-                    {
-                        error = SocketError.Success;
-                        return (int)n;
-                    }
+                    error = SocketError.Success;
+                    return (int)n;
+                }
 
-                    int errno = E.Last();
-                    if (errno != E.EINTR)
-                    {
-                        error = ToSocketError(errno);
-                        return 0;
-                    }
+                int errno = E.Last();
+                if (errno != E.EINTR)
+                {
+                    error = ToSocketError(errno);
+                    return 0;
                 }
             }
         }

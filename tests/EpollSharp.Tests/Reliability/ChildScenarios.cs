@@ -150,9 +150,25 @@ public static partial class ChildScenarios
         Check(Resources.Eventually(() => !handler.Resumed.IsEmpty, 10), "accepting resumed by itself once descriptors were free (OnAcceptResumed)");
         AcceptPauseEpisode episode = handler.Resumed.First();
         Info($"pause episode: {episode.Reason}, {episode.Retries} retries, {episode.ShedConnections} shed, {episode.Duration.TotalMilliseconds:F0} ms");
-        using (Socket fresh = EchoServer.ConnectTo(endPoint, 5000))
+        // The descriptors freed above are taken again at once by the listener, which now accepts the connections that
+        // waited in its backlog (those of closed clients are closed again on their end of stream): a new socket of our
+        // own may find the table full for a moment, so wait for one to come free rather than race the listener.
+        Socket? fresh = null;
+        Check(Resources.Eventually(() =>
         {
-            EchoOnce(fresh, 3);
+            try
+            {
+                fresh = EchoServer.ConnectTo(endPoint, 5000);
+                return true;
+            }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.TooManyOpenSockets)
+            {
+                return false;
+            }
+        }, 10), "a descriptor came free for a new client after the recovery");
+        using (fresh)
+        {
+            EchoOnce(fresh!, 3);
         }
 
         Ok("a new client is echoed after the recovery");

@@ -12,6 +12,7 @@ using K = EpollSharp.Interop.Kqueue;
 
 namespace EpollSharp.Tests.Backends;
 
+using EpollSharp.Tests.Util;
 using static EpollSharp.Tests.Util.ProcessTools;
 
 /// <summary>
@@ -24,7 +25,7 @@ using static EpollSharp.Tests.Util.ProcessTools;
 /// </summary>
 public sealed class KqueueProbeTests
 {
-    private static readonly Lazy<ProbeResult> s_probe = new(RunProbe);
+    private static readonly Lazy<CProbe> s_probe = new(RunProbe);
 
     private readonly ITestOutputHelper _output;
 
@@ -112,7 +113,7 @@ public sealed class KqueueProbeTests
         Assert.True(unchecked_.Count == 0, "the probe prints values no test compares: " + string.Join(", ", unchecked_));
     }
 
-    private static void CheckOffsets<T>(ProbeResult probe)
+    private static void CheckOffsets<T>(CProbe probe)
     {
         Assert.Equal(probe.Get("OFFSETOF_KEVENT_IDENT"), Offset<T>("ident"));
         Assert.Equal(probe.Get("OFFSETOF_KEVENT_FILTER"), Offset<T>("filter"));
@@ -124,7 +125,7 @@ public sealed class KqueueProbeTests
 
     private static int Offset<T>(string field) => (int)Marshal.OffsetOf<T>(field);
 
-    private ProbeResult Probe()
+    private CProbe Probe()
     {
         var probe = s_probe.Value;
         if (probe.SkipReason is not null)
@@ -137,31 +138,11 @@ public sealed class KqueueProbeTests
         return probe;
     }
 
-    private sealed class ProbeResult
-    {
-        public Dictionary<string, string> Values { get; } = new(StringComparer.Ordinal);
-
-        public string? SkipReason { get; init; }
-
-        public string? Error { get; init; }
-
-        public int Get(string name) =>
-            Values.TryGetValue(name, out string? v)
-                ? int.Parse(v, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture)
-                : throw new KeyNotFoundException($"the probe does not print {name}");
-    }
-
-    private static ProbeResult RunProbe()
+    private static CProbe RunProbe()
     {
         if (!BackendFactory.IsAvailable(EventLoopBackend.Kqueue, out string reason))
         {
-            return new ProbeResult { SkipReason = "the kqueue backend is unavailable here, so there is no kqueue library to probe: " + reason };
-        }
-
-        string? cc = FindOnPath("cc") ?? FindOnPath("gcc") ?? FindOnPath("clang");
-        if (cc is null)
-        {
-            return new ProbeResult { SkipReason = "no C compiler (cc, gcc or clang) on PATH: native/probe/kqueue_probe.c was not compiled" };
+            return new CProbe { SkipReason = "the kqueue backend is unavailable here, so there is no kqueue library to probe: " + reason };
         }
 
         var args = new List<string> { "-std=gnu11", "-Wall", "-Wextra", "-Werror" };
@@ -170,55 +151,14 @@ public sealed class KqueueProbeTests
             string? include = FindLibKqueueHeaders();
             if (include is null)
             {
-                return new ProbeResult { SkipReason = "libkqueue's sys/event.h was not found (set EPOLLSHARP_KQUEUE_INCLUDE to the directory that holds sys/event.h)" };
+                return new CProbe { SkipReason = "libkqueue's sys/event.h was not found (set EPOLLSHARP_KQUEUE_INCLUDE to the directory that holds sys/event.h)" };
             }
 
             args.Add("-I");
             args.Add(include);
         }
 
-        string source = Path.Combine(RepoRoot(), "native", "probe", "kqueue_probe.c");
-        if (!File.Exists(source))
-        {
-            return new ProbeResult { Error = "missing " + source };
-        }
-
-        string dir = Path.Combine(Path.GetTempPath(), "epollsharp-kqueue-probe-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        try
-        {
-            string exe = Path.Combine(dir, "kqueue_probe");
-            args.AddRange(new[] { "-o", exe, source });
-            var (code, output) = Run(cc, args.ToArray());
-            if (code != 0)
-            {
-                return new ProbeResult { Error = $"{cc} {string.Join(" ", args)} failed ({code}):\n{output}" };
-            }
-
-            (code, output) = Run(exe);
-            if (code != 0)
-            {
-                return new ProbeResult { Error = $"the probe failed ({code}):\n{output}" };
-            }
-
-            var result = new ProbeResult();
-            foreach (string line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
-            {
-                string[] parts = line.Trim().Split(' ');
-                if (parts.Length != 2 || result.Values.ContainsKey(parts[0]))
-                {
-                    return new ProbeResult { Error = "bad or repeated probe line: " + line };
-                }
-
-                result.Values[parts[0]] = parts[1];
-            }
-
-            return result;
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+        return CProbe.Build("kqueue_probe.c", args);
     }
 
     private static string? FindLibKqueueHeaders()

@@ -12,7 +12,7 @@ using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Native;
 
-using static EpollSharp.Tests.Util.ProcessTools;
+using EpollSharp.Tests.Util;
 
 /// <summary>
 /// Checks every ABI fact the binding hard-codes against the C headers of this machine, as Tmds.LibC does:
@@ -22,7 +22,7 @@ using static EpollSharp.Tests.Util.ProcessTools;
 /// </summary>
 public sealed class AbiProbeTests
 {
-    private static readonly Lazy<ProbeResult> s_probe = new(RunProbe);
+    private static readonly Lazy<CProbe> s_probe = new(RunProbe);
 
     private readonly ITestOutputHelper _output;
 
@@ -147,7 +147,7 @@ public sealed class AbiProbeTests
         type.GetFields(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic)
             .Where(f => f.IsLiteral && f.FieldType == typeof(int));
 
-    private ProbeResult Probe()
+    private CProbe Probe()
     {
         var probe = s_probe.Value;
         if (probe.SkipReason is not null)
@@ -162,68 +162,5 @@ public sealed class AbiProbeTests
         return probe;
     }
 
-    private sealed class ProbeResult
-    {
-        public Dictionary<string, string> Values { get; } = new(StringComparer.Ordinal);
-
-        public string? SkipReason { get; init; }
-
-        public string? Error { get; init; }
-
-        public int Get(string name) =>
-            Values.TryGetValue(name, out string? v) ? int.Parse(v, NumberStyles.None, CultureInfo.InvariantCulture) : throw new KeyNotFoundException($"the probe does not print {name}");
-
-        public uint GetUnsigned(string name) => uint.Parse(Values[name], NumberStyles.None, CultureInfo.InvariantCulture);
-    }
-
-    private static ProbeResult RunProbe()
-    {
-        string? cc = FindOnPath("cc") ?? FindOnPath("gcc") ?? FindOnPath("clang");
-        if (cc is null)
-        {
-            return new ProbeResult { SkipReason = "no C compiler (cc, gcc or clang) on PATH: the ABI probe native/probe/epoll_probe.c was not compiled" };
-        }
-
-        string source = Path.Combine(RepoRoot(), "native", "probe", "epoll_probe.c");
-        if (!File.Exists(source))
-        {
-            return new ProbeResult { Error = "missing " + source };
-        }
-
-        string dir = Path.Combine(Path.GetTempPath(), "epollsharp-probe-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        try
-        {
-            string exe = Path.Combine(dir, "epoll_probe");
-            var (code, output) = Run(cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", exe, source);
-            if (code != 0)
-            {
-                return new ProbeResult { Error = $"{cc} failed ({code}):\n{output}" };
-            }
-
-            (code, output) = Run(exe);
-            if (code != 0)
-            {
-                return new ProbeResult { Error = $"the probe failed ({code}):\n{output}" };
-            }
-
-            var result = new ProbeResult();
-            foreach (string line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
-            {
-                string[] parts = line.Trim().Split(' ');
-                if (parts.Length != 2 || result.Values.ContainsKey(parts[0]))
-                {
-                    return new ProbeResult { Error = "bad or repeated probe line: " + line };
-                }
-
-                result.Values[parts[0]] = parts[1];
-            }
-
-            return result;
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
-    }
+    private static CProbe RunProbe() => CProbe.Build("epoll_probe.c", new[] { "-std=c11", "-Wall", "-Wextra", "-Werror" });
 }

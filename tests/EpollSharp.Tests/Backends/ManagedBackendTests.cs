@@ -217,45 +217,29 @@ public sealed class ManagedBackendTests
     public void Interest_change_from_another_thread_takes_effect_while_the_loop_waits(int idle)
     {
         // With 300 idle registrations the blocking wait is spread over helper threads too.
-        var idlePairs = new List<SocketPair>();
-        var idleRegs = new List<Registration>();
         using var pair = SocketPair.Create();
         using var h = StartLoop();
-        try
-        {
-            for (int i = 0; i < idle; i++)
-            {
-                SocketPair p = SocketPair.Create();
-                idlePairs.Add(p);
-                idleRegs.Add(h.Loop.Register(p.Local, Interest.Readable, (r, rd) => { }));
-            }
+        using IdleRegistrations idleSockets = IdleRegistrations.Register(h.Loop, idle);
+        var seen = new ReadinessLog();
+        using Registration reg = h.Loop.Register(pair.Local, Interest.None, (r, rd) => seen.Add(rd));
+        pair.Peer.Send(OneByte);
+        h.Settle();
+        Thread.Sleep(50);
+        Assert.Equal(0, seen.Count);
 
-            var seen = new ReadinessLog();
-            using Registration reg = h.Loop.Register(pair.Local, Interest.None, (r, rd) => seen.Add(rd));
-            pair.Peer.Send(OneByte);
-            h.Settle();
-            Thread.Sleep(50);
-            Assert.Equal(0, seen.Count);
+        // The loop now sleeps without a timeout (no timers, no posts): only the backend's own wake-up can make the change count.
+        var sw = Stopwatch.StartNew();
+        reg.ChangeInterest(Interest.Readable);
+        LoopHarness.WaitUntil(() => seen.Count >= 1, "the callback after ChangeInterest", seconds: 5);
+        Assert.True(sw.ElapsedMilliseconds < 1000, $"took {sw.ElapsedMilliseconds} ms");
+        Assert.Equal(Readiness.Readable, seen.First);
 
-            // The loop now sleeps without a timeout (no timers, no posts): only the backend's own wake-up can make the change count.
-            var sw = Stopwatch.StartNew();
-            reg.ChangeInterest(Interest.Readable);
-            LoopHarness.WaitUntil(() => seen.Count >= 1, "the callback after ChangeInterest", seconds: 5);
-            Assert.True(sw.ElapsedMilliseconds < 1000, $"took {sw.ElapsedMilliseconds} ms");
-            Assert.Equal(Readiness.Readable, seen.First);
-
-            // And back: no more callbacks though the byte is still unread.
-            reg.ChangeInterest(Interest.None);
-            h.Settle();
-            int count = seen.Count;
-            Thread.Sleep(100);
-            Assert.Equal(count, seen.Count);
-        }
-        finally
-        {
-            idleRegs.ForEach(r => r.Dispose());
-            idlePairs.ForEach(p => p.Dispose());
-        }
+        // And back: no more callbacks though the byte is still unread.
+        reg.ChangeInterest(Interest.None);
+        h.Settle();
+        int count = seen.Count;
+        Thread.Sleep(100);
+        Assert.Equal(count, seen.Count);
     }
 
     [Fact]
@@ -439,33 +423,17 @@ public sealed class ManagedBackendTests
         // (as a Select does). Remove therefore returns only once the loop no longer uses the socket: the peer sees end of
         // stream, not a reset, although the loop was asleep in a Select on it.
         using var h = StartLoop();
-        var idle = new List<SocketPair>();
-        var idleRegs = new List<Registration>();
-        try
+        using IdleRegistrations idleSockets = IdleRegistrations.Register(h.Loop, 100);
+        for (int round = 0; round < 20; round++)
         {
-            for (int i = 0; i < 100; i++)
-            {
-                SocketPair p = SocketPair.Create();
-                idle.Add(p);
-                idleRegs.Add(h.Loop.Register(p.Local, Interest.Readable, (r, rd) => { }));
-            }
-
-            for (int round = 0; round < 20; round++)
-            {
-                using var pair = SocketPair.Create();
-                Registration reg = h.Loop.Register(pair.Local, Interest.Readable, (r, rd) => pair.Drain());
-                h.Settle(1, 5);
-                reg.Dispose();
-                pair.Local.Dispose();
-                pair.Peer.ReceiveTimeout = 5000;
-                int n = pair.Peer.Receive(new byte[4], 0, 4, SocketFlags.None, out SocketError error);
-                Assert.True(error == SocketError.Success && n == 0, $"round {round}: the peer saw {error} instead of end of stream");
-            }
-        }
-        finally
-        {
-            idleRegs.ForEach(r => r.Dispose());
-            idle.ForEach(p => p.Dispose());
+            using var pair = SocketPair.Create();
+            Registration reg = h.Loop.Register(pair.Local, Interest.Readable, (r, rd) => pair.Drain());
+            h.Settle(1, 5);
+            reg.Dispose();
+            pair.Local.Dispose();
+            pair.Peer.ReceiveTimeout = 5000;
+            int n = pair.Peer.Receive(new byte[4], 0, 4, SocketFlags.None, out SocketError error);
+            Assert.True(error == SocketError.Success && n == 0, $"round {round}: the peer saw {error} instead of end of stream");
         }
     }
 
@@ -612,102 +580,104 @@ public sealed class ManagedBackendTests
     {
         // Busy: a level-triggered socket that is never drained, so every iteration is a wait that returns at once,
         // with 100 idle registrations scanned on every wait.
-        var idle = new List<SocketPair>();
-        var idleRegs = new List<Registration>();
         using var pair = SocketPair.Create();
         using var h = StartLoop();
-        try
+        using IdleRegistrations idleSockets = IdleRegistrations.Register(h.Loop, 100);
+        long[] marks = new long[2];
+        int iterations = 0;
+        var done = new ManualResetEventSlim();
+        using Registration reg = h.Loop.Register(pair.Local, Interest.Readable, (r, rd) =>
         {
-            for (int i = 0; i < 100; i++)
+            int n = ++iterations;
+            if (n == 2000)
             {
-                SocketPair p = SocketPair.Create();
-                idle.Add(p);
-                idleRegs.Add(h.Loop.Register(p.Local, Interest.Readable, (r, rd) => { }));
+                marks[0] = GC.GetAllocatedBytesForCurrentThread();
             }
-
-            long[] marks = new long[2];
-            int iterations = 0;
-            var done = new ManualResetEventSlim();
-            using Registration reg = h.Loop.Register(pair.Local, Interest.Readable, (r, rd) =>
+            else if (n == 12000)
             {
-                int n = ++iterations;
-                if (n == 2000)
-                {
-                    marks[0] = GC.GetAllocatedBytesForCurrentThread();
-                }
-                else if (n == 12000)
-                {
-                    marks[1] = GC.GetAllocatedBytesForCurrentThread();
-                    r.ChangeInterest(Interest.None);
-                    done.Set();
-                }
-            });
-            pair.Peer.Send(OneByte);
-            Assert.True(done.Wait(TimeSpan.FromSeconds(60)), "the busy loop did not finish");
-            Assert.Equal(0, marks[1] - marks[0]);
-        }
-        finally
-        {
-            idleRegs.ForEach(r => r.Dispose());
-            idle.ForEach(p => p.Dispose());
-        }
+                marks[1] = GC.GetAllocatedBytesForCurrentThread();
+                r.ChangeInterest(Interest.None);
+                done.Set();
+            }
+        });
+        pair.Peer.Send(OneByte);
+        Assert.True(done.Wait(TimeSpan.FromSeconds(60)), "the busy loop did not finish");
+        Assert.Equal(0, marks[1] - marks[0]);
     }
 
     [Fact]
     public void Blocking_waits_allocate_nothing_on_the_loop_thread_also_with_helper_threads()
     {
         // Idle: each round trip is a blocking wait that the peer's byte ends. 200 idle registrations need helper threads.
-        var idle = new List<SocketPair>();
-        var idleRegs = new List<Registration>();
         using var pair = SocketPair.Create();
         using var h = StartLoop();
-        try
+        using IdleRegistrations idleSockets = IdleRegistrations.Register(h.Loop, 200);
+        long[] marks = new long[2];
+        int rounds = 0;
+        var echo = new byte[16];
+        using Registration reg = h.Loop.Register(pair.Local, Interest.Readable, (r, rd) =>
         {
-            for (int i = 0; i < 200; i++)
+            int got = pair.Local.Receive(echo, 0, echo.Length, SocketFlags.None, out SocketError error);
+            if (error != SocketError.Success || got == 0)
             {
-                SocketPair p = SocketPair.Create();
-                idle.Add(p);
-                idleRegs.Add(h.Loop.Register(p.Local, Interest.Readable, (r, rd) => { }));
+                return;
             }
 
-            long[] marks = new long[2];
-            int rounds = 0;
-            var echo = new byte[16];
-            using Registration reg = h.Loop.Register(pair.Local, Interest.Readable, (r, rd) =>
+            int n = ++rounds;
+            if (n == 300)
             {
-                int got = pair.Local.Receive(echo, 0, echo.Length, SocketFlags.None, out SocketError error);
-                if (error != SocketError.Success || got == 0)
-                {
-                    return;
-                }
-
-                int n = ++rounds;
-                if (n == 300)
-                {
-                    marks[0] = GC.GetAllocatedBytesForCurrentThread();
-                }
-                else if (n == 1300)
-                {
-                    marks[1] = GC.GetAllocatedBytesForCurrentThread();
-                }
-
-                pair.Local.Send(echo, 0, got, SocketFlags.None, out _);
-            });
-
-            var buffer = new byte[16];
-            for (int i = 0; i < 1300; i++)
+                marks[0] = GC.GetAllocatedBytesForCurrentThread();
+            }
+            else if (n == 1300)
             {
-                pair.Peer.Send(OneByte);
-                Assert.Equal(1, pair.Peer.Receive(buffer));
+                marks[1] = GC.GetAllocatedBytesForCurrentThread();
             }
 
-            LoopHarness.WaitUntil(() => Volatile.Read(ref rounds) == 1300, "all round trips");
-            Assert.Equal(0, marks[1] - marks[0]);
+            pair.Local.Send(echo, 0, got, SocketFlags.None, out _);
+        });
+
+        var buffer = new byte[16];
+        for (int i = 0; i < 1300; i++)
+        {
+            pair.Peer.Send(OneByte);
+            Assert.Equal(1, pair.Peer.Receive(buffer));
         }
-        finally
+
+        LoopHarness.WaitUntil(() => Volatile.Read(ref rounds) == 1300, "all round trips");
+        Assert.Equal(0, marks[1] - marks[0]);
+    }
+
+    /// <summary>Sockets registered readable that never become ready: the idle registrations a wait must also scan.</summary>
+    private sealed class IdleRegistrations : IDisposable
+    {
+        private readonly List<SocketPair> _pairs = new();
+        private readonly List<Registration> _registrations = new();
+
+        public static IdleRegistrations Register(EventLoop loop, int count)
         {
-            idleRegs.ForEach(r => r.Dispose());
-            idle.ForEach(p => p.Dispose());
+            var idle = new IdleRegistrations();
+            try
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    SocketPair p = SocketPair.Create();
+                    idle._pairs.Add(p);
+                    idle._registrations.Add(loop.Register(p.Local, Interest.Readable, (r, rd) => { }));
+                }
+
+                return idle;
+            }
+            catch
+            {
+                idle.Dispose();
+                throw;
+            }
+        }
+
+        public void Dispose()
+        {
+            _registrations.ForEach(r => r.Dispose());
+            _pairs.ForEach(p => p.Dispose());
         }
     }
 

@@ -25,10 +25,17 @@ public sealed partial class Connection
     /// <param name="data">The bytes. They are copied (or sent) before this returns, so the span may be reused at once.</param>
     /// <returns>
     /// <see langword="true"/> if the bytes were sent or buffered. <see langword="false"/> if they were refused: the connection is
-    /// closed or closing, its output was shut down, a send failed (the connection then ends with that error), or buffering them
-    /// would exceed <see cref="ConnectionOptions.MaxBufferedBytes"/> (the connection is then reset with
-    /// <see cref="ConnectionCloseReason.OutputLimitExceeded"/>).
+    /// closed, its sending side is shut down or being shut down (<see cref="IsWriteClosed"/>: after <see cref="Shutdown"/>, or
+    /// once a graceful <see cref="Close()"/> has delivered the input that had already arrived), a send failed (the connection
+    /// then ends with that error), or buffering them would exceed <see cref="ConnectionOptions.MaxBufferedBytes"/> (the
+    /// connection is then reset with <see cref="ConnectionCloseReason.OutputLimitExceeded"/>).
     /// </returns>
+    /// <remarks>
+    /// After <see cref="Close()"/>, writes are still accepted while the close delivers the input that had already arrived
+    /// (an <see cref="ConnectionHandler.OnReceived"/> that calls <see cref="Close()"/> can still answer, and so can the calls
+    /// for the rest of that input) and from the continuations of offloads that were pending; the bytes are sent before the
+    /// FIN. Once that delivery is over, <see cref="IsWriteClosed"/> is true and writes are refused.
+    /// </remarks>
     /// <exception cref="InvalidOperationException">Not called on the connection's loop thread.</exception>
     public bool Write(ReadOnlySpan<byte> data)
     {
@@ -183,11 +190,11 @@ public sealed partial class Connection
     /// <summary>
     /// Reads until the socket has nothing more, the end of stream, an error, a pause, or the per-event budget; hands each
     /// read to the handler (or discards it once a graceful close ended the input). Rents the buffer for this pass only.
+    /// Once a hang-up was reported (<see cref="_hangupSeen"/>) a short read does not end the pass: it reads on to the end of
+    /// stream. After a reported error (<see cref="_errorSeen"/>) an end of stream is a reset whose error code was consumed
+    /// before the read (a kqueue emulation reads SO_ERROR to fill in its event).
     /// </summary>
-    /// <param name="hangup">The peer's half-close or a hang-up was reported: read on to the end of stream even after a short read.</param>
-    /// <param name="errorReported">The backend reported <see cref="Readiness.Error"/>: an end of stream that follows is a reset
-    /// whose error code was consumed before the read (a kqueue emulation reads SO_ERROR to fill in its event).</param>
-    private void ReceivePass(bool hangup, bool errorReported = false)
+    private void ReceivePass()
     {
         if (_inReceivePass)
         {
@@ -239,7 +246,7 @@ public sealed partial class Connection
 
                 if (n == 0)
                 {
-                    if (errorReported)
+                    if (_errorSeen)
                     {
                         CloseOnError(SocketError.ConnectionReset);
                     }
@@ -258,7 +265,7 @@ public sealed partial class Connection
                     _handler.OnReceived(this, new ReadOnlySpan<byte>(buffer, 0, n));
                 }
 
-                if (n < buffer.Length && !hangup)
+                if (n < buffer.Length && !_hangupSeen)
                 {
                     // A short read emptied the socket's buffer: anything arriving later is a new readiness (and a new edge).
                     InputDrained();
@@ -339,7 +346,7 @@ public sealed partial class Connection
         {
             if (WantsToRead)
             {
-                ReceivePass(hangup: false);
+                ReceivePass();
             }
         }
         catch

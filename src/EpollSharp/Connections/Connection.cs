@@ -71,6 +71,12 @@ public sealed partial class Connection
     private bool _notifyClosedPending;
     private bool _shutdownRequestPending;
 
+    /// <summary>The backend reported the peer's half-close or a hang-up: read on to the end of stream in every pass from now on.</summary>
+    private bool _hangupSeen;
+
+    /// <summary>The backend reported an error: an end of stream read from now on is a reset whose error code was consumed.</summary>
+    private bool _errorSeen;
+
     internal Connection(ConnectionListener? listener, EventLoop loop, Socket socket, ConnectionHandler handler, ConnectionSettings settings)
     {
         Listener = listener;
@@ -270,7 +276,7 @@ public sealed partial class Connection
             else if (!_receivingPaused && !_inReceivePass)
             {
                 // Deliver what has arrived; the pass ends the input when the socket has nothing more.
-                ReceivePass(hangup: false);
+                ReceivePass();
             }
 
             // Otherwise the pass running now, or the first one after ResumeReceiving, ends the input.
@@ -322,14 +328,15 @@ public sealed partial class Connection
             }
 
             _lastActivity = Stopwatch.GetTimestamp();
+            SocketError optionError = ApplySocketOptions(out string? failedOption);
             try
             {
                 _registration = Loop.Register(_socket, Interest.Readable, s_onReady, this, _settings.TriggerMode);
             }
             catch (ObjectDisposedException)
             {
-                // The loop (or the socket) is gone.
-                FinishClose(ConnectionCloseReason.SocketError, SocketError.OperationAborted, abortive: true);
+                // The loop is being released (or the socket is gone).
+                FinishClose(ConnectionCloseReason.LoopDisposed, SocketError.OperationAborted, abortive: true);
                 return;
             }
             catch
@@ -347,6 +354,11 @@ public sealed partial class Connection
 
             _started = true;
             _handler.OnConnected(this);
+            if (failedOption is not null && !_closed)
+            {
+                _handler.OnSocketOptionFailed(this, failedOption, optionError);
+            }
+
             if (_shutdownRequestPending && !_closed)
             {
                 _shutdownRequestPending = false;
@@ -362,6 +374,41 @@ public sealed partial class Connection
         {
             Exit();
         }
+    }
+
+    /// <summary>
+    /// Makes the socket non-blocking and applies the options of <see cref="ConnectionOptions"/> that fit its kind: options
+    /// that only TCP has go only to TCP sockets. A failure does not end the connection: it is returned, to be reported
+    /// through <see cref="ConnectionHandler.OnSocketOptionFailed"/>.
+    /// </summary>
+    /// <returns>The error of the first option that failed, with its name in <paramref name="failedOption"/>; otherwise success and null.</returns>
+    private SocketError ApplySocketOptions(out string? failedOption)
+    {
+        failedOption = null;
+        try
+        {
+            _socket.Blocking = false;
+        }
+        catch (SocketException e)
+        {
+            failedOption = "O_NONBLOCK";
+            return e.SocketErrorCode;
+        }
+
+        if (_settings.NoDelay && SocketSetup.IsTcp(_socket))
+        {
+            try
+            {
+                _socket.NoDelay = true;
+            }
+            catch (SocketException e)
+            {
+                failedOption = "TCP_NODELAY";
+                return e.SocketErrorCode;
+            }
+        }
+
+        return SocketError.Success;
     }
 
     /// <summary>The listener's graceful shutdown reached this connection (on its loop thread).</summary>
@@ -505,9 +552,13 @@ public sealed partial class Connection
             }
         }
 
+        // Remembered, not just passed to this pass: a pass cut short (MaxReadsPerEvent, a pause) and the ones after it
+        // must still read to the end of stream, and edge-triggered no new event will come for it.
+        _hangupSeen |= (readiness & (Readiness.ReadClosed | Trouble)) != 0;
+        _errorSeen |= (readiness & Readiness.Error) != 0;
         if ((readiness & (Readiness.Readable | Readiness.ReadClosed | Trouble)) != 0 && WantsToRead)
         {
-            ReceivePass(hangup: (readiness & (Readiness.ReadClosed | Trouble)) != 0, errorReported: (readiness & Readiness.Error) != 0);
+            ReceivePass();
         }
         else if ((readiness & Readiness.Error) != 0)
         {

@@ -42,4 +42,10 @@ public enum ConnectionCloseReason
 
     /// <summary>The listener or group was disposed without a graceful shutdown: the connection was reset.</summary>
     ListenerDisposed = 11,
+
+    /// <summary>
+    /// The connection's loop was disposed (or, in an <see cref="EventLoopGroup"/>, ended by an unhandled exception and then
+    /// disposed by the group) while the connection was open: the connection was reset.
+    /// </summary>
+    LoopDisposed = 12,
 }

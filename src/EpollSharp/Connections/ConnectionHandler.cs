@@ -27,6 +27,20 @@ public abstract class ConnectionHandler
     }
 
     /// <summary>
+    /// Setting a socket option on the new connection failed (for example <c>TCP_NODELAY</c> for
+    /// <see cref="ConnectionOptions.NoDelay"/>). The connection carries on without the option; this reports it, right after
+    /// <see cref="OnConnected"/>. Options that only TCP has are never applied to other sockets (Unix domain sockets), so
+    /// this does not happen for them. The default does nothing; override it to log, or to <see cref="Connection.Abort"/>
+    /// a connection that must not run without the option.
+    /// </summary>
+    /// <param name="connection">The connection.</param>
+    /// <param name="option">The option's C name, e.g. <c>TCP_NODELAY</c>.</param>
+    /// <param name="error">The error the system returned.</param>
+    public virtual void OnSocketOptionFailed(Connection connection, string option, System.Net.Sockets.SocketError error)
+    {
+    }
+
+    /// <summary>
     /// Data arrived. <paramref name="data"/> is a view of a pooled buffer, valid only until this method returns: copy what
     /// you need to keep. Writing it back with <see cref="Connection.Write(ReadOnlySpan{byte})"/> is fine (the write copies
     /// what the kernel does not take at once).

@@ -44,6 +44,11 @@ public sealed class ConnectionListener : IDisposable
 
     private static readonly Action<object?> s_abortForShutdown = static state => ((Connection)state!).AbortFor(ConnectionCloseReason.ShutdownTimeout);
     private static readonly Action<object?> s_abortForDispose = static state => ((Connection)state!).AbortFor(ConnectionCloseReason.ListenerDisposed);
+    private static readonly Action<object?> s_onLoopReleased = static state =>
+    {
+        var (listener, loop) = ((ConnectionListener, EventLoop))state!;
+        listener.OnLoopReleased(loop);
+    };
 
     private readonly Socket _socket;
     private readonly ConnectionHandler _handler;
@@ -52,6 +57,7 @@ public sealed class ConnectionListener : IDisposable
     private readonly EventLoop[] _targets;
     private readonly ConnectionBudget _budget;
     private readonly Registration _registration;
+    private readonly EventLoop.ReleaseHook?[] _releaseHooks = Array.Empty<EventLoop.ReleaseHook?>();
     private readonly object _trackLock = new();
 
     // Loop-thread state.
@@ -72,10 +78,11 @@ public sealed class ConnectionListener : IDisposable
     private Connection? _head;
     private int _count;
     private bool _closedToNewConnections;
+    private bool _acceptingEnded;
     private TaskCompletionSource<bool>? _drained;
     private LoopTimer? _drainTimer;
 
-    private ConnectionListener(EventLoop loop, EventLoop[] targets, EndPoint endPoint, ConnectionHandler handler, ListenerOptions options, ConnectionBudget? budget)
+    private ConnectionListener(EventLoop loop, EventLoop[] targets, EndPoint endPoint, ConnectionHandler handler, ListenerOptions options, ConnectionBudget? budget, PortSharing sharing)
     {
         Loop = loop;
         _targets = targets;
@@ -83,7 +90,7 @@ public sealed class ConnectionListener : IDisposable
         _options = options;
         _settings = new ConnectionSettings(options.Connection);
         _retryDelay = options.AcceptRetryDelay;
-        _socket = SocketSetup.CreateListener(endPoint, options);
+        _socket = SocketSetup.CreateListener(endPoint, options, sharing);
         try
         {
             LocalEndPoint = _socket.LocalEndPoint!;
@@ -94,11 +101,19 @@ public sealed class ConnectionListener : IDisposable
                 TryOpenReserve();
             }
 
+            // Whatever state a loop is in when it is disposed, its release closes what of this listener lives there.
+            _releaseHooks = new EventLoop.ReleaseHook[targets.Length];
+            for (int i = 0; i < targets.Length; i++)
+            {
+                _releaseHooks[i] = targets[i].AddReleaseHook(s_onLoopReleased, (this, targets[i]));
+            }
+
             // Last: from here on the loop may call back.
             _registration = loop.Register(_socket, Interest.Readable, s_onAcceptReady, this);
         }
         catch
         {
+            RemoveReleaseHooks();
             _reserve?.Dispose();
             _socket.Dispose();
             throw;
@@ -151,9 +166,11 @@ public sealed class ConnectionListener : IDisposable
     /// <param name="options">Options; <see langword="null"/> for the defaults. Copied: later changes have no effect.</param>
     /// <returns>The listener, accepting.</returns>
     /// <exception cref="ArgumentNullException">An argument other than <paramref name="options"/> is null.</exception>
-    /// <exception cref="ArgumentException">The connection options do not fit together (see <see cref="ConnectionOptions.Validate"/>).</exception>
+    /// <exception cref="ArgumentException">The connection options do not fit together (see <see cref="ConnectionOptions.Validate"/>), or
+    /// <see cref="ListenerOptions.ReusePort"/> was asked for on an endpoint that is not an IP endpoint.</exception>
     /// <exception cref="PlatformNotSupportedException"><see cref="ListenerOptions.ReusePort"/> was asked for on a system other than Linux.</exception>
-    /// <exception cref="SocketException">Binding or listening failed (e.g. the address is in use).</exception>
+    /// <exception cref="SocketException">Binding or listening failed: <see cref="SocketError.AddressAlreadyInUse"/> when another socket
+    /// listens on the address (unless both asked for <see cref="ListenerOptions.ReusePort"/>).</exception>
     /// <exception cref="ObjectDisposedException">The loop was disposed.</exception>
     public static ConnectionListener Listen(EventLoop loop, EndPoint endPoint, ConnectionHandler handler, ListenerOptions? options = null)
     {
@@ -162,10 +179,11 @@ public sealed class ConnectionListener : IDisposable
             throw new ArgumentNullException(nameof(loop));
         }
 
-        return Create(loop, new[] { loop }, endPoint, handler, options?.Clone() ?? new ListenerOptions(), budget: null);
+        ListenerOptions copy = options?.Clone() ?? new ListenerOptions();
+        return Create(loop, new[] { loop }, endPoint, handler, copy, budget: null, copy.ReusePort ? PortSharing.Join : PortSharing.None);
     }
 
-    internal static ConnectionListener Create(EventLoop loop, EventLoop[] targets, EndPoint endPoint, ConnectionHandler handler, ListenerOptions options, ConnectionBudget? budget)
+    internal static ConnectionListener Create(EventLoop loop, EventLoop[] targets, EndPoint endPoint, ConnectionHandler handler, ListenerOptions options, ConnectionBudget? budget, PortSharing sharing)
     {
         if (endPoint is null)
         {
@@ -177,7 +195,7 @@ public sealed class ConnectionListener : IDisposable
             throw new ArgumentNullException(nameof(handler));
         }
 
-        return new ConnectionListener(loop, targets, endPoint, handler, options, budget);
+        return new ConnectionListener(loop, targets, endPoint, handler, options, budget, sharing);
     }
 
     /// <summary>Stops accepting for good and closes the listening socket; open connections are not affected. Idempotent; safe from any thread.</summary>
@@ -271,6 +289,7 @@ public sealed class ConnectionListener : IDisposable
     {
         TaskCompletionSource<bool>? drained = null;
         LoopTimer? drainTimer = null;
+        bool removeHooks;
         lock (_trackLock)
         {
             Connection? previous = connection.ListPrevious;
@@ -297,6 +316,13 @@ public sealed class ConnectionListener : IDisposable
                 drained = _drained;
                 drainTimer = _drainTimer;
             }
+
+            removeHooks = _count == 0 && _acceptingEnded;
+        }
+
+        if (removeHooks)
+        {
+            RemoveReleaseHooks();
         }
 
         _budget.Release();
@@ -412,23 +438,8 @@ public sealed class ConnectionListener : IDisposable
 
     private void Admit(Socket accepted)
     {
-        try
-        {
-            accepted.Blocking = false;
-            if (_settings.NoDelay)
-            {
-                accepted.NoDelay = true;
-            }
-        }
-        catch (SocketException)
-        {
-            // Reset by the peer already.
-            accepted.Dispose();
-            _budget.Release();
-            return;
-        }
-
         EventLoop target = _targets.Length == 1 ? _targets[0] : _targets[(int)((uint)_nextTarget++ % (uint)_targets.Length)];
+        // The connection makes its socket non-blocking and applies its options itself when it starts on its loop.
         var connection = new Connection(this, target, accepted, _handler, _settings);
         if (!Track(connection))
         {
@@ -643,5 +654,55 @@ public sealed class ConnectionListener : IDisposable
         _socket.Dispose();
         _reserve?.Dispose();
         _reserve = null;
+        bool removeHooks;
+        lock (_trackLock)
+        {
+            _acceptingEnded = true;
+            removeHooks = _count == 0;
+        }
+
+        if (removeHooks)
+        {
+            RemoveReleaseHooks();
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="loop"/> is being released (disposed, whatever state it was in), on its thread: stop accepting if it is
+    /// the accepting loop, and reset this listener's connections that live on it (<see cref="ConnectionCloseReason.LoopDisposed"/>).
+    /// </summary>
+    private void OnLoopReleased(EventLoop loop)
+    {
+        if (loop == Loop)
+        {
+            StopAcceptingOnLoop();
+        }
+
+        Connection[] connections;
+        lock (_trackLock)
+        {
+            connections = SnapshotLocked();
+        }
+
+        foreach (Connection connection in connections)
+        {
+            if (connection.Loop == loop)
+            {
+                connection.AbortFor(ConnectionCloseReason.LoopDisposed);
+            }
+        }
+    }
+
+    /// <summary>The listener accepts no more and has no connection left: nothing of it remains for a loop's release to close.</summary>
+    private void RemoveReleaseHooks()
+    {
+        for (int i = 0; i < _releaseHooks.Length; i++)
+        {
+            EventLoop.ReleaseHook? hook = _releaseHooks[i];
+            if (hook is not null)
+            {
+                _targets[i].RemoveReleaseHook(hook);
+            }
+        }
     }
 }

@@ -107,7 +107,11 @@ public sealed class ConnectionOptions
         set => _closeTimeout = CheckTimeout(value, nameof(CloseTimeout));
     }
 
-    /// <summary>Whether to disable Nagle's algorithm (<c>TCP_NODELAY</c>) on accepted sockets. Default <see langword="true"/>.</summary>
+    /// <summary>
+    /// Whether to disable Nagle's algorithm (<c>TCP_NODELAY</c>) on TCP connections. Default <see langword="true"/>. Not
+    /// applied to other sockets (Unix domain sockets have no such option); a failure is reported through
+    /// <see cref="ConnectionHandler.OnSocketOptionFailed"/> and the connection carries on.
+    /// </summary>
     public bool NoDelay { get; set; } = true;
 
     /// <summary>

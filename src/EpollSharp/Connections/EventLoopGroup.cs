@@ -15,9 +15,16 @@ namespace EpollSharp.Connections;
 /// <para>Every member may be called from any thread.</para>
 /// <para>Shut down with <see cref="ShutdownAsync"/> (stop accepting, let connections finish until a deadline, reset the rest,
 /// then stop the loops), or <see cref="Dispose"/> (reset everything now and stop the loops).</para>
+/// <para>A loop of the group that ends on its own (a callback threw and no <see cref="EventLoopOptions.UnhandledExceptionHandler"/>
+/// took the exception, or someone called its <see cref="EventLoop.Stop"/>) is disposed by the group at once: its connections are
+/// reset (<see cref="ConnectionCloseReason.LoopDisposed"/>) and, if it was the accepting loop, its listener closes. The other loops
+/// go on; <see cref="Completion"/> reports the exception once every loop has ended, and <see cref="ShutdownAsync"/> and
+/// <see cref="Dispose"/> still complete.</para>
 /// </remarks>
 public sealed class EventLoopGroup : IDisposable
 {
+    private static readonly Action<Task, object?> s_onLoopExited = static (_, loop) => ((EventLoop)loop!).Dispose();
+
     private readonly EventLoop[] _loops;
     private readonly List<ConnectionListener> _listeners = new();
     private int _next = -1;
@@ -48,6 +55,10 @@ public sealed class EventLoopGroup : IDisposable
             {
                 _loops[i] = new EventLoop(options);
                 runs[i] = _loops[i].Start("EpollSharp loop " + i.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+                // A loop that ends on its own (an unhandled exception, or a Stop) is disposed at once, so that its listener
+                // and connections are closed rather than left open with nothing serving them.
+                _ = runs[i].ContinueWith(s_onLoopExited, _loops[i], CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             }
         }
         catch
@@ -129,8 +140,10 @@ public sealed class EventLoopGroup : IDisposable
     /// <returns>The listeners: one per loop in <see cref="GroupAcceptMode.ReusePort"/> mode, else one.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="endPoint"/> or <paramref name="handler"/> is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="mode"/> is not a defined value.</exception>
+    /// <exception cref="ArgumentException"><see cref="GroupAcceptMode.ReusePort"/> or <see cref="ListenerOptions.ReusePort"/> was asked for on an endpoint that is not an IP endpoint.</exception>
     /// <exception cref="PlatformNotSupportedException"><see cref="GroupAcceptMode.ReusePort"/> was asked for on a system other than Linux.</exception>
-    /// <exception cref="System.Net.Sockets.SocketException">Binding or listening failed.</exception>
+    /// <exception cref="System.Net.Sockets.SocketException">Binding or listening failed: <see cref="System.Net.Sockets.SocketError.AddressAlreadyInUse"/>
+    /// when another socket listens on the address, whatever the mode (unless <see cref="ListenerOptions.ReusePort"/> asked to share it).</exception>
     /// <exception cref="ObjectDisposedException">The group was disposed.</exception>
     public IReadOnlyList<ConnectionListener> Listen(EndPoint endPoint, ConnectionHandler handler, ListenerOptions? options = null, GroupAcceptMode mode = GroupAcceptMode.Auto)
     {
@@ -151,7 +164,7 @@ public sealed class EventLoopGroup : IDisposable
 
         mode = mode switch
         {
-            GroupAcceptMode.Auto => _loops.Length > 1 && RuntimeInformation.IsOSPlatform(OSPlatform.Linux) ? GroupAcceptMode.ReusePort : GroupAcceptMode.SingleAcceptor,
+            GroupAcceptMode.Auto => _loops.Length > 1 && Native.Platform.IsLinux && endPoint is IPEndPoint ? GroupAcceptMode.ReusePort : GroupAcceptMode.SingleAcceptor,
             GroupAcceptMode.ReusePort or GroupAcceptMode.SingleAcceptor => mode,
             _ => throw new ArgumentOutOfRangeException(nameof(mode), mode, "Unknown GroupAcceptMode value."),
         };
@@ -163,15 +176,18 @@ public sealed class EventLoopGroup : IDisposable
         {
             if (mode == GroupAcceptMode.SingleAcceptor)
             {
-                created.Add(ConnectionListener.Create(_loops[0], _loops, endPoint, handler, copy, budget));
+                created.Add(ConnectionListener.Create(_loops[0], _loops, endPoint, handler, copy, budget, copy.ReusePort ? PortSharing.Join : PortSharing.None));
             }
             else
             {
-                copy.ReusePort = true;
+                // The first socket binds without SO_REUSEPORT, so that an address someone already listens on fails with
+                // address-in-use; the others join it. Only ListenerOptions.ReusePort (the user's explicit choice) lets the
+                // group join sockets of other processes.
                 EndPoint bindTo = endPoint;
                 for (int i = 0; i < _loops.Length; i++)
                 {
-                    ConnectionListener listener = ConnectionListener.Create(_loops[i], new[] { _loops[i] }, bindTo, handler, copy, budget);
+                    PortSharing sharing = i == 0 && !copy.ReusePort ? PortSharing.Lead : PortSharing.Join;
+                    ConnectionListener listener = ConnectionListener.Create(_loops[i], new[] { _loops[i] }, bindTo, handler, copy, budget, sharing);
                     created.Add(listener);
                     if (i == 0 && bindTo is IPEndPoint { Port: 0 } && listener.LocalEndPoint is IPEndPoint bound)
                     {

@@ -21,17 +21,23 @@ public sealed class ListenerOptions
     }
 
     /// <summary>
-    /// Set <c>SO_REUSEADDR</c> before binding, so a restarted server can bind its port while old connections linger in
-    /// <c>TIME_WAIT</c>. Default <see langword="true"/>. Ignored on Windows, where the option means something else
-    /// (it would let another process take the port).
+    /// Set <c>SO_REUSEADDR</c> (and only that: not <c>SO_REUSEPORT</c>, which .NET's <c>SocketOptionName.ReuseAddress</c> also
+    /// sets on Unix) before binding, so a restarted server can bind its port while old connections linger in <c>TIME_WAIT</c>.
+    /// Binding an address that another socket listens on still fails with address-in-use. Default <see langword="true"/>.
+    /// Ignored on Windows, where the option means something else (it would let another process take the port), and for
+    /// Unix domain sockets.
     /// </summary>
     public bool ReuseAddress { get; set; } = true;
 
     /// <summary>
-    /// Set <c>SO_REUSEPORT</c> before binding, so several sockets (one per loop, or several processes) can listen on the
-    /// same port and the kernel spreads new connections among them. Default <see langword="false"/>.
-    /// Supported on Linux only: elsewhere creating the listener throws <see cref="PlatformNotSupportedException"/>
-    /// (BSD and macOS have an option of that name, but it does not spread connections).
+    /// Set <c>SO_REUSEPORT</c> before binding, so several sockets (several processes, or several listeners) can listen on the
+    /// same port and the kernel spreads new connections among them. Default <see langword="false"/>. The risk that comes
+    /// with it: any process of the same user that sets the option can bind the port too and silently take a share of the
+    /// connections (a second copy of the server started by mistake, say); without it such a bind fails with address-in-use.
+    /// A group in <see cref="GroupAcceptMode.ReusePort"/> mode does not need it for its own loops.
+    /// Supported on Linux and IP endpoints only: elsewhere creating the listener throws <see cref="PlatformNotSupportedException"/>
+    /// (BSD and macOS have an option of that name, but it does not spread connections), and on a Unix domain socket endpoint
+    /// <see cref="ArgumentException"/>.
     /// </summary>
     public bool ReusePort { get; set; }
 

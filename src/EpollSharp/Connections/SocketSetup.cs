@@ -1,43 +1,70 @@
 using System;
 using System.Net;
 using System.Net.Sockets;
-using System.Runtime.InteropServices;
+using EpollSharp.Native;
 
 namespace EpollSharp.Connections;
 
-/// <summary>Creates listening sockets with the options a server wants.</summary>
+/// <summary>How a listening socket shares its port through <c>SO_REUSEPORT</c>.</summary>
+internal enum PortSharing
+{
+    /// <summary>No sharing: binding an address in use fails with address-in-use.</summary>
+    None,
+
+    /// <summary>
+    /// The first socket of a group: bound without <c>SO_REUSEPORT</c>, so that binding fails with address-in-use when
+    /// anyone already listens there (with or without the option), then given the option before <c>listen</c> so that the
+    /// group's other sockets can join it.
+    /// </summary>
+    Lead,
+
+    /// <summary><c>SO_REUSEPORT</c> before binding: joins (or starts) a group of sockets on the port, the user's explicit choice.</summary>
+    Join,
+}
+
+/// <summary>Creates listening sockets, and applies the per-connection options to accepted ones.</summary>
 internal static class SocketSetup
 {
-    // Linux values: <sys/socket.h> / <asm-generic/socket.h>.
-    private const int SolSocket = 1;
-    private const int SoReusePort = 15;
-
-    private static readonly bool s_isLinux = RuntimeInformation.IsOSPlatform(OSPlatform.Linux);
-    private static readonly bool s_isWindows = RuntimeInformation.IsOSPlatform(OSPlatform.Windows);
-
     /// <summary>Creates, configures, binds and starts listening; non-blocking. Throws (and closes the socket) on failure.</summary>
-    internal static Socket CreateListener(EndPoint endPoint, ListenerOptions options)
+    internal static Socket CreateListener(EndPoint endPoint, ListenerOptions options, PortSharing sharing)
     {
-        if (options.ReusePort && !s_isLinux)
+        bool isIp = endPoint is IPEndPoint;
+        if (sharing != PortSharing.None)
         {
-            throw new PlatformNotSupportedException("SO_REUSEPORT with load balancing is supported on Linux only; set ListenerOptions.ReusePort = false, or use one acceptor (GroupAcceptMode.SingleAcceptor).");
-        }
-
-        ProtocolType protocol = endPoint is IPEndPoint ? ProtocolType.Tcp : ProtocolType.Unspecified;
-        var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, protocol);
-        try
-        {
-            if (options.ReuseAddress && !s_isWindows && endPoint is IPEndPoint)
+            if (!Platform.IsLinux)
             {
-                socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+                throw new PlatformNotSupportedException("SO_REUSEPORT with load balancing is supported on Linux only; set ListenerOptions.ReusePort = false, or use one acceptor (GroupAcceptMode.SingleAcceptor).");
             }
 
-            if (options.ReusePort)
+            if (!isIp)
             {
-                SetReusePort(socket);
+                throw new ArgumentException(
+                    "ReusePort (ListenerOptions.ReusePort, GroupAcceptMode.ReusePort) applies to IP endpoints only; a " + endPoint.AddressFamily + " socket cannot share its address. Use GroupAcceptMode.SingleAcceptor.",
+                    nameof(endPoint));
+            }
+        }
+
+        var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, isIp ? ProtocolType.Tcp : ProtocolType.Unspecified);
+        try
+        {
+            // SO_REUSEADDR alone, set as a raw option: .NET's SocketOptionName.ReuseAddress also sets SO_REUSEPORT on
+            // Unix, which would let a second server bind the same address and take part of the traffic.
+            if (options.ReuseAddress && isIp && !Platform.IsWindows)
+            {
+                SetFlag(socket, SocketConstants.SoReuseAddr);
+            }
+
+            if (sharing == PortSharing.Join)
+            {
+                SetFlag(socket, SocketConstants.SoReusePort);
             }
 
             socket.Bind(endPoint);
+            if (sharing == PortSharing.Lead)
+            {
+                SetFlag(socket, SocketConstants.SoReusePort);
+            }
+
             socket.Listen(options.Backlog);
             socket.Blocking = false;
             return socket;
@@ -49,23 +76,46 @@ internal static class SocketSetup
         }
     }
 
-    private static void SetReusePort(Socket socket)
+    /// <summary>Whether options that only TCP has (no-delay, keep-alive timings) apply to <paramref name="socket"/>.</summary>
+    internal static bool IsTcp(Socket socket) => socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6;
+
+    /// <summary>Sets a boolean <c>SOL_SOCKET</c> option to 1 through the raw option call (no .NET mapping in between).</summary>
+    private static void SetFlag(Socket socket, int option)
     {
 #if NET5_0_OR_GREATER
         Span<byte> one = stackalloc byte[sizeof(int)];
         BitConverter.TryWriteBytes(one, 1);
-        socket.SetRawSocketOption(SolSocket, SoReusePort, one);
+        socket.SetRawSocketOption(SocketConstants.SolSocket, option, one);
 #else
-        int one = 1;
-        if (setsockopt((int)socket.Handle, SolSocket, SoReusePort, ref one, sizeof(int)) != 0)
+        if (!Platform.IsLinux)
         {
-            throw new InvalidOperationException("setsockopt(SO_REUSEPORT) failed with errno " + Marshal.GetLastWin32Error().ToString(System.Globalization.CultureInfo.InvariantCulture) + ".");
+            // This build binds the C library of Linux only; elsewhere .NET's mapping is the one way to set the option.
+            if (option == SocketConstants.SoReuseAddr)
+            {
+                socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+                return;
+            }
+
+            throw new PlatformNotSupportedException("Raw socket options need Linux in the netstandard2.0 build.");
+        }
+
+        int one = 1;
+        unsafe
+        {
+            if (Interop.Sys.setsockopt((int)socket.Handle, SocketConstants.SolSocket, option, &one, sizeof(int)) != 0)
+            {
+                int errno = Interop.Errno.Last();
+                throw new InvalidOperationException("setsockopt(SOL_SOCKET, " + option.ToString(System.Globalization.CultureInfo.InvariantCulture) + ") failed: " + ErrnoNames.NameOf(errno) + ".");
+            }
         }
 #endif
     }
 
-#if !NET5_0_OR_GREATER
-    [DllImport("libc.so.6", EntryPoint = "setsockopt", SetLastError = true)]
-    private static extern int setsockopt(int socket, int level, int optionName, ref int optionValue, uint optionLength);
-#endif
+    /// <summary>The <c>SOL_SOCKET</c> constants, which differ between Linux and the BSDs (macOS included).</summary>
+    private static class SocketConstants
+    {
+        internal static readonly int SolSocket = Platform.IsLinux ? 1 : 0xffff;
+        internal static readonly int SoReuseAddr = Platform.IsLinux ? 2 : 0x0004;
+        internal static readonly int SoReusePort = Platform.IsLinux ? 15 : 0x0200;
+    }
 }

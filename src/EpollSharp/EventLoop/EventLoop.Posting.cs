@@ -72,7 +72,7 @@ public sealed partial class EventLoop
         }
     }
 
-    private bool TryEnqueue(object callback, object? state)
+    internal bool TryEnqueue(object callback, object? state)
     {
         lock (_postLock)
         {

@@ -209,6 +209,13 @@ public sealed partial class EventLoop
             return;
         }
 
+        if (registration.HangupLatched && (readiness & (Readiness.Readable | Readiness.Writable)) == 0)
+        {
+            // Reported once already: the latch's own re-arm (and a backend that reports a lasting hang-up again) adds
+            // nothing new. ChangeInterest with something to read or write clears the latch.
+            return;
+        }
+
         try
         {
             registration.Invoke(readiness);

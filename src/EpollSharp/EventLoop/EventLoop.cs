@@ -44,6 +44,7 @@ public sealed partial class EventLoop : IDisposable
     private bool _running;
     private bool _disposed;
     private bool _disposeWhenRunExits;
+    private bool _released;
     private int _loopThreadId;
     private bool _lastWaitFilledBuffer;
     private List<Exception>? _fatal;
@@ -168,8 +169,10 @@ public sealed partial class EventLoop : IDisposable
     }
 
     /// <summary>
-    /// Asks the loop to stop: <see cref="Run"/> returns after the current iteration. Safe from any thread and
-    /// from callbacks; idempotent. Registrations, timers and queued work stay, for the next <see cref="Run"/>.
+    /// Asks the loop to stop: <see cref="Run"/> returns after the current iteration (called before <see cref="Run"/>, it makes
+    /// the next <see cref="Run"/> do one iteration, which runs the work posted so far, and return). Safe from any thread and
+    /// from callbacks; idempotent. Registrations, timers and queued work stay, for the next <see cref="Run"/> or for
+    /// <see cref="Dispose"/>.
     /// </summary>
     public void Stop()
     {
@@ -182,10 +185,20 @@ public sealed partial class EventLoop : IDisposable
     /// Posting afterwards throws <see cref="ObjectDisposedException"/>.
     /// </summary>
     /// <remarks>
-    /// From the loop thread (inside a callback) the release happens when <see cref="Run"/> unwinds. From another
-    /// thread while the loop runs, this waits for the current iteration to finish. Work posted before
-    /// <see cref="Dispose"/> runs before the loop exits if the loop is running; a loop that is not running never runs it.
+    /// <para>From the loop thread (inside a callback) the release happens when <see cref="Run"/> unwinds. From another
+    /// thread while the loop runs, this waits for the current iteration to finish.</para>
+    /// <para>Nothing posted is lost: work posted before <see cref="Dispose"/> runs during the release, on the loop thread
+    /// when the loop is running, and otherwise (never run, stopped, or ended by an exception) on the thread that calls
+    /// <see cref="Dispose"/>, which is the loop thread for that time (<see cref="IsOnLoopThread"/> is true there). So
+    /// disposing a listener and then its stopped loop still closes the listener and its connections. Exceptions that
+    /// work throws then go to <see cref="EventLoopOptions.UnhandledExceptionHandler"/>; without one, <see cref="Dispose"/>
+    /// (or <see cref="Run"/>, when it was running) rethrows them once everything is released.</para>
+    /// <para>A continuation that reaches the loop's <see cref="SynchronizationContext"/> after <see cref="Dispose"/> (an
+    /// <c>await</c> that completes later) runs on the thread pool instead, with no synchronization context; a task queued
+    /// to its <see cref="TaskScheduler"/> faults with a <see cref="TaskSchedulerException"/>.</para>
     /// </remarks>
+    /// <exception cref="Exception">Work posted before the dispose of a loop that was not running threw, and no
+    /// <see cref="EventLoopOptions.UnhandledExceptionHandler"/> handled it.</exception>
     public void Dispose()
     {
         bool releaseNow = false;
@@ -212,7 +225,8 @@ public sealed partial class EventLoop : IDisposable
         ClosePosting();
         if (releaseNow)
         {
-            Release();
+            ReleaseAsLoopThread();
+            ThrowFatal();
         }
         else
         {
@@ -258,7 +272,7 @@ public sealed partial class EventLoop : IDisposable
         _stopRequested = false;
         if (release)
         {
-            Release();
+            ReleaseAsLoopThread();
         }
 
         _runExited.Set();
@@ -269,44 +283,46 @@ public sealed partial class EventLoop : IDisposable
         Volatile.Write(ref _loopThreadId, Environment.CurrentManagedThreadId);
         SynchronizationContext? previous = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(_synchronizationContext);
-        bool release = false;
         try
         {
-            while (!_stopRequested)
+            // At least one iteration: a stop requested before Run still runs the work posted so far.
+            do
             {
                 RunOnce();
             }
-
-            lock (_lifecycleLock)
-            {
-                release = _disposeWhenRunExits;
-            }
-
-            if (release)
-            {
-                // Work posted before Dispose still runs, on the loop thread.
-                RunPostedWork();
-            }
+            while (!_stopRequested);
         }
         finally
         {
             _stopRequested = false;
-            SynchronizationContext.SetSynchronizationContext(previous);
-            Volatile.Write(ref _loopThreadId, 0);
+            bool release;
             lock (_lifecycleLock)
             {
                 release = _disposeWhenRunExits;
-                _running = false;
             }
 
             if (release)
             {
+                // Still the loop thread, with the loop's context installed.
                 Release();
+            }
+
+            SynchronizationContext.SetSynchronizationContext(previous);
+            Volatile.Write(ref _loopThreadId, 0);
+            lock (_lifecycleLock)
+            {
+                _running = false;
             }
 
             _runExited.Set();
         }
 
+        ThrowFatal();
+    }
+
+    /// <summary>Rethrows what callbacks threw with no handler to take it (one exception as itself, several as an <see cref="AggregateException"/>).</summary>
+    private void ThrowFatal()
+    {
         List<Exception>? fatal = _fatal;
         _fatal = null;
         if (fatal is not null)
@@ -365,16 +381,54 @@ public sealed partial class EventLoop : IDisposable
         _stopRequested = true;
     }
 
-    private void Release()
+    /// <summary>
+    /// Releases a loop that is not running (disposed before, between or after runs) on the calling thread, which acts as
+    /// the loop thread meanwhile: no other thread can run the loop any more, because it is disposed.
+    /// </summary>
+    private void ReleaseAsLoopThread()
     {
-        DisposeAllRegistrations();
-        CancelAllTimers();
-        _backend.Dispose();
+        int previousId = Interlocked.Exchange(ref _loopThreadId, Environment.CurrentManagedThreadId);
+        SynchronizationContext? previous = SynchronizationContext.Current;
+        SynchronizationContext.SetSynchronizationContext(_synchronizationContext);
+        try
+        {
+            Release();
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+            Volatile.Write(ref _loopThreadId, previousId);
+        }
     }
 
+    /// <summary>
+    /// On the loop thread, once: runs the work posted before the dispose, then the release hooks (the connection layer
+    /// closes what lives on this loop), then disposes every registration, cancels every timer and closes the backend.
+    /// </summary>
+    private void Release()
+    {
+        try
+        {
+            RunPostedWork();
+            RunReleaseHooks();
+        }
+        finally
+        {
+            Volatile.Write(ref _released, true);
+            DisposeAllRegistrations();
+            CancelAllTimers();
+            _backend.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Registering and scheduling are refused once the loop is disposed, except on the loop thread while the release runs
+    /// the work posted before it and the release hooks: that work may still register and schedule (what it creates is
+    /// dropped with everything else right after), so it runs as it would have on a running loop.
+    /// </summary>
     private void ThrowIfDisposed()
     {
-        if (Volatile.Read(ref _disposed))
+        if (Volatile.Read(ref _released) || (Volatile.Read(ref _disposed) && !IsOnLoopThread))
         {
             throw new ObjectDisposedException(nameof(EventLoop));
         }

@@ -3,7 +3,10 @@ using System.Threading;
 
 namespace EpollSharp;
 
-/// <summary>Posts continuations to an <see cref="EventLoop"/>; installed on the loop thread while it runs.</summary>
+/// <summary>
+/// Posts continuations to an <see cref="EventLoop"/>; installed on the loop thread while it runs. After the loop is disposed,
+/// a continuation goes to the thread pool instead: it is neither lost (an <c>await</c> would never finish) nor a crash.
+/// </summary>
 internal sealed class LoopSynchronizationContext : SynchronizationContext
 {
     private readonly EventLoop _loop;
@@ -17,7 +20,15 @@ internal sealed class LoopSynchronizationContext : SynchronizationContext
             throw new ArgumentNullException(nameof(d));
         }
 
-        _loop.Enqueue(d, state);
+        if (!_loop.TryEnqueue(d, state))
+        {
+            // The loop was disposed: run the continuation on the thread pool, with no synchronization context.
+            ThreadPool.QueueUserWorkItem(static s =>
+            {
+                var (callback, callbackState) = ((SendOrPostCallback, object?))s!;
+                callback(callbackState);
+            }, (d, state));
+        }
     }
 
     public override void Send(SendOrPostCallback d, object? state)

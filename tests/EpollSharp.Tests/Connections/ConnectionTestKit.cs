@@ -25,6 +25,8 @@ public class EchoHandler : ConnectionHandler
 
     public ConcurrentQueue<(ConnectionCloseReason Reason, SocketError Error)> Closes { get; } = new();
 
+    public ConcurrentQueue<(string Option, SocketError Error)> OptionFailures { get; } = new();
+
     public long BytesEchoed => Interlocked.Read(ref _bytesEchoed);
 
     public long MaxBuffered => Interlocked.Read(ref _maxBuffered);
@@ -68,6 +70,8 @@ public class EchoHandler : ConnectionHandler
         Interlocked.Increment(ref _writeResumed);
         base.OnWriteResumed(connection);
     }
+
+    public override void OnSocketOptionFailed(Connection connection, string option, SocketError error) => OptionFailures.Enqueue((option, error));
 
     public override void OnClosed(Connection connection)
     {

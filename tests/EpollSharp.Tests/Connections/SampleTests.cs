@@ -64,6 +64,27 @@ public class SampleTests
         Assert.Empty(server.Stderr);
     }
 
+    /// <summary>A second EchoServer process on the port a running one holds fails with address-in-use instead of sharing the traffic.</summary>
+    [SkippableTheory]
+    [InlineData("--loops 1")]
+    [InlineData("--loops 2")]
+    [InlineData("--loops 2 --accept-mode reuseport")]
+    public void A_second_EchoServer_on_a_held_port_exits_with_address_in_use(string loops)
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the sample test runs Linux processes");
+        using SampleProcess first = SampleProcess.Start("EchoServer", "--port 0 " + loops);
+        using SampleProcess second = SampleProcess.Launch("EchoServer", $"--port {first.EndPoint.Port} {loops}");
+        Assert.True(second.Process.WaitForExit(30_000), "the second server did not exit");
+        Assert.Equal(1, second.Process.ExitCode);
+        Assert.DoesNotContain(second.Stdout, l => l.StartsWith("listening on", StringComparison.Ordinal));
+        Assert.Contains(second.Stderr, l => l.Contains($"cannot listen on 127.0.0.1:{first.EndPoint.Port}", StringComparison.Ordinal) && l.Contains("in use", StringComparison.OrdinalIgnoreCase));
+
+        // The first one still serves.
+        using Socket client = EchoServer.ConnectTo(first.EndPoint);
+        client.Send(new byte[] { 9 });
+        Assert.Equal(9, client.ReceiveExactly(1)[0]);
+    }
+
     [SkippableFact]
     public void ThreadedEchoServer_serves_at_most_max_connections_and_the_next_once_one_ends()
     {

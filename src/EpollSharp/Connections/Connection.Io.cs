@@ -185,8 +185,9 @@ public sealed partial class Connection
     /// read to the handler (or discards it once a graceful close ended the input). Rents the buffer for this pass only.
     /// </summary>
     /// <param name="hangup">The peer's half-close or a hang-up was reported: read on to the end of stream even after a short read.</param>
-    /// <param name="errorReported">The backend reported <see cref="Readiness.Error"/>: an end of stream that follows is a reset
-    /// whose error code was consumed before the read (a kqueue emulation reads SO_ERROR to fill in its event).</param>
+    /// <param name="errorReported">The backend reported <see cref="Readiness.Error"/>: an end of stream that follows is the
+    /// end of a connection that failed, whose error was consumed before the read (libkqueue reads SO_ERROR to fill in its
+    /// event, and hands the error over with it: see <see cref="PendingError"/>).</param>
     private void ReceivePass(bool hangup, bool errorReported = false)
     {
         if (_inReceivePass)
@@ -241,7 +242,8 @@ public sealed partial class Connection
                 {
                     if (errorReported)
                     {
-                        CloseOnError(SocketError.ConnectionReset);
+                        SocketError reported = PendingError();
+                        CloseOnError(reported != SocketError.Success ? reported : SocketError.ConnectionReset);
                     }
                     else
                     {

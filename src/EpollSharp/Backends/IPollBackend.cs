@@ -4,7 +4,7 @@ using System.Runtime.InteropServices;
 
 namespace EpollSharp.Backends;
 
-/// <summary>One readiness event as a backend reports it: the registration's token and what is ready.</summary>
+/// <summary>One readiness event as a backend reports it: the registration's token, what is ready, and the socket error when the mechanism hands one over with the event.</summary>
 internal struct BackendEvent
 {
     /// <summary>The token given to <see cref="IPollBackend.Add"/>.</summary>
@@ -12,6 +12,14 @@ internal struct BackendEvent
 
     /// <summary>What is ready.</summary>
     public Readiness Readiness;
+
+    /// <summary>
+    /// The socket's error as the mechanism reported it with this event: kqueue puts the pending error in <c>fflags</c>
+    /// with <c>EV_EOF</c>. <see cref="SocketError.Success"/> when the mechanism reported none (epoll and the managed
+    /// backend never do: their consumers read <c>SO_ERROR</c>). A backend that reports it writes it on every event it
+    /// writes, Success included.
+    /// </summary>
+    public SocketError SocketError;
 }
 
 /// <summary>What a backend is asked to watch: the OS handle, and the <see cref="Socket"/> when the caller registered one.</summary>
@@ -42,6 +50,9 @@ internal readonly struct BackendTarget
 /// <list type="number">
 /// <item>Report readiness as (token, <see cref="Readiness"/>) pairs, with the token given when the target was added, never another.</item>
 /// <item>Report <see cref="Readiness.Closed"/> and <see cref="Readiness.Error"/> even when the interest is <see cref="Interest.None"/>.</item>
+/// <item>Report in <see cref="BackendEvent.SocketError"/> the socket error that the mechanism hands over with an event
+///   (kqueue's <c>fflags</c>), because reading <c>SO_ERROR</c> afterwards may find it already consumed (libkqueue reads
+///   it to fill in the event); a mechanism that hands over none leaves it <see cref="SocketError.Success"/>.</item>
 /// <item>Honour the trigger mode: <see cref="TriggerMode.Level"/> reports on every wait while ready;
 ///   <see cref="TriggerMode.Edge"/> reports a readiness once until it is renewed (new data, new room);
 ///   <see cref="TriggerMode.OneShot"/> reports once, then nothing until <see cref="Modify"/> re-arms it.

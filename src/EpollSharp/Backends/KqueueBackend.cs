@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.Globalization;
+using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Threading;
 using EpollSharp.Native;
@@ -36,7 +37,8 @@ namespace EpollSharp.Backends;
 /// <see cref="Readiness.Error"/> and <see cref="Readiness.Closed"/>. A write event is <see cref="Readiness.Writable"/>;
 /// with <c>EV_EOF</c> also <see cref="Readiness.Readable"/> (a read then returns the end or the error), and with an
 /// error also <see cref="Readiness.Error"/> and <see cref="Readiness.Closed"/>. Both events of one descriptor in one
-/// wait are merged into one.</para>
+/// wait are merged into one. The error itself (the errno in <c>fflags</c>) is reported in
+/// <see cref="BackendEvent.SocketError"/>.</para>
 /// <para>The token is the event's <c>udata</c> (pointer-sized: 64 bits, so only 64-bit processes are supported).
 /// <see cref="Wait"/> allocates nothing: the event list is preallocated, and so is the table that merges events.</para>
 /// </remarks>
@@ -339,6 +341,26 @@ internal sealed unsafe class KqueueBackend : IPollBackend
         return r;
     }
 
+    /// <summary>
+    /// The socket error a read or write event carries: with <c>EV_EOF</c>, <c>fflags</c> is the socket's pending error
+    /// (0 for an orderly end), an errno of the system the library runs on (Linux's for libkqueue). Reading
+    /// <c>SO_ERROR</c> later is no substitute: libkqueue reads it to fill in <c>fflags</c>, which clears it. An
+    /// <c>EV_ERROR</c> event carries a failed change's errno in <c>data</c> instead, which is no socket error.
+    /// </summary>
+    private SocketError SocketErrorOf(short filter, ushort flags, uint fflags)
+    {
+        if ((filter != K.EVFILT_READ && filter != K.EVFILT_WRITE) || (flags & K.EV_EOF) == 0 || fflags == 0)
+        {
+            return SocketError.Success;
+        }
+
+        return ToSocketError(_abi.Flavor, (int)fflags);
+    }
+
+    /// <summary>An errno from <c>fflags</c> as a <see cref="SocketError"/>, read with the errno values of <paramref name="flavor"/>.</summary>
+    internal static SocketError ToSocketError(KqueueFlavor flavor, int errno) =>
+        flavor == KqueueFlavor.LibKqueue ? SocketErrors.FromLinuxErrno(errno) : SocketErrors.FromBsdErrno(errno);
+
     /// <summary>Turns <paramref name="n"/> kevents into backend events: drops the wake-up, merges per token, disarms one-shots.</summary>
     private int Translate(byte* list, int n, Span<BackendEvent> events)
     {
@@ -372,9 +394,16 @@ internal sealed unsafe class KqueueBackend : IPollBackend
                 slot = (slot + 1) & _mergeMask;
             }
 
+            SocketError error = SocketErrorOf(ev.Filter, ev.Flags, ev.Fflags);
             if (_mergeStamp[slot] == batch)
             {
-                events[_mergeIndex[slot]].Readiness |= readiness;
+                ref BackendEvent merged = ref events[_mergeIndex[slot]];
+                merged.Readiness |= readiness;
+                if (merged.SocketError == SocketError.Success)
+                {
+                    merged.SocketError = error;
+                }
+
                 continue;
             }
 
@@ -388,6 +417,7 @@ internal sealed unsafe class KqueueBackend : IPollBackend
             _mergeIndex[slot] = written;
             events[written].Token = token;
             events[written].Readiness = readiness;
+            events[written].SocketError = error;
             written++;
         }
 

@@ -248,7 +248,8 @@ public sealed partial class Connection
                 {
                     if (_errorSeen)
                     {
-                        CloseOnError(SocketError.ConnectionReset);
+                        SocketError reported = PendingError();
+                        CloseOnError(reported != SocketError.Success ? reported : SocketError.ConnectionReset);
                     }
                     else
                     {

@@ -33,7 +33,7 @@ namespace EpollSharp.Connections;
 /// </remarks>
 public sealed partial class Connection
 {
-    private static readonly ReadinessCallback s_onReady = static (registration, readiness) => ((Connection)registration.State!).OnReady(readiness);
+    private static readonly ReadinessCallback s_onReady = static (registration, readiness) => ((Connection)registration.State!).OnReady(readiness, registration.ReportedSocketError);
     private static readonly Action<LoopTimer> s_onTimer = static timer => ((Connection)timer.State!).OnTimer();
     private static long s_lastId;
 
@@ -76,6 +76,12 @@ public sealed partial class Connection
 
     /// <summary>The backend reported an error: an end of stream read from now on is a reset whose error code was consumed.</summary>
     private bool _errorSeen;
+
+    /// <summary>
+    /// The socket error the backend reported with a readiness event (kqueue hands it over in the event), the first one;
+    /// <see cref="SocketError.Success"/> while none was (always so on epoll and the managed backend). See <see cref="CloseOnError"/>.
+    /// </summary>
+    private SocketError _reportedError;
 
     internal Connection(ConnectionListener? listener, EventLoop loop, Socket socket, ConnectionHandler handler, ConnectionSettings settings)
     {
@@ -517,11 +523,16 @@ public sealed partial class Connection
         }
     }
 
-    private void OnReady(Readiness readiness)
+    private void OnReady(Readiness readiness, SocketError reportedError)
     {
         _depth++;
         try
         {
+            if (reportedError != SocketError.Success && _reportedError == SocketError.Success)
+            {
+                _reportedError = reportedError;
+            }
+
             HandleReadiness(readiness);
         }
         catch
@@ -572,8 +583,17 @@ public sealed partial class Connection
 
     private bool WantsToRead => !_inputClosed && (_inputEnded || !_receivingPaused);
 
+    /// <summary>
+    /// The socket's error: the one the backend reported with an event when it did (over libkqueue the socket no longer
+    /// has it), else the pending error read from the socket (which clears it).
+    /// </summary>
     private SocketError PendingError()
     {
+        if (_reportedError != SocketError.Success)
+        {
+            return _reportedError;
+        }
+
         try
         {
             object? value = _socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error);
@@ -728,8 +748,21 @@ public sealed partial class Connection
         }
     }
 
+    /// <summary>
+    /// Ends the connection with <paramref name="error"/>, classified as Reset, BrokenPipe or SocketError. A send or
+    /// receive that failed with EPIPE (<see cref="SocketError.Shutdown"/>) after the backend reported the connection's
+    /// error with an event (<see cref="_reportedError"/>, a reset) ends with that error instead: on kqueue's kernels a
+    /// send on a reset connection fails with EPIPE, because the socket can send no more, and only the event says why;
+    /// over libkqueue the socket's error is moreover consumed by the event. On epoll the send itself fails with
+    /// ECONNRESET, and no error is ever reported with an event, so nothing changes there.
+    /// </summary>
     private void CloseOnError(SocketError error)
     {
+        if (error == SocketError.Shutdown && _reportedError != SocketError.Success)
+        {
+            error = _reportedError;
+        }
+
         ConnectionCloseReason reason = error switch
         {
             SocketError.ConnectionReset or SocketError.ConnectionAborted => ConnectionCloseReason.Reset,

@@ -176,7 +176,7 @@ public sealed partial class EventLoop
     }
 
     /// <summary>Delivers one event: finds the registration by token, checks it is the same live one, filters by interest.</summary>
-    private void Dispatch(ulong token, Readiness readiness)
+    private void Dispatch(ulong token, Readiness readiness, SocketError socketError)
     {
         uint slot = (uint)token;
         Registration?[] slots = Volatile.Read(ref _slots);
@@ -216,6 +216,7 @@ public sealed partial class EventLoop
             return;
         }
 
+        registration.ReportedSocketError = socketError;
         try
         {
             registration.Invoke(readiness);
@@ -223,6 +224,10 @@ public sealed partial class EventLoop
         catch (Exception ex)
         {
             OnCallbackException(ex);
+        }
+        finally
+        {
+            registration.ReportedSocketError = SocketError.Success;
         }
 
         // A hang-up or error with nothing the callback can read or write persists, and level-triggered it would be

@@ -344,7 +344,7 @@ public sealed partial class EventLoop : IDisposable
         _lastWaitFilledBuffer = n == _events.Length;
         for (int i = 0; i < n; i++)
         {
-            Dispatch(_events[i].Token, _events[i].Readiness);
+            Dispatch(_events[i].Token, _events[i].Readiness, _events[i].SocketError);
         }
 
         RunDueTimers();

@@ -61,6 +61,23 @@ public sealed class Registration : IDisposable
     /// <summary>Your object, passed back through the registration to the callback. May be changed at any time.</summary>
     public object? State { get; set; }
 
+    /// <summary>
+    /// The socket error that the backend reported together with the readiness being delivered, or
+    /// <see cref="System.Net.Sockets.SocketError.Success"/> when it reported none. Meaningful inside the callback, on the
+    /// loop thread; <see cref="System.Net.Sockets.SocketError.Success"/> outside it.
+    /// </summary>
+    /// <remarks>
+    /// <para>kqueue hands the socket's pending error over with the event (in <c>fflags</c>, with <c>EV_EOF</c>): a refused
+    /// connect, a reset. Over libkqueue on Linux the error is then no longer on the socket (the emulation reads
+    /// <c>SO_ERROR</c> to fill in the event, which clears it), so this property is the only place to find it; on macOS
+    /// and FreeBSD it is also still pending on the socket.</para>
+    /// <para>epoll and the managed backend report readiness without the error: there this property is always
+    /// <see cref="System.Net.Sockets.SocketError.Success"/>, and the error is read from the socket
+    /// (<see cref="System.Net.Sockets.SocketOptionName.Error"/>), as before. Code that wants the error on every backend
+    /// takes this property when it is not Success, and the socket's pending error otherwise.</para>
+    /// </remarks>
+    public SocketError ReportedSocketError { get; internal set; }
+
     /// <summary>Whether <see cref="Dispose"/> was called (or the loop was disposed).</summary>
     public bool IsDisposed => System.Threading.Volatile.Read(ref _disposed) != 0;
 

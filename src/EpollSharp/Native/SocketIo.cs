@@ -73,34 +73,8 @@ internal static class SocketIo
 
     /// <summary>
     /// The <see cref="SocketError"/> that <see cref="Socket"/> reports for a Linux errno from <c>recv</c> or <c>send</c>;
-    /// <see cref="SocketError.SocketError"/> for one it has no name for.
+    /// <see cref="SocketError.SocketError"/> for one it has no name for. The table is <see cref="SocketErrors.FromLinuxErrno"/>.
     /// </summary>
-    internal static SocketError ToSocketError(int errno) => errno switch
-    {
-        E.EAGAIN => SocketError.WouldBlock,
-        E.EINTR => SocketError.Interrupted,
-        E.ECONNRESET => SocketError.ConnectionReset,
-        E.EPIPE => SocketError.Shutdown,
-        E.ECONNABORTED => SocketError.ConnectionAborted,
-        E.ETIMEDOUT => SocketError.TimedOut,
-        E.ENOTCONN => SocketError.NotConnected,
-        E.EHOSTUNREACH => SocketError.HostUnreachable,
-        E.ENETUNREACH => SocketError.NetworkUnreachable,
-        E.ENETDOWN => SocketError.NetworkDown,
-        E.ENETRESET => SocketError.NetworkReset,
-        E.EHOSTDOWN => SocketError.HostDown,
-        E.ECONNREFUSED => SocketError.ConnectionRefused,
-        E.ENOBUFS => SocketError.NoBufferSpaceAvailable,
-        E.EMSGSIZE => SocketError.MessageSize,
-        E.ESHUTDOWN => SocketError.Disconnecting,
-        E.EBADF => SocketError.OperationAborted,
-        E.EINVAL => SocketError.InvalidArgument,
-        E.EFAULT => SocketError.Fault,
-        E.ENOTSOCK => SocketError.NotSocket,
-        E.EOPNOTSUPP => SocketError.OperationNotSupported,
-        E.EACCES or E.EPERM => SocketError.AccessDenied,
-        E.EMFILE or E.ENFILE => SocketError.TooManyOpenSockets,
-        _ => SocketError.SocketError,
-    };
+    internal static SocketError ToSocketError(int errno) => SocketErrors.FromLinuxErrno(errno);
 }
 #endif

@@ -34,6 +34,102 @@ public sealed class KqueueBackendTests
         Assert.Equal(expected, KqueueBackend.ToReadiness(filter, (ushort)flags, fflags));
     }
 
+    /// <summary>The errno in fflags is read with the errno values of the system the library runs on (libkqueue: Linux's).</summary>
+    [Theory]
+    [InlineData((int)KqueueFlavor.LibKqueue, 111, SocketError.ConnectionRefused)]
+    [InlineData((int)KqueueFlavor.LibKqueue, 104, SocketError.ConnectionReset)]
+    [InlineData((int)KqueueFlavor.LibKqueue, 32, SocketError.Shutdown)]
+    [InlineData((int)KqueueFlavor.Darwin, 61, SocketError.ConnectionRefused)]
+    [InlineData((int)KqueueFlavor.Darwin, 54, SocketError.ConnectionReset)]
+    [InlineData((int)KqueueFlavor.Darwin, 60, SocketError.TimedOut)]
+    [InlineData((int)KqueueFlavor.FreeBsd, 61, SocketError.ConnectionRefused)]
+    [InlineData((int)KqueueFlavor.FreeBsd, 54, SocketError.ConnectionReset)]
+    [InlineData((int)KqueueFlavor.FreeBsd, 65, SocketError.HostUnreachable)]
+    [InlineData((int)KqueueFlavor.FreeBsd, 32, SocketError.Shutdown)]
+    [InlineData((int)KqueueFlavor.Darwin, 9999, SocketError.SocketError)]
+    public void The_errno_in_fflags_maps_with_the_flavour_s_errno_values(int flavor, int errno, SocketError expected)
+    {
+        Assert.Equal(expected, KqueueBackend.ToSocketError((KqueueFlavor)flavor, errno));
+    }
+
+    /// <summary>
+    /// A refused connect: the write filter fires with EV_EOF and ECONNREFUSED in fflags, and the backend hands that error
+    /// over with the event (over libkqueue it is no longer on the socket afterwards).
+    /// </summary>
+    [SkippableFact]
+    public void A_refused_connect_comes_with_its_error_in_the_event()
+    {
+        using var backend = Create();
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { Blocking = false };
+        try
+        {
+            socket.Connect(ClosedPort());
+        }
+        catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress)
+        {
+        }
+
+        var target = new BackendTarget(socket.SafeHandle, socket);
+        backend.Add(target, Token, Interest.Writable, TriggerMode.Edge);
+        BackendEvent e1 = Assert.Single(WaitFor(backend, 5000));
+        Assert.Equal(Token, e1.Token);
+        Assert.Equal(Readiness.Error | Readiness.Closed, e1.Readiness & (Readiness.Error | Readiness.Closed));
+        Assert.Equal(SocketError.ConnectionRefused, e1.SocketError);
+        backend.Remove(target);
+    }
+
+    /// <summary>A reset by the peer: the read filter fires with EV_EOF and ECONNRESET in fflags, handed over with the event.</summary>
+    [SkippableFact]
+    public void A_reset_comes_with_its_error_in_the_event_and_an_orderly_end_with_none()
+    {
+        using var backend = Create();
+        using (SocketPair reset = SocketPair.Create())
+        {
+            var target = new BackendTarget(reset.Local.SafeHandle, reset.Local);
+            backend.Add(target, Token, Interest.Readable, TriggerMode.Edge);
+            reset.Peer.LingerState = new LingerOption(true, 0);
+            reset.Peer.Close();
+            BackendEvent e = Assert.Single(WaitFor(backend, 5000));
+            Assert.True((e.Readiness & Readiness.Error) != 0, "a reset is reported with Error: " + e.Readiness);
+            Assert.Equal(SocketError.ConnectionReset, e.SocketError);
+            backend.Remove(target);
+        }
+
+        using (SocketPair orderly = SocketPair.Create())
+        {
+            var target = new BackendTarget(orderly.Local.SafeHandle, orderly.Local);
+            backend.Add(target, Token, Interest.Readable, TriggerMode.Edge);
+            orderly.Peer.Shutdown(SocketShutdown.Send);
+            BackendEvent e = Assert.Single(WaitFor(backend, 5000));
+            Assert.Equal(Readiness.Readable | Readiness.ReadClosed, e.Readiness);
+            Assert.Equal(SocketError.Success, e.SocketError);
+            backend.Remove(target);
+        }
+    }
+
+    /// <summary>
+    /// A TCP socket that was never connected, watched as an empty interest is (an edge-triggered read filter): kqueue reports
+    /// no hang-up for it. On macOS and FreeBSD neither filter fires; libkqueue passes on Linux's POLLHUP as EV_EOF without an
+    /// error on the read filter, which is an end of stream (Readable | ReadClosed), never Closed or Error.
+    /// </summary>
+    [SkippableFact]
+    public void A_never_connected_socket_reports_no_hang_up()
+    {
+        using var backend = Create();
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { Blocking = false };
+        var target = new BackendTarget(socket.SafeHandle, socket);
+        backend.Add(target, Token, Interest.None, TriggerMode.Level);
+        List<BackendEvent> events = WaitFor(backend, 300);
+        Assert.All(events, e => Assert.Equal(Readiness.None, e.Readiness & (Readiness.Closed | Readiness.Error)));
+        Assert.All(events, e => Assert.Equal(Readiness.Readable | Readiness.ReadClosed, e.Readiness));
+        if (backend.Flavor != KqueueFlavor.LibKqueue)
+        {
+            Assert.Empty(events);
+        }
+
+        backend.Remove(target);
+    }
+
     [SkippableFact]
     public void The_full_64_bit_token_comes_back_and_both_filters_merge_into_one_event()
     {
@@ -286,6 +382,13 @@ public sealed class KqueueBackendTests
     {
         Util.Backends.SkipUnlessAvailable(EventLoopBackend.Kqueue);
         return new KqueueBackend(maxEvents);
+    }
+
+    private static EndPoint ClosedPort()
+    {
+        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return probe.LocalEndPoint!;
     }
 
     private static BackendTarget Target(SocketPair pair) => new(pair.Local.SafeHandle, pair.Local);

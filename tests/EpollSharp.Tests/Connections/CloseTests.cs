@@ -79,6 +79,37 @@ public class CloseTests
         server.AssertNoLoopErrors();
     }
 
+    /// <summary>
+    /// A client sends a byte and resets the connection while it still waits in the listener's queue (the listener is at
+    /// its limit). Accepted later, the connection reads the byte, and the echo's send fails: on epoll with ECONNRESET; on
+    /// kqueue with EPIPE (the BSD kernels refuse a send on a socket that can send no more before they look at its error,
+    /// and over libkqueue the error was consumed into the event), while the event said ECONNRESET. Either way the
+    /// connection ends as (Reset, ConnectionReset), never as BrokenPipe: the peer reset it.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
+    public void A_client_that_sent_and_reset_before_it_was_accepted_ends_as_Reset(EventLoopBackend backend)
+    {
+        var handler = new EchoHandler();
+        using var server = new EchoServer(backend, handler, new ListenerOptions { MaxConnections = 1 });
+        Socket holder = server.Connect();
+        holder.Send(new byte[] { 1 });
+        Assert.Equal(1, holder.ReceiveExactly(1)[0]);
+        Socket quitter = server.Connect();
+        quitter.Send(new byte[] { 2 });
+        LoopHarness.WaitUntil(() => server.Listener.IsAcceptPaused, "the listener pauses at its limit");
+        Thread.Sleep(50);
+        quitter.LingerState = new LingerOption(true, 0);
+        quitter.Dispose();
+        Thread.Sleep(50);
+        holder.Dispose();
+        LoopHarness.WaitUntil(() => handler.Closed == 2, "both connections end");
+        (ConnectionCloseReason Reason, SocketError Error)[] closes = handler.Closes.ToArray();
+        Assert.Contains((ConnectionCloseReason.Completed, SocketError.Success), closes); // the holder, which closed normally
+        Assert.Contains((ConnectionCloseReason.Reset, SocketError.ConnectionReset), closes); // the quitter
+        server.AssertNoLoopErrors();
+    }
+
     /// <summary>Writing to a peer that has gone ends with BrokenPipe or Reset (whichever the kernel reports first): no SIGPIPE, no exception.</summary>
     [SkippableTheory]
     [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]

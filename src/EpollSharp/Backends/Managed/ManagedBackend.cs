@@ -17,7 +17,7 @@ namespace EpollSharp.Backends;
 /// <para><b>A wait</b> repeats, until it has something to report, is woken, or times out:</para>
 /// <list type="number">
 /// <item>Apply the registrations changed since the last wait (a copy taken under the gate, so the rest runs without it).</item>
-/// <item><b>Scan</b>: non-blocking Selects over every armed registration, at most <see cref="SelectCapacity"/> list entries each
+/// <item><b>Scan</b>: non-blocking Selects over every armed registration, at most <see cref="ManagedSelectSet.Capacity"/> list entries each
 ///   (Socket.Select allocates its poll array from 80 on), then classify what each is ready for and apply its trigger mode.
 ///   Cost: O(registrations) per wait.</item>
 /// <item><b>Block</b>: a Select with the timeout on the wake socket plus every registration whose next change would be reported.
@@ -48,9 +48,6 @@ namespace EpollSharp.Backends;
 /// </remarks>
 internal sealed class ManagedBackend : IPollBackend
 {
-    /// <summary>The most list entries (read + write + error, wake socket included) in one Socket.Select call: below the 80 at which it allocates.</summary>
-    internal const int SelectCapacity = 64;
-
     /// <summary>Linux: <c>IPPROTO_TCP</c>.</summary>
     internal const int TcpLevel = 6;
 
@@ -117,26 +114,13 @@ internal sealed class ManagedBackend : IPollBackend
     private ManagedEntry[] _snapshot = new ManagedEntry[16];
     private int _snapshotCount;
     private int _rotor;
-    private readonly List<Socket> _read = new(SelectCapacity);
-    private readonly List<Socket> _write = new(SelectCapacity);
-    private readonly List<Socket> _error = new(SelectCapacity);
-    private readonly ManagedEntry[] _readEntries = new ManagedEntry[SelectCapacity];
-    private readonly ManagedEntry[] _writeEntries = new ManagedEntry[SelectCapacity];
-    private readonly ManagedEntry[] _errorEntries = new ManagedEntry[SelectCapacity];
-    private readonly int[] _chunk = new int[SelectCapacity];
-    private readonly Socket[] _ownRead = new Socket[SelectCapacity];
-    private readonly Socket[] _ownWrite = new Socket[SelectCapacity];
-    private readonly Socket[] _ownError = new Socket[SelectCapacity];
-    private int _ownReadCount;
-    private int _ownWriteCount;
-    private int _ownErrorCount;
+    private readonly ManagedSelectSet _scanLists = new();
+    private readonly ManagedSelectSet _own = new();
+    private readonly int[] _chunk = new int[ManagedSelectSet.Capacity];
     private ManagedEntry[] _stale = new ManagedEntry[16];
     private int _staleCount;
     private ManagedEntry[] _evict = new ManagedEntry[16];
     private int _evictCount;
-    private int _readCount;
-    private int _writeCount;
-    private int _errorCount;
     private int _chunkCount;
     private ManagedEntry?[] _candidates;
     private Readiness[] _candidateReadiness;
@@ -658,7 +642,7 @@ internal sealed class ManagedBackend : IPollBackend
             }
 
             int slots = PlanScan(e);
-            if (_chunkCount == SelectCapacity || _readCount + _writeCount + _errorCount + slots > SelectCapacity)
+            if (_chunkCount == ManagedSelectSet.Capacity || _scanLists.Count + slots > ManagedSelectSet.Capacity)
             {
                 full = FlushChunk(i);
                 if (full)
@@ -729,20 +713,17 @@ internal sealed class ManagedBackend : IPollBackend
 
         if (e.InRead)
         {
-            _read.Add(e.Socket);
-            _readEntries[_readCount++] = e;
+            _scanLists.Read.Add(e.Socket, e);
         }
 
         if (e.InWrite)
         {
-            _write.Add(e.Socket);
-            _writeEntries[_writeCount++] = e;
+            _scanLists.Write.Add(e.Socket, e);
         }
 
         if (e.InError)
         {
-            _error.Add(e.Socket);
-            _errorEntries[_errorCount++] = e;
+            _scanLists.Error.Add(e.Socket, e);
         }
     }
 
@@ -757,7 +738,7 @@ internal sealed class ManagedBackend : IPollBackend
         bool full = false;
         try
         {
-            if (_readCount + _writeCount + _errorCount > 0)
+            if (_scanLists.Count > 0)
             {
                 SelectChunk();
             }
@@ -800,20 +781,15 @@ internal sealed class ManagedBackend : IPollBackend
             }
         }
 
-        _read.Clear();
-        _write.Clear();
-        _error.Clear();
-        Array.Clear(_readEntries, 0, _readCount);
-        Array.Clear(_writeEntries, 0, _writeCount);
-        Array.Clear(_errorEntries, 0, _errorCount);
-        _readCount = _writeCount = _errorCount = _chunkCount = 0;
+        _scanLists.Clear();
+        _chunkCount = 0;
     }
 
     private void SelectChunk()
     {
         try
         {
-            Socket.Select(_readCount > 0 ? _read : null, _writeCount > 0 ? _write : null, _errorCount > 0 ? _error : null, 0);
+            _scanLists.Select(0);
         }
         catch (Exception ex) when (ex is ObjectDisposedException or SocketException or ArgumentException)
         {
@@ -822,41 +798,7 @@ internal sealed class ManagedBackend : IPollBackend
             return;
         }
 
-        MarkHits(_read, _readEntries, _readCount, 0);
-        MarkHits(_write, _writeEntries, _writeCount, 1);
-        MarkHits(_error, _errorEntries, _errorCount, 2);
-    }
-
-    /// <summary>Select keeps the ready sockets, in their order: walk both lists together.</summary>
-    private static void MarkHits(List<Socket> ready, ManagedEntry[] asked, int askedCount, int list)
-    {
-        int p = 0;
-        for (int j = 0; j < ready.Count; j++)
-        {
-            Socket s = ready[j];
-            for (int tries = 0; tries < askedCount; tries++)
-            {
-                ManagedEntry e = asked[p];
-                p = p + 1 == askedCount ? 0 : p + 1;
-                if (ReferenceEquals(e.Socket, s))
-                {
-                    switch (list)
-                    {
-                        case 0:
-                            e.HitRead = true;
-                            break;
-                        case 1:
-                            e.HitWrite = true;
-                            break;
-                        default:
-                            e.HitError = true;
-                            break;
-                    }
-
-                    break;
-                }
-            }
-        }
+        _scanLists.MarkHits();
     }
 
     private void ProbeOneByOne()
@@ -1253,12 +1195,9 @@ internal sealed class ManagedBackend : IPollBackend
     {
         ClearChunk();
         _staleCount = 0;
-        _ownReadCount = _ownWriteCount = _ownErrorCount = 0;
-        List<Socket> read = _read;
-        List<Socket> write = _write;
-        List<Socket> error = _error;
-        read.Add(_wake.Receiver);
-        _ownRead[_ownReadCount++] = _wake.Receiver;
+        _own.Clear();
+        ManagedSelectSet group = _own;
+        group.Read.Add(_wake.Receiver);
         int used = 1;
         int groups = 0;
         for (int i = 0; i < _snapshotCount; i++)
@@ -1275,52 +1214,28 @@ internal sealed class ManagedBackend : IPollBackend
             }
 
             int need = (r ? 1 : 0) + (w ? 1 : 0) + (x ? 1 : 0);
-            if (used + need > SelectCapacity)
+            if (used + need > ManagedSelectSet.Capacity)
             {
-                ManagedWatcher watcher = WatcherAt(groups++);
-                read = watcher.Read;
-                write = watcher.Write;
-                error = watcher.Error;
-                read.Clear();
-                write.Clear();
-                error.Clear();
-                read.Add(_recall!.Receiver);
+                group = WatcherAt(groups++).Lists;
+                group.Clear();
+                group.Read.Add(_recall!.Receiver);
                 used = 1;
             }
 
             Socket poller = e.Poller;
             if (r)
             {
-                read.Add(poller);
+                group.Read.Add(poller);
             }
 
             if (w)
             {
-                write.Add(poller);
+                group.Write.Add(poller);
             }
 
             if (x)
             {
-                error.Add(poller);
-            }
-
-            if (groups == 0)
-            {
-                // The loop's own group: kept, because Select empties the lists and a sliced wait selects again.
-                if (r)
-                {
-                    _ownRead[_ownReadCount++] = poller;
-                }
-
-                if (w)
-                {
-                    _ownWrite[_ownWriteCount++] = poller;
-                }
-
-                if (x)
-                {
-                    _ownError[_ownErrorCount++] = poller;
-                }
+                group.Error.Add(poller);
             }
 
             used += need;
@@ -1363,18 +1278,11 @@ internal sealed class ManagedBackend : IPollBackend
                 _recall.Drain();
                 for (int g = 0; g < groups; g++)
                 {
-                    _watchers[g].Read.Clear();
-                    _watchers[g].Write.Clear();
-                    _watchers[g].Error.Clear();
+                    _watchers[g].Lists.Clear();
                 }
             }
 
-            _read.Clear();
-            _write.Clear();
-            _error.Clear();
-            Array.Clear(_ownRead, 0, _ownReadCount);
-            Array.Clear(_ownWrite, 0, _ownWriteCount);
-            Array.Clear(_ownError, 0, _ownErrorCount);
+            _own.Clear();
             Array.Clear(_stale, 0, _staleCount);
         }
 
@@ -1401,10 +1309,10 @@ internal sealed class ManagedBackend : IPollBackend
         {
             int cap = _staleCount > 0 ? StaleCheckMilliseconds : ClosedCheckMilliseconds;
             int slice = remaining < 0 || remaining > cap ? cap : remaining;
-            Socket.Select(_read, _write.Count > 0 ? _write : null, _error.Count > 0 ? _error : null, slice * 1000);
-            if (_read.Count + _write.Count + _error.Count > 0)
+            _own.Select(slice * 1000);
+            if (_own.ReadyCount > 0)
             {
-                return _read.Count > 0 && ReferenceEquals(_read[0], _wake.Receiver);
+                return _own.Read.Sockets.Count > 0 && ReferenceEquals(_own.Read.Sockets[0], _wake.Receiver);
             }
 
             remaining = Remaining(timeoutMilliseconds, start);
@@ -1413,23 +1321,7 @@ internal sealed class ManagedBackend : IPollBackend
                 return false;
             }
 
-            _read.Clear();
-            _write.Clear();
-            _error.Clear();
-            for (int i = 0; i < _ownReadCount; i++)
-            {
-                _read.Add(_ownRead[i]);
-            }
-
-            for (int i = 0; i < _ownWriteCount; i++)
-            {
-                _write.Add(_ownWrite[i]);
-            }
-
-            for (int i = 0; i < _ownErrorCount; i++)
-            {
-                _error.Add(_ownError[i]);
-            }
+            _own.Refill();
         }
     }
 

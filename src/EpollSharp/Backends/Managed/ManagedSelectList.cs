@@ -121,7 +121,7 @@ internal sealed class ManagedSelectList
 /// <remarks>
 /// Owned by one thread: the scan's set and the loop's own blocking set by the thread in <see cref="ManagedBackend.Wait"/>; a
 /// watcher's set by the loop thread while the watcher is parked and by the watcher between <see cref="ManagedWatcher.Go"/>
-/// and its report to <see cref="ManagedBackend.WatcherDone"/> (the park protocol hands it over).
+/// and its report to <see cref="ManagedWatcherPool.WatcherDone"/> (the pool's park protocol hands it over).
 /// </remarks>
 internal sealed class ManagedSelectSet
 {

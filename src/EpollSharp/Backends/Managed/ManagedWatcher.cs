@@ -6,28 +6,29 @@ using System.Threading;
 namespace EpollSharp.Backends;
 
 /// <summary>
-/// A helper thread of <see cref="ManagedBackend"/> that blocks in <see cref="Socket.Select(System.Collections.IList, System.Collections.IList, System.Collections.IList, int)"/>
+/// A helper thread of <see cref="ManagedBackend"/> (one of its <see cref="ManagedWatcherPool"/>) that blocks in <see cref="Socket.Select(System.Collections.IList, System.Collections.IList, System.Collections.IList, int)"/>
 /// on one group of sockets while the loop thread blocks on another.
 /// </summary>
 /// <remarks>
 /// <para>Socket.Select allocates its poll array on the heap once the three lists hold 80 sockets or more, so one
 /// allocation-free Select cannot watch thousands of sockets. The backend splits the sockets of a blocking wait into
 /// groups of at most <see cref="ManagedSelectSet.Capacity"/> list entries; the loop thread takes the first group, a watcher each further one.</para>
-/// <para>One round: the loop fills <see cref="Lists"/> (the first read entry is the recall socket) and calls <see cref="Go"/>; the watcher selects without a timeout; when anything but the recall socket is
+/// <para>One round: the loop fills <see cref="Lists"/> (the first read entry is the recall socket) and calls <see cref="Go"/>;
+/// the watcher selects without a timeout; when anything but the recall socket is
 /// ready it wakes the loop; then it parks. The loop, once its own wait ends, signals the recall socket so every watcher
 /// still selecting returns, waits until all have parked, and drains the recall socket. Results are not passed back:
 /// the loop rescans everything itself. The lists are touched by the loop only while the watcher is parked.</para>
 /// </remarks>
 internal sealed class ManagedWatcher
 {
-    private readonly ManagedBackend _owner;
+    private readonly ManagedWatcherPool _owner;
     private readonly Thread _thread;
     private readonly object _sync = new();
     private bool _go;
     private bool _exit;
 
     /// <summary>Starts watcher thread number <paramref name="number"/> of <paramref name="owner"/>; it parks until <see cref="Go"/>.</summary>
-    public ManagedWatcher(ManagedBackend owner, int number)
+    public ManagedWatcher(ManagedWatcherPool owner, int number)
     {
         _owner = owner;
 

@@ -7,7 +7,7 @@ namespace EpollSharp.Backends;
 /// the entries whose handle was closed by their owner, to drop. <see cref="ManagedRegistry.Commit"/> turns it into events.
 /// </summary>
 /// <remarks>
-/// <b>Owner and rule.</b> Owned by the thread in <see cref="ManagedBackend.Wait"/>: filled by the scan without a
+/// <b>Owner and rule.</b> Owned by the thread in <see cref="ManagedBackend.Wait"/>: filled by <see cref="ManagedScan"/> without a
 /// lock, emptied by <see cref="ManagedRegistry.Commit"/> on the same thread (under the registry's gate, which that needs for
 /// the entries, not for this).
 /// </remarks>

@@ -18,6 +18,7 @@ namespace EpollSharp.Backends;
 /// </remarks>
 internal sealed class ManagedEntry
 {
+    /// <summary>An entry over sockets made by <see cref="Create"/>.</summary>
     private ManagedEntry(SafeHandle handle, Socket socket, Socket poller, IntPtr key, ulong token, bool ownsSocket)
     {
         Handle = handle;

@@ -136,13 +136,13 @@ public sealed class ManagedBackendTests
         Skip.IfNot(OperatingSystem.IsLinux(), "The arrival counter is read on Linux only.");
         using var pair = SocketPair.Create();
         var info = new byte[512];
-        int length = pair.Local.GetRawSocketOption(ManagedBackend.TcpLevel, ManagedBackend.TcpInfoOption, info);
-        Assert.True(length >= ManagedBackend.TcpInfoBytesReceivedOffset + 8, $"tcp_info is {length} bytes");
-        long before = BitConverter.ToInt64(info, ManagedBackend.TcpInfoBytesReceivedOffset);
+        int length = pair.Local.GetRawSocketOption(ManagedArrivalCounter.TcpLevel, ManagedArrivalCounter.TcpInfoOption, info);
+        Assert.True(length >= ManagedArrivalCounter.TcpInfoBytesReceivedOffset + 8, $"tcp_info is {length} bytes");
+        long before = BitConverter.ToInt64(info, ManagedArrivalCounter.TcpInfoBytesReceivedOffset);
         pair.Peer.Send(new byte[1234]);
         LoopHarness.WaitUntil(() => pair.Local.Available == 1234, "the bytes");
-        pair.Local.GetRawSocketOption(ManagedBackend.TcpLevel, ManagedBackend.TcpInfoOption, info);
-        Assert.Equal(1234, BitConverter.ToInt64(info, ManagedBackend.TcpInfoBytesReceivedOffset) - before);
+        pair.Local.GetRawSocketOption(ManagedArrivalCounter.TcpLevel, ManagedArrivalCounter.TcpInfoOption, info);
+        Assert.Equal(1234, BitConverter.ToInt64(info, ManagedArrivalCounter.TcpInfoBytesReceivedOffset) - before);
     }
 
     [SkippableFact]

@@ -6,33 +6,31 @@ using System.Threading;
 namespace EpollSharp.Backends;
 
 /// <summary>
-/// A helper thread of <see cref="ManagedBackend"/> that blocks in <see cref="Socket.Select(System.Collections.IList, System.Collections.IList, System.Collections.IList, int)"/>
+/// A helper thread of <see cref="ManagedBackend"/> (one of its <see cref="ManagedWatcherPool"/>) that blocks in <see cref="Socket.Select(System.Collections.IList, System.Collections.IList, System.Collections.IList, int)"/>
 /// on one group of sockets while the loop thread blocks on another.
 /// </summary>
 /// <remarks>
 /// <para>Socket.Select allocates its poll array on the heap once the three lists hold 80 sockets or more, so one
 /// allocation-free Select cannot watch thousands of sockets. The backend splits the sockets of a blocking wait into
-/// groups of at most <see cref="ManagedBackend.SelectCapacity"/>; the loop thread takes the first group, a watcher each further one.</para>
-/// <para>One round: the loop fills <see cref="Read"/>, <see cref="Write"/> and <see cref="Error"/> (the first read entry is the
-/// recall socket) and calls <see cref="Go"/>; the watcher selects without a timeout; when anything but the recall socket is
+/// groups of at most <see cref="ManagedSelectSet.Capacity"/> list entries; the loop thread takes the first group, a watcher each further one.</para>
+/// <para>One round: the loop fills <see cref="Lists"/> (the first read entry is the recall socket) and calls <see cref="Go"/>;
+/// the watcher selects without a timeout; when anything but the recall socket is
 /// ready it wakes the loop; then it parks. The loop, once its own wait ends, signals the recall socket so every watcher
 /// still selecting returns, waits until all have parked, and drains the recall socket. Results are not passed back:
 /// the loop rescans everything itself. The lists are touched by the loop only while the watcher is parked.</para>
 /// </remarks>
 internal sealed class ManagedWatcher
 {
-    private readonly ManagedBackend _owner;
+    private readonly ManagedWatcherPool _owner;
     private readonly Thread _thread;
     private readonly object _sync = new();
     private bool _go;
     private bool _exit;
 
-    public ManagedWatcher(ManagedBackend owner, int number)
+    /// <summary>Starts watcher thread number <paramref name="number"/> of <paramref name="owner"/>; it parks until <see cref="Go"/>.</summary>
+    public ManagedWatcher(ManagedWatcherPool owner, int number)
     {
         _owner = owner;
-        Read = new List<Socket>(ManagedBackend.SelectCapacity);
-        Write = new List<Socket>(ManagedBackend.SelectCapacity);
-        Error = new List<Socket>(ManagedBackend.SelectCapacity);
 
         // Select needs a few hundred bytes of stack; 256 KiB leaves room for the runtime's own frames.
         _thread = new Thread(Run, 256 * 1024)
@@ -43,14 +41,8 @@ internal sealed class ManagedWatcher
         _thread.Start();
     }
 
-    /// <summary>The sockets to watch for readability; the first is the recall socket.</summary>
-    public List<Socket> Read { get; }
-
-    /// <summary>The sockets to watch for writability.</summary>
-    public List<Socket> Write { get; }
-
-    /// <summary>The sockets to watch for an error condition.</summary>
-    public List<Socket> Error { get; }
+    /// <summary>The sockets to watch; the first of the read list is the recall socket.</summary>
+    public ManagedSelectSet Lists { get; } = new();
 
     /// <summary>Starts one round (the lists are filled).</summary>
     public void Go()
@@ -94,9 +86,10 @@ internal sealed class ManagedWatcher
             bool wakeLoop;
             try
             {
-                Socket.Select(Read.Count > 0 ? Read : null, Write.Count > 0 ? Write : null, Error.Count > 0 ? Error : null, -1);
-                wakeLoop = Write.Count > 0 || Error.Count > 0 || Read.Count > 1
-                    || (Read.Count == 1 && !ReferenceEquals(Read[0], _owner.RecallReceiver));
+                Lists.Select(-1);
+                List<Socket> read = Lists.Read.Sockets;
+                wakeLoop = Lists.Write.Sockets.Count > 0 || Lists.Error.Sockets.Count > 0 || read.Count > 1
+                    || (read.Count == 1 && !ReferenceEquals(read[0], _owner.RecallReceiver));
             }
             catch (Exception)
             {

@@ -8,17 +8,18 @@ namespace EpollSharp.Backends;
 /// <remarks>
 /// Three groups of fields, with three owners:
 /// <list type="bullet">
-/// <item>Fixed at <see cref="ManagedBackend.Add"/>: the socket, the key, the token, the socket kind.</item>
+/// <item>Fixed at <see cref="Create"/>: the socket, the key, the token, the socket kind.</item>
 /// <item>Requested (<see cref="Interest"/>, <see cref="Mode"/>, <see cref="Version"/>, <see cref="Removed"/>, <see cref="Index"/>):
-///   written by <see cref="ManagedBackend.Add"/>, <see cref="ManagedBackend.Modify"/> and <see cref="ManagedBackend.Remove"/> on any
-///   thread, always under the backend's gate.</item>
+///   owned by <see cref="ManagedRegistry"/>, written by its Add, Modify and Remove on any thread, always under its gate.</item>
 /// <item>Applied and observed (the rest): written only by the thread in <see cref="ManagedBackend.Wait"/>. The requested fields are
-///   copied to the applied ones, under the gate, at the start of a wait that follows a change.</item>
+///   copied to the applied ones (<see cref="ManagedTrigger.ApplyRequest"/>), under the registry's gate, at the start of a wait
+///   that follows a change.</item>
 /// </list>
 /// </remarks>
 internal sealed class ManagedEntry
 {
-    public ManagedEntry(SafeHandle handle, Socket socket, Socket poller, IntPtr key, ulong token, bool ownsSocket)
+    /// <summary>An entry over sockets made by <see cref="Create"/>.</summary>
+    private ManagedEntry(SafeHandle handle, Socket socket, Socket poller, IntPtr key, ulong token, bool ownsSocket)
     {
         Handle = handle;
         Socket = socket;
@@ -29,6 +30,71 @@ internal sealed class ManagedEntry
         CanProbe = !ownsSocket;
         IsStream = socket.SocketType == SocketType.Stream;
     }
+
+    /// <summary>The one <see cref="System.Net.Sockets.Socket"/> object the entry created and must dispose (the wrapper of a plain handle, or the poller of a registered socket); null when it created none.</summary>
+    public Socket? OwnedSocket => Owned(Socket, Poller, OwnsSocket);
+
+    /// <summary>An entry for <paramref name="target"/>, with the sockets it needs: a wrapper for a plain handle, a poller for a registered socket.</summary>
+    /// <exception cref="ArgumentException">The handle is not a socket.</exception>
+    /// <exception cref="PlatformNotSupportedException">A plain handle on a runtime that cannot wrap one (before .NET 5).</exception>
+    public static ManagedEntry Create(BackendTarget target, ulong token)
+    {
+        IntPtr key = target.Handle.DangerousGetHandle();
+        bool owns = target.Socket is null;
+        Socket socket = target.Socket ?? WrapHandle(target.Handle);
+        Socket poller = owns ? socket : CreatePoller(target.Socket!, target.Handle);
+        try
+        {
+            return new ManagedEntry(target.Handle, socket, poller, key, token, ownsSocket: owns);
+        }
+        catch
+        {
+            Owned(socket, poller, owns)?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Wraps a plain handle in a non-owning <see cref="System.Net.Sockets.Socket"/>, or explains why it cannot be watched.</summary>
+    private static Socket WrapHandle(SafeHandle handle)
+    {
+        Socket? socket = null;
+        try
+        {
+            socket = ManagedSocketApi.TryWrap(handle.DangerousGetHandle())
+                ?? throw new PlatformNotSupportedException(
+                    "The managed backend can watch a plain handle only on .NET 5 or later (it wraps the descriptor in a Socket); register the Socket itself.");
+
+            // The constructor accepts a descriptor that is not a socket (it leaves SocketType Unknown); ask the OS.
+            _ = socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Type);
+            return socket;
+        }
+        catch (SocketException ex)
+        {
+            socket?.Dispose();
+            throw new ArgumentException(
+                "The managed backend watches sockets only, and this handle is not a socket (" + ex.SocketErrorCode.ToString() +
+                "): a regular file, pipe, eventfd or other descriptor cannot be polled with managed APIs. Use the epoll or kqueue backend for it.",
+                "handle",
+                ex);
+        }
+    }
+
+    /// <summary>A non-owning second <see cref="System.Net.Sockets.Socket"/> over <paramref name="socket"/>'s descriptor, for blocking Selects; the socket itself where that is not possible.</summary>
+    private static Socket CreatePoller(Socket socket, SafeHandle handle)
+    {
+        try
+        {
+            return ManagedSocketApi.TryWrap(handle.DangerousGetHandle()) ?? socket;
+        }
+        catch (SocketException)
+        {
+            return socket;
+        }
+    }
+
+    /// <summary>Which of the entry's sockets it created: the wrapper when it owns its socket (then the poller is the same object), else a poller distinct from the registered socket.</summary>
+    private static Socket? Owned(Socket socket, Socket poller, bool ownsSocket) =>
+        ownsSocket ? socket : ReferenceEquals(poller, socket) ? null : poller;
 
     /// <summary>
     /// The registered handle (the socket's own, or the plain handle). The loop holds no reference on it between calls, so it
@@ -67,7 +133,7 @@ internal sealed class ManagedEntry
     /// <summary>Whether the socket is a byte stream (TCP, Unix stream): only then does "readable with nothing to read" mean end of stream.</summary>
     public bool IsStream { get; }
 
-    // ---- Requested: under the backend's gate. ----
+    // ---- Requested: owned by ManagedRegistry, under its gate. ----
 
     /// <summary>The interest last asked for.</summary>
     public Interest Interest;
@@ -81,7 +147,7 @@ internal sealed class ManagedEntry
     /// <summary>Set by Remove; a removed entry is never reported again.</summary>
     public bool Removed;
 
-    /// <summary>The position in the backend's live array (for O(1) removal).</summary>
+    /// <summary>The position in the registry's live array (for O(1) removal).</summary>
     public int Index;
 
     // ---- Applied and observed: the waiting thread only. ----

@@ -16,7 +16,8 @@ namespace EpollSharp.Backends;
 /// </summary>
 /// <remarks>
 /// <para>On .NET 7 and later the interop binds the logical name <see cref="Interop.Libraries.Kqueue"/>, which
-/// <c>InstallResolver</c> maps (a <c>NativeLibrary</c> DllImport resolver on this assembly, returning
+/// <c>InstallResolver</c> maps (a <c>NativeLibrary</c> DllImport resolver on this assembly, installed here rather than in
+/// the interop layer, which does not depend on the backends; returning
 /// <see cref="IntPtr.Zero"/> for every other name, so the assembly's other imports are resolved as before) to:</para>
 /// <list type="bullet">
 /// <item>the file named by <c>EPOLLSHARP_KQUEUE_LIBRARY</c>, when it is set (libkqueue on Linux);</item>
@@ -139,13 +140,15 @@ internal static class KqueueLibrary
 
 #if NET7_0_OR_GREATER
     /// <summary>
-    /// Maps <see cref="Interop.Libraries.Kqueue"/> to the loaded library for this assembly's imports. Called once, by the
-    /// static constructor of <see cref="Interop.Kqueue"/>. Every other name gets <see cref="IntPtr.Zero"/>: the runtime then
+    /// Maps <see cref="Interop.Libraries.Kqueue"/> to the loaded library for this assembly's imports. Called once, by
+    /// <c>Load</c>, before the first candidate is loaded: every call into <see cref="Interop.Kqueue"/> comes after
+    /// <see cref="IsAvailable"/>, <see cref="ThrowIfUnavailable"/> or <see cref="Flavor"/>, which run <c>Load</c> first, so
+    /// the resolver is in place before the first import binds. Every other name gets <see cref="IntPtr.Zero"/>: the runtime then
     /// resolves it as if there were no resolver. If another resolver was set on this assembly first, the name is resolved
     /// through the load context's <c>ResolvingUnmanagedDll</c> event instead, which the runtime raises when its own
     /// probing fails (as it does for this logical name).
     /// </summary>
-    internal static void InstallResolver()
+    private static void InstallResolver()
     {
         Assembly assembly = typeof(KqueueLibrary).Assembly;
         try
@@ -182,6 +185,7 @@ internal static class KqueueLibrary
             return State.Unavailable(plan.UnavailableReason);
         }
 
+        InstallResolver();
         var failures = new List<string>();
         foreach (string candidate in plan.Candidates)
         {

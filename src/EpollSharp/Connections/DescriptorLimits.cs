@@ -1,7 +1,7 @@
 using System;
 using System.Globalization;
 using System.IO;
-using System.Runtime.InteropServices;
+using EpollSharp.Native;
 
 namespace EpollSharp.Connections;
 
@@ -11,12 +11,10 @@ internal static class DescriptorLimits
     /// <summary>Used where the limit cannot be read.</summary>
     internal const int FallbackMaxConnections = 4096;
 
-    private static readonly bool s_isLinux = RuntimeInformation.IsOSPlatform(OSPlatform.Linux);
-
     /// <summary>The soft <c>RLIMIT_NOFILE</c>, or null when it cannot be read (not Linux, or no /proc).</summary>
     internal static long? ReadSoftLimit()
     {
-        if (!s_isLinux)
+        if (!Platform.IsLinux)
         {
             return null;
         }
@@ -68,7 +66,7 @@ internal static class DescriptorLimits
     /// <summary>How many descriptors the process has open now, or null when it cannot be counted.</summary>
     internal static int? CountOpen()
     {
-        if (!s_isLinux)
+        if (!Platform.IsLinux)
         {
             return null;
         }
@@ -109,6 +107,7 @@ internal static class DescriptorLimits
         return Derive(soft.Value, CountOpen() ?? 64);
     }
 
+    /// <summary>The connection limit for <paramref name="softLimit"/> with <paramref name="openNow"/> descriptors open: what is left after the <see cref="Headroom"/>, at least 1.</summary>
     internal static int Derive(long softLimit, int openNow)
     {
         long max = softLimit - openNow - Headroom(softLimit);

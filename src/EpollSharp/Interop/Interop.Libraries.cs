@@ -18,10 +18,11 @@ internal static partial class Interop
 
 #if NET7_0_OR_GREATER
         /// <summary>
-        /// The library that exports <c>kqueue</c> and <c>kevent</c>: a logical name that no file has, resolved by
-        /// <see cref="Backends.KqueueLibrary"/> (a <c>DllImport</c> resolver on this assembly) to the C library on
-        /// macOS (<c>/usr/lib/libSystem.B.dylib</c>) and FreeBSD (<c>libc.so.7</c>), or to the library that
-        /// <c>EPOLLSHARP_KQUEUE_LIBRARY</c> names (libkqueue on Linux).
+        /// The library that exports <c>kqueue</c> and <c>kevent</c>: a logical name that no file has. The kqueue backend
+        /// installs a <c>DllImport</c> resolver on this assembly before its first call, which maps the name to the C
+        /// library on macOS (<c>/usr/lib/libSystem.B.dylib</c>) and FreeBSD (<c>libc.so.7</c>), or to the library that
+        /// <c>EPOLLSHARP_KQUEUE_LIBRARY</c> names (libkqueue on Linux). This layer does not depend on the backends: they
+        /// depend on it.
         /// </summary>
         internal const string Kqueue = "EpollSharp.Kqueue";
 #else

@@ -5,15 +5,12 @@ namespace EpollSharp;
 internal static partial class Interop
 {
     /// <summary>
-    /// kqueue and kevent, bound through <see cref="Libraries.Kqueue"/>. On .NET 7 and later the static constructor
-    /// installs the resolver that maps that logical name to a real library, before the first call can bind.
+    /// kqueue and kevent, bound through <see cref="Libraries.Kqueue"/>. On .NET 7 and later that logical name binds only
+    /// once the caller has installed a resolver for it (the kqueue backend does, before its first call): this layer
+    /// declares the name and knows nothing of how it is found.
     /// </summary>
     internal static partial class Kqueue
     {
-#if NET7_0_OR_GREATER
-        static Kqueue() => Backends.KqueueLibrary.InstallResolver();
-#endif
-
         /// <summary><c>int kqueue(void);</c></summary>
 #if NET7_0_OR_GREATER
         [LibraryImport(Libraries.Kqueue, EntryPoint = "kqueue", SetLastError = true)]

@@ -1,6 +1,7 @@
 using System;
 using System.IO;
 using System.Text.RegularExpressions;
+using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Connections;
 
@@ -10,11 +11,7 @@ public partial class DocsTests
     [Fact]
     public void Code_in_the_connections_guide_comes_from_files_that_compile()
     {
-        string root = AppContext.BaseDirectory;
-        while (!File.Exists(Path.Combine(root, "EpollSharp.sln")))
-        {
-            root = Path.GetDirectoryName(root.TrimEnd(Path.DirectorySeparatorChar)) ?? throw new InvalidOperationException("repository root not found");
-        }
+        string root = ProcessTools.RepoRoot();
 
         string guide = File.ReadAllText(Path.Combine(root, "docs", "connections.md"));
         MatchCollection blocks = SourcedBlock().Matches(guide);
@@ -25,11 +22,7 @@ public partial class DocsTests
     [Fact]
     public void Code_in_the_readme_comes_from_a_file_that_compiles()
     {
-        string root = AppContext.BaseDirectory;
-        while (!File.Exists(Path.Combine(root, "EpollSharp.sln")))
-        {
-            root = Path.GetDirectoryName(root.TrimEnd(Path.DirectorySeparatorChar)) ?? throw new InvalidOperationException("repository root not found");
-        }
+        string root = ProcessTools.RepoRoot();
 
         Assert.True(AssertSourced(root, "README.md") >= 1, "the README's example is not marked with its source file");
     }

@@ -8,6 +8,7 @@ using System.Net;
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 using System.Threading;
+using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Connections;
 
@@ -144,7 +145,7 @@ public sealed partial class SampleProcess : IDisposable
         return TimeSpan.FromMilliseconds(ticks * 1000.0 / sysconf(SysconfClockTicks));
     }
 
-    public int OpenDescriptors() => Directory.GetFileSystemEntries($"/proc/{Process.Id}/fd").Length;
+    public int OpenDescriptors() => Fds.CountOpen(Process.Id);
 
     public void Dispose()
     {
@@ -172,7 +173,7 @@ public sealed partial class SampleProcess : IDisposable
 
     private static string Build(string sample, string configuration)
     {
-        string root = RepositoryRoot();
+        string root = ProcessTools.RepoRoot();
         string project = Path.Combine(root, "samples", sample, sample + ".csproj");
         string dll = Path.Combine(root, "samples", sample, "bin", configuration, "net10.0", sample + ".dll");
         bool ci = string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
@@ -217,19 +218,6 @@ public sealed partial class SampleProcess : IDisposable
                 Thread.Sleep(200);
             }
         }
-    }
-
-    private static string RepositoryRoot()
-    {
-        for (DirectoryInfo? dir = new(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "EpollSharp.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new InvalidOperationException("EpollSharp.sln not found above " + AppContext.BaseDirectory);
     }
 
     private const int SysconfClockTicks = 2;

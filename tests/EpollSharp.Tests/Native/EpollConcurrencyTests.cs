@@ -4,6 +4,7 @@ using System.Linq;
 using System.Threading;
 using System.Threading.Tasks;
 using EpollSharp.Native;
+using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Native;
 
@@ -98,15 +99,12 @@ public class EpollConcurrencyTests
         using var efd = EventFdHandle.Create();
         epoll.Add(efd.FileDescriptor, EpollEvents.In, 1);
         using var inWait = new ManualResetEventSlim();
-        var waiter = Task.Factory.StartNew(
+        var waiter = OwnThread.Start(
             () =>
             {
                 inWait.Set();
                 return epoll.Wait(new EpollEvent[1], 20_000);
-            },
-            CancellationToken.None,
-            TaskCreationOptions.LongRunning,
-            TaskScheduler.Default);
+            });
         inWait.Wait();
         Thread.Sleep(50);
         // The wait holds a reference (SafeHandle reference counting): the descriptor is closed only when

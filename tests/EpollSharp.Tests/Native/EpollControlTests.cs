@@ -1,6 +1,7 @@
 using System.Linq;
 using System.Net.Sockets;
 using EpollSharp.Native;
+using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Native;
 
@@ -11,10 +12,10 @@ public class EpollControlTests
     public void AddByNumberReportsReadiness()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.In, 7);
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.In, 7);
         Assert.Empty(Waits.Poll(epoll));
-        pair.Client.Send(new byte[] { 1 });
+        pair.Peer.Send(new byte[] { 1 });
         var ev = Waits.WaitFor(epoll, 7, EpollEvents.In);
         Assert.Equal(EpollEvents.In, ev.Events);
     }
@@ -23,9 +24,9 @@ public class EpollControlTests
     public void AddBySafeHandleReportsReadiness()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.Server.SafeHandle, EpollEvents.In, 8);
-        pair.Client.Send(new byte[] { 1 });
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.Local.SafeHandle, EpollEvents.In, 8);
+        pair.Peer.Send(new byte[] { 1 });
         Assert.Equal(EpollEvents.In, Waits.WaitFor(epoll, 8, EpollEvents.In).Events);
     }
 
@@ -33,10 +34,10 @@ public class EpollControlTests
     public void ModifyByNumberChangesInterestAndData()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.In, 1);
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.In, 1);
         Assert.Empty(Waits.Poll(epoll));
-        epoll.Modify(pair.ServerFd, EpollEvents.Out, 2);
+        epoll.Modify(pair.LocalFd, EpollEvents.Out, 2);
         var events = Waits.Poll(epoll);
         Assert.Equal(new[] { new EpollEvent(EpollEvents.Out, 2) }, events);
     }
@@ -45,12 +46,12 @@ public class EpollControlTests
     public void ModifyBySafeHandleChangesInterestAndData()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.Server.SafeHandle, EpollEvents.Out, 1);
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.Local.SafeHandle, EpollEvents.Out, 1);
         Assert.Equal(new[] { new EpollEvent(EpollEvents.Out, 1) }, Waits.Poll(epoll));
-        epoll.Modify(pair.Server.SafeHandle, EpollEvents.In, 3);
+        epoll.Modify(pair.Local.SafeHandle, EpollEvents.In, 3);
         Assert.Empty(Waits.Poll(epoll));
-        pair.Client.Send(new byte[] { 1 });
+        pair.Peer.Send(new byte[] { 1 });
         Assert.Equal(EpollEvents.In, Waits.WaitFor(epoll, 3, EpollEvents.In).Events);
     }
 
@@ -58,10 +59,10 @@ public class EpollControlTests
     public void DeleteByNumberStopsReports()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.Out, 1);
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.Out, 1);
         Assert.Single(Waits.Poll(epoll));
-        epoll.Delete(pair.ServerFd);
+        epoll.Delete(pair.LocalFd);
         Assert.Empty(Waits.Poll(epoll));
     }
 
@@ -69,10 +70,10 @@ public class EpollControlTests
     public void DeleteBySafeHandleStopsReports()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.Server.SafeHandle, EpollEvents.Out, 1);
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.Local.SafeHandle, EpollEvents.Out, 1);
         Assert.Single(Waits.Poll(epoll));
-        epoll.Delete(pair.Server.SafeHandle);
+        epoll.Delete(pair.Local.SafeHandle);
         Assert.Empty(Waits.Poll(epoll));
     }
 
@@ -80,10 +81,10 @@ public class EpollControlTests
     public void DeletedDescriptorCanBeAddedAgain()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.Out, 1);
-        epoll.Delete(pair.ServerFd);
-        epoll.Add(pair.ServerFd, EpollEvents.Out, 2);
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.Out, 1);
+        epoll.Delete(pair.LocalFd);
+        epoll.Add(pair.LocalFd, EpollEvents.Out, 2);
         Assert.Equal(new[] { new EpollEvent(EpollEvents.Out, 2) }, Waits.Poll(epoll));
     }
 
@@ -104,17 +105,17 @@ public class EpollControlTests
     public void TryVariantsSucceedWithErrnoZero()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        Assert.True(epoll.TryAdd(pair.ServerFd, EpollEvents.Out, 1, out int errno));
+        using var pair = SocketPair.CreateBlocking();
+        Assert.True(epoll.TryAdd(pair.LocalFd, EpollEvents.Out, 1, out int errno));
         Assert.Equal(0, errno);
-        Assert.True(epoll.TryModify(pair.ServerFd, EpollEvents.Out, 2, out errno));
+        Assert.True(epoll.TryModify(pair.LocalFd, EpollEvents.Out, 2, out errno));
         Assert.Equal(0, errno);
         var buffer = new EpollEvent[4];
         Assert.True(epoll.TryWait(buffer, 0, out int count, out errno));
         Assert.Equal(0, errno);
         Assert.Equal(1, count);
         Assert.Equal(new EpollEvent(EpollEvents.Out, 2), buffer[0]);
-        Assert.True(epoll.TryDelete(pair.ServerFd, out errno));
+        Assert.True(epoll.TryDelete(pair.LocalFd, out errno));
         Assert.Equal(0, errno);
         Assert.True(epoll.TryWait(buffer, 0, out count, out errno));
         Assert.Equal(0, count);

@@ -1,5 +1,6 @@
 using System;
 using EpollSharp.Native;
+using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Native;
 

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 using EpollSharp.Native;
+using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Native;
 
@@ -26,12 +27,12 @@ public class EpollErrorTests
     public void AddTwiceIsEexist()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.In, 1);
-        var e = AssertErrno(Interop.Errno.EEXIST, "EEXIST", () => epoll.Add(pair.ServerFd, EpollEvents.In, 1));
-        Assert.Equal($"epoll_ctl(EPOLL_CTL_ADD, fd {pair.ServerFd})", e.Operation);
-        AssertErrno(Interop.Errno.EEXIST, "EEXIST", () => epoll.Add(pair.Server.SafeHandle, EpollEvents.Out, 2));
-        Assert.False(epoll.TryAdd(pair.ServerFd, EpollEvents.In, 1, out int errno));
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.In, 1);
+        var e = AssertErrno(Interop.Errno.EEXIST, "EEXIST", () => epoll.Add(pair.LocalFd, EpollEvents.In, 1));
+        Assert.Equal($"epoll_ctl(EPOLL_CTL_ADD, fd {pair.LocalFd})", e.Operation);
+        AssertErrno(Interop.Errno.EEXIST, "EEXIST", () => epoll.Add(pair.Local.SafeHandle, EpollEvents.Out, 2));
+        Assert.False(epoll.TryAdd(pair.LocalFd, EpollEvents.In, 1, out int errno));
         Assert.Equal(Interop.Errno.EEXIST, errno);
     }
 
@@ -39,11 +40,11 @@ public class EpollErrorTests
     public void ModifyUnregisteredIsEnoent()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        var e = AssertErrno(Interop.Errno.ENOENT, "ENOENT", () => epoll.Modify(pair.ServerFd, EpollEvents.In, 1));
-        Assert.Equal($"epoll_ctl(EPOLL_CTL_MOD, fd {pair.ServerFd})", e.Operation);
-        AssertErrno(Interop.Errno.ENOENT, "ENOENT", () => epoll.Modify(pair.Server.SafeHandle, EpollEvents.In, 1));
-        Assert.False(epoll.TryModify(pair.ServerFd, EpollEvents.In, 1, out int errno));
+        using var pair = SocketPair.CreateBlocking();
+        var e = AssertErrno(Interop.Errno.ENOENT, "ENOENT", () => epoll.Modify(pair.LocalFd, EpollEvents.In, 1));
+        Assert.Equal($"epoll_ctl(EPOLL_CTL_MOD, fd {pair.LocalFd})", e.Operation);
+        AssertErrno(Interop.Errno.ENOENT, "ENOENT", () => epoll.Modify(pair.Local.SafeHandle, EpollEvents.In, 1));
+        Assert.False(epoll.TryModify(pair.LocalFd, EpollEvents.In, 1, out int errno));
         Assert.Equal(Interop.Errno.ENOENT, errno);
     }
 
@@ -51,11 +52,11 @@ public class EpollErrorTests
     public void DeleteUnregisteredIsEnoent()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        var e = AssertErrno(Interop.Errno.ENOENT, "ENOENT", () => epoll.Delete(pair.ServerFd));
-        Assert.Equal($"epoll_ctl(EPOLL_CTL_DEL, fd {pair.ServerFd})", e.Operation);
-        AssertErrno(Interop.Errno.ENOENT, "ENOENT", () => epoll.Delete(pair.Server.SafeHandle));
-        Assert.False(epoll.TryDelete(pair.ServerFd, out int errno));
+        using var pair = SocketPair.CreateBlocking();
+        var e = AssertErrno(Interop.Errno.ENOENT, "ENOENT", () => epoll.Delete(pair.LocalFd));
+        Assert.Equal($"epoll_ctl(EPOLL_CTL_DEL, fd {pair.LocalFd})", e.Operation);
+        AssertErrno(Interop.Errno.ENOENT, "ENOENT", () => epoll.Delete(pair.Local.SafeHandle));
+        Assert.False(epoll.TryDelete(pair.LocalFd, out int errno));
         Assert.Equal(Interop.Errno.ENOENT, errno);
     }
 
@@ -205,21 +206,21 @@ public class EpollErrorTests
     public void DisposedHandleThrowsObjectDisposed()
     {
         var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
+        using var pair = SocketPair.CreateBlocking();
         epoll.Dispose();
         var buffer = new EpollEvent[1];
         Action[] calls =
         {
             () => _ = epoll.FileDescriptor,
-            () => epoll.Add(pair.ServerFd, EpollEvents.In, 0),
-            () => epoll.Modify(pair.ServerFd, EpollEvents.In, 0),
-            () => epoll.Delete(pair.ServerFd),
-            () => epoll.Add(pair.Server.SafeHandle, EpollEvents.In, 0),
-            () => epoll.Modify(pair.Server.SafeHandle, EpollEvents.In, 0),
-            () => epoll.Delete(pair.Server.SafeHandle),
-            () => epoll.TryAdd(pair.ServerFd, EpollEvents.In, 0, out _),
-            () => epoll.TryModify(pair.ServerFd, EpollEvents.In, 0, out _),
-            () => epoll.TryDelete(pair.ServerFd, out _),
+            () => epoll.Add(pair.LocalFd, EpollEvents.In, 0),
+            () => epoll.Modify(pair.LocalFd, EpollEvents.In, 0),
+            () => epoll.Delete(pair.LocalFd),
+            () => epoll.Add(pair.Local.SafeHandle, EpollEvents.In, 0),
+            () => epoll.Modify(pair.Local.SafeHandle, EpollEvents.In, 0),
+            () => epoll.Delete(pair.Local.SafeHandle),
+            () => epoll.TryAdd(pair.LocalFd, EpollEvents.In, 0, out _),
+            () => epoll.TryModify(pair.LocalFd, EpollEvents.In, 0, out _),
+            () => epoll.TryDelete(pair.LocalFd, out _),
             () => epoll.Wait(buffer, 0),
             () => epoll.Wait(buffer, TimeSpan.Zero),
             () => epoll.TryWait(buffer, 0, out _, out _),
@@ -283,8 +284,8 @@ public class EpollClosedNumberTests
     public void ClosedDescriptorNumberIsEbadf()
     {
         using var epoll = EpollHandle.Create();
-        var pair = new SocketPair();
-        int fd = pair.ServerFd;
+        var pair = SocketPair.CreateBlocking();
+        int fd = pair.LocalFd;
         pair.Dispose();
         Assert.False(Fds.IsOpen(fd));
         var e = Assert.Throws<NativeCallException>(() => epoll.Add(fd, EpollEvents.In, 1));

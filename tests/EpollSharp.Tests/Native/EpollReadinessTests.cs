@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using System.Linq;
 using System.Net.Sockets;
 using EpollSharp.Native;
+using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Native;
 
@@ -13,8 +14,8 @@ public class EpollReadinessTests
     public void ConnectedSocketIsWritableNotReadable()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.In | EpollEvents.Out, 1);
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.In | EpollEvents.Out, 1);
         Assert.Equal(new[] { new EpollEvent(EpollEvents.Out, 1) }, Waits.Poll(epoll));
     }
 
@@ -22,13 +23,13 @@ public class EpollReadinessTests
     public void InAfterPeerSendsAndNotAfterDrain()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.In, 1);
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.In, 1);
         Assert.Empty(Waits.Poll(epoll));
-        pair.Client.Send(new byte[] { 1, 2, 3 });
+        pair.Peer.Send(new byte[] { 1, 2, 3 });
         Assert.Equal(EpollEvents.In, Waits.WaitFor(epoll, 1, EpollEvents.In).Events);
         var buf = new byte[16];
-        Assert.Equal(3, pair.Server.Receive(buf));
+        Assert.Equal(3, pair.Local.Receive(buf));
         Assert.Empty(Waits.Poll(epoll));
     }
 
@@ -36,21 +37,21 @@ public class EpollReadinessTests
     public void RdHupAfterPeerShutdownSend()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.In | EpollEvents.RdHup, 1);
-        pair.Client.Shutdown(SocketShutdown.Send);
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.In | EpollEvents.RdHup, 1);
+        pair.Peer.Shutdown(SocketShutdown.Send);
         var ev = Waits.WaitFor(epoll, 1, EpollEvents.RdHup);
         Assert.Equal(EpollEvents.In | EpollEvents.RdHup, ev.Events);
-        Assert.Equal(0, pair.Server.Receive(new byte[1])); // end of stream
+        Assert.Equal(0, pair.Local.Receive(new byte[1])); // end of stream
     }
 
     [Fact]
     public void RdHupIsNotReportedWithoutInterest()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.In, 1);
-        pair.Client.Shutdown(SocketShutdown.Send);
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.In, 1);
+        pair.Peer.Shutdown(SocketShutdown.Send);
         Assert.Equal(EpollEvents.In, Waits.WaitFor(epoll, 1, EpollEvents.In).Events);
     }
 
@@ -58,12 +59,12 @@ public class EpollReadinessTests
     public void HupIsReportedWithEmptyInterest()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.None, 1);
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.None, 1);
         Assert.Empty(Waits.Poll(epoll));
         // Both directions shut: our side's send, and the peer's send (we receive its FIN).
-        pair.Server.Shutdown(SocketShutdown.Send);
-        pair.Client.Shutdown(SocketShutdown.Send);
+        pair.Local.Shutdown(SocketShutdown.Send);
+        pair.Peer.Shutdown(SocketShutdown.Send);
         var ev = Waits.WaitFor(epoll, 1, EpollEvents.Hup);
         Assert.Equal(EpollEvents.Hup, ev.Events & ~EpollEvents.Err);
         Assert.Equal(EpollEvents.None, ev.Events & (EpollEvents.In | EpollEvents.Out | EpollEvents.RdHup));
@@ -73,13 +74,12 @@ public class EpollReadinessTests
     public void ErrIsReportedWithEmptyInterestAfterReset()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.None, 1);
-        pair.ResetOnClose();
-        pair.Client.Close(); // RST: the server side gets ECONNRESET
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.None, 1);
+        pair.ResetPeer(); // RST: the server side gets ECONNRESET
         var ev = Waits.WaitFor(epoll, 1, EpollEvents.Err);
         Assert.Equal(EpollEvents.Err | EpollEvents.Hup, ev.Events);
-        var error = Assert.Throws<SocketException>(() => pair.Server.Receive(new byte[1]));
+        var error = Assert.Throws<SocketException>(() => pair.Local.Receive(new byte[1]));
         Assert.Equal(SocketError.ConnectionReset, error.SocketErrorCode);
     }
 
@@ -87,11 +87,11 @@ public class EpollReadinessTests
     public void OutIsReportedAgainAfterTheSendBufferDrains()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        pair.Server.Blocking = false;
-        pair.Server.SendBufferSize = 4096;
-        pair.Client.ReceiveBufferSize = 4096;
-        epoll.Add(pair.ServerFd, EpollEvents.Out, 1);
+        using var pair = SocketPair.CreateBlocking();
+        pair.Local.Blocking = false;
+        pair.Local.SendBufferSize = 4096;
+        pair.Peer.ReceiveBufferSize = 4096;
+        epoll.Add(pair.LocalFd, EpollEvents.Out, 1);
         Assert.Single(Waits.Poll(epoll));
 
         // Fill until EAGAIN; then the socket is not writable. A late ACK can free some room just after EAGAIN,
@@ -103,7 +103,7 @@ public class EpollReadinessTests
         {
             while (true)
             {
-                int n = pair.Server.Send(chunk, 0, chunk.Length, SocketFlags.None, out SocketError error);
+                int n = pair.Local.Send(chunk, 0, chunk.Length, SocketFlags.None, out SocketError error);
                 if (error == SocketError.WouldBlock)
                 {
                     break;
@@ -127,7 +127,7 @@ public class EpollReadinessTests
         long received = 0;
         while (received < sent)
         {
-            received += pair.Client.Receive(sink);
+            received += pair.Peer.Receive(sink);
         }
 
         Assert.Equal(EpollEvents.Out, Waits.WaitFor(epoll, 1, EpollEvents.Out).Events);
@@ -137,14 +137,14 @@ public class EpollReadinessTests
     public void LevelTriggeredReportsUntilDrained()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.In, 1);
-        pair.Client.Send(new byte[] { 1 });
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.In, 1);
+        pair.Peer.Send(new byte[] { 1 });
         Waits.WaitFor(epoll, 1, EpollEvents.In);
         // Not drained: reported again, every time.
         Assert.Single(Waits.Poll(epoll));
         Assert.Single(Waits.Poll(epoll));
-        pair.Server.Receive(new byte[8]);
+        pair.Local.Receive(new byte[8]);
         Assert.Empty(Waits.Poll(epoll));
     }
 
@@ -152,10 +152,10 @@ public class EpollReadinessTests
     public void EdgeTriggeredReportsOncePerArrival()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        pair.Server.Blocking = false;
-        epoll.Add(pair.ServerFd, EpollEvents.In | EpollEvents.EdgeTriggered, 1);
-        pair.Client.Send(new byte[] { 1 });
+        using var pair = SocketPair.CreateBlocking();
+        pair.Local.Blocking = false;
+        epoll.Add(pair.LocalFd, EpollEvents.In | EpollEvents.EdgeTriggered, 1);
+        pair.Peer.Send(new byte[] { 1 });
         Assert.Equal(EpollEvents.In, Waits.WaitFor(epoll, 1, EpollEvents.In).Events);
 
         // Data is still unread, but no new edge: nothing more.
@@ -163,7 +163,7 @@ public class EpollReadinessTests
         Assert.Empty(Waits.Poll(epoll));
 
         // New data is a new edge.
-        pair.Client.Send(new byte[] { 2 });
+        pair.Peer.Send(new byte[] { 2 });
         Assert.Equal(EpollEvents.In, Waits.WaitFor(epoll, 1, EpollEvents.In).Events);
         Assert.Empty(Waits.Poll(epoll));
 
@@ -172,7 +172,7 @@ public class EpollReadinessTests
         int total = 0;
         while (true)
         {
-            int n = pair.Server.Receive(buf, 0, buf.Length, SocketFlags.None, out SocketError error);
+            int n = pair.Local.Receive(buf, 0, buf.Length, SocketFlags.None, out SocketError error);
             if (error == SocketError.WouldBlock)
             {
                 break;
@@ -183,7 +183,7 @@ public class EpollReadinessTests
 
         Assert.Equal(2, total);
         Assert.Empty(Waits.Poll(epoll));
-        pair.Client.Send(new byte[] { 3 });
+        pair.Peer.Send(new byte[] { 3 });
         Waits.WaitFor(epoll, 1, EpollEvents.In);
     }
 
@@ -205,21 +205,21 @@ public class EpollReadinessTests
     public void OneShotDisablesUntilRearmed()
     {
         using var epoll = EpollHandle.Create();
-        using var pair = new SocketPair();
-        epoll.Add(pair.ServerFd, EpollEvents.In | EpollEvents.OneShot, 1);
-        pair.Client.Send(new byte[] { 1 });
+        using var pair = SocketPair.CreateBlocking();
+        epoll.Add(pair.LocalFd, EpollEvents.In | EpollEvents.OneShot, 1);
+        pair.Peer.Send(new byte[] { 1 });
         Assert.Equal(EpollEvents.In, Waits.WaitFor(epoll, 1, EpollEvents.In).Events);
 
         // Disabled: neither the unread byte nor new data is reported.
         Assert.Empty(Waits.Poll(epoll));
-        pair.Client.Send(new byte[] { 2 });
+        pair.Peer.Send(new byte[] { 2 });
         System.Threading.Thread.Sleep(20);
         Assert.Empty(Waits.Poll(epoll));
 
         // Still registered: add fails with EEXIST, modify re-arms.
-        var error = Assert.Throws<NativeCallException>(() => epoll.Add(pair.ServerFd, EpollEvents.In, 1));
+        var error = Assert.Throws<NativeCallException>(() => epoll.Add(pair.LocalFd, EpollEvents.In, 1));
         Assert.Equal("EEXIST", error.ErrorName);
-        epoll.Modify(pair.ServerFd, EpollEvents.In | EpollEvents.OneShot, 2);
+        epoll.Modify(pair.LocalFd, EpollEvents.In | EpollEvents.OneShot, 2);
         Assert.Equal(new[] { new EpollEvent(EpollEvents.In, 2) }, Waits.Poll(epoll));
         Assert.Empty(Waits.Poll(epoll));
     }
@@ -284,10 +284,10 @@ public class EpollReadinessTests
 
             for (int i = 0; i < 3; i++)
             {
-                var pair = new SocketPair();
+                var pair = SocketPair.CreateBlocking();
                 pairs.Add(pair);
                 ulong data = ulong.MaxValue - (ulong)i;
-                epoll.Add(pair.ServerFd, EpollEvents.In | EpollEvents.Out, data);
+                epoll.Add(pair.LocalFd, EpollEvents.In | EpollEvents.Out, data);
                 expected.Add(new EpollEvent(EpollEvents.Out, data));
             }
 

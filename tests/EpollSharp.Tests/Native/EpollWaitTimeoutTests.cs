@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Threading;
 using System.Threading.Tasks;
 using EpollSharp.Native;
+using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Native;
 
@@ -81,16 +82,13 @@ public class EpollWaitTimeoutTests
         using var epoll = EpollHandle.Create();
         using var efd = EventFdHandle.Create();
         epoll.Add(efd.FileDescriptor, EpollEvents.In, 77);
-        var waiter = Task.Factory.StartNew(
+        var waiter = OwnThread.Start(
             () =>
             {
                 var buffer = new EpollEvent[2];
                 int n = epoll.Wait(buffer, EpollHandle.InfiniteTimeout);
                 return (n, buffer[0]);
-            },
-            CancellationToken.None,
-            TaskCreationOptions.LongRunning,
-            TaskScheduler.Default);
+            });
         await Task.Delay(50);
         Assert.False(waiter.IsCompleted);
         efd.Signal();
@@ -105,11 +103,7 @@ public class EpollWaitTimeoutTests
         using var epoll = EpollHandle.Create();
         using var efd = EventFdHandle.Create();
         epoll.Add(efd.FileDescriptor, EpollEvents.In, 78);
-        var waiter = Task.Factory.StartNew(
-            () => epoll.Wait(new EpollEvent[2], Timeout.InfiniteTimeSpan),
-            CancellationToken.None,
-            TaskCreationOptions.LongRunning,
-            TaskScheduler.Default);
+        var waiter = OwnThread.Start(() => epoll.Wait(new EpollEvent[2], Timeout.InfiniteTimeSpan));
         await Task.Delay(50);
         efd.Signal();
         Assert.Equal(1, await waiter.WaitAsync(Generous));
@@ -121,15 +115,12 @@ public class EpollWaitTimeoutTests
         using var epoll = EpollHandle.Create();
         using var efd = EventFdHandle.Create();
         epoll.Add(efd.FileDescriptor, EpollEvents.In, 5);
-        var waiter = Task.Factory.StartNew(
+        var waiter = OwnThread.Start(
             () =>
             {
                 bool ok = epoll.TryWait(new EpollEvent[2], -1, out int count, out int errno);
                 return (ok, count, errno);
-            },
-            CancellationToken.None,
-            TaskCreationOptions.LongRunning,
-            TaskScheduler.Default);
+            });
         await Task.Delay(20);
         efd.Signal();
         Assert.Equal((true, 1, 0), await waiter.WaitAsync(Generous));

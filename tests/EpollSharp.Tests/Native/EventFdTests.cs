@@ -2,6 +2,7 @@ using System;
 using System.Threading;
 using System.Threading.Tasks;
 using EpollSharp.Native;
+using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Native;
 
@@ -96,17 +97,14 @@ public class EventFdTests
         using var efd = EventFdHandle.Create();
         epoll.Add(efd.FileDescriptor, EpollEvents.In, 0xC0FFEE);
         using var waiting = new ManualResetEventSlim();
-        var waiter = Task.Factory.StartNew(
+        var waiter = OwnThread.Start(
             () =>
             {
                 var buffer = new EpollEvent[4];
                 waiting.Set();
                 int n = epoll.Wait(buffer, 30_000);
                 return n == 1 ? buffer[0] : default;
-            },
-            CancellationToken.None,
-            TaskCreationOptions.LongRunning,
-            TaskScheduler.Default);
+            });
         waiting.Wait();
         await Task.Delay(30);
         await Task.Run(() => Assert.True(efd.Signal()));

@@ -1,10 +1,6 @@
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;
-using System.Globalization;
-using System.IO;
-using System.Net;
-using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using EpollSharp.Native;
 
@@ -18,92 +14,6 @@ namespace EpollSharp.Tests.Native;
 public sealed class FdNumberCollection
 {
     public const string Name = "Descriptor numbers (not parallel)";
-}
-
-/// <summary>A connected TCP pair on 127.0.0.1: <see cref="Client"/> connected to <see cref="Server"/> (the accepted socket).</summary>
-internal sealed class SocketPair : IDisposable
-{
-    public SocketPair()
-    {
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
-        Client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        Client.Connect(listener.LocalEndPoint!);
-        Server = listener.Accept();
-        Server.NoDelay = true;
-    }
-
-    public Socket Client { get; }
-
-    public Socket Server { get; }
-
-    /// <summary>The descriptor number of the server side.</summary>
-    public int ServerFd => (int)Server.SafeHandle.DangerousGetHandle();
-
-    /// <summary>The descriptor number of the client side.</summary>
-    public int ClientFd => (int)Client.SafeHandle.DangerousGetHandle();
-
-    /// <summary>Makes the client reset the connection (RST) when it is disposed.</summary>
-    public void ResetOnClose() => Client.LingerState = new LingerOption(true, 0);
-
-    public void Dispose()
-    {
-        Client.Dispose();
-        Server.Dispose();
-    }
-}
-
-/// <summary>Helpers that read the kernel's view of this process's descriptors.</summary>
-internal static class Fds
-{
-    /// <summary>O_CLOEXEC as /proc/self/fdinfo prints it (octal 02000000).</summary>
-    public const int OCloExec = 0x80000;
-
-    /// <summary>O_NONBLOCK (octal 04000).</summary>
-    public const int ONonBlock = 0x800;
-
-    /// <summary>
-    /// Whether /proc/self/fd lists <paramref name="fd"/>. Uses readlink (through <see cref="FileSystemInfo.LinkTarget"/>),
-    /// which opens nothing: listing the directory would open a descriptor and take the lowest free number,
-    /// which is the one just closed.
-    /// </summary>
-    public static bool IsOpen(int fd)
-    {
-        try
-        {
-            return LinkTarget(fd) is not null;
-        }
-        catch (IOException)
-        {
-            return false;
-        }
-    }
-
-    /// <summary>What /proc/self/fd/N points at, such as <c>anon_inode:[eventpoll]</c>.</summary>
-    public static string? LinkTarget(int fd) =>
-        new FileInfo("/proc/self/fd/" + fd.ToString(CultureInfo.InvariantCulture)).LinkTarget;
-
-    /// <summary>The "flags:" field of /proc/self/fdinfo/N (printed in octal by the kernel).</summary>
-    public static int Flags(int fd) => Convert.ToInt32(FdInfo(fd)["flags"], 8);
-
-    public static Dictionary<string, string> FdInfo(int fd)
-    {
-        var result = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (string line in File.ReadAllLines("/proc/self/fdinfo/" + fd.ToString(CultureInfo.InvariantCulture)))
-        {
-            int colon = line.IndexOf(':', StringComparison.Ordinal);
-            if (colon > 0 && !result.ContainsKey(line[..colon]))
-            {
-                result[line[..colon]] = line[(colon + 1)..].Trim();
-            }
-        }
-
-        return result;
-    }
-
-    /// <summary>A descriptor number that is certainly not open: above any RLIMIT_NOFILE this process can have.</summary>
-    public const int NeverOpen = int.MaxValue - 1;
 }
 
 /// <summary>Waiting helpers that tolerate spurious events, as mio's test utilities do.</summary>

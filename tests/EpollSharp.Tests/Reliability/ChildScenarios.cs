@@ -11,6 +11,7 @@ using System.Threading.Tasks;
 using EpollSharp.Connections;
 using EpollSharp.Native;
 using EpollSharp.Tests.Connections;
+using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Reliability;
 
@@ -81,8 +82,8 @@ public static partial class ChildScenarios
             warm.Listen(new IPEndPoint(IPAddress.Loopback, 0), new PauseRecordingEcho(), new ListenerOptions { MaxConnections = 10 }, GroupAcceptMode.SingleAcceptor);
         }
 
-        int before = Resources.OpenDescriptors();
-        string[] openAtStart = DescribeDescriptors();
+        int before = Fds.CountOpen();
+        string[] openAtStart = Fds.Describe();
         Info($"descriptor limit {ReadLimit()}, open at start {before}");
         var errors = new ConcurrentQueue<Exception>();
         var loop = new EventLoop(new EventLoopOptions { UnhandledExceptionHandler = errors.Enqueue });
@@ -250,12 +251,12 @@ public static partial class ChildScenarios
         Resources.Eventually(
             () =>
             {
-                leaked = DescribeDescriptors().Except(openAtStart).Where(IsLibraryKind).ToArray();
+                leaked = Fds.Describe().Except(openAtStart).Where(IsLibraryKind).ToArray();
                 return leaked.Length == 0;
             },
             10);
         Check(leaked.Length == 0, "no socket, epoll or eventfd descriptor is left of the scenario: " + string.Join(", ", leaked));
-        Info($"{Resources.OpenDescriptors()} descriptors open at the end, {before} at the start; opened by the runtime meanwhile: {string.Join(", ", DescribeDescriptors().Except(openAtStart).Where(d => !IsLibraryKind(d)))}");
+        Info($"{Fds.CountOpen()} descriptors open at the end, {before} at the start; opened by the runtime meanwhile: {string.Join(", ", Fds.Describe().Except(openAtStart).Where(d => !IsLibraryKind(d)))}");
     }
 
     private static bool IsLibraryKind(string descriptor) =>
@@ -325,19 +326,6 @@ public static partial class ChildScenarios
     private static void Ok(string what) => Console.WriteLine("ok: " + what);
 
     private static void Info(string what) => Console.WriteLine("info: " + what);
-
-    private static string[] DescribeDescriptors() =>
-        System.IO.Directory.GetFileSystemEntries("/proc/self/fd").Select(f =>
-        {
-            try
-            {
-                return System.IO.Path.GetFileName(f) + "->" + new System.IO.FileInfo(f).LinkTarget;
-            }
-            catch (System.IO.IOException)
-            {
-                return System.IO.Path.GetFileName(f) + "->?";
-            }
-        }).ToArray();
 
     private static string ReadLimit() =>
         System.IO.File.ReadAllLines("/proc/self/limits").FirstOrDefault(l => l.StartsWith("Max open files", StringComparison.Ordinal)) ?? "?";

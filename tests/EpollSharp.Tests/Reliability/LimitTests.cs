@@ -41,7 +41,7 @@ public class LimitTests
         using var server = new EchoServer(backend, new EchoHandler());
         long soft = DescriptorLimits.ReadSoftLimit()!.Value;
         long headroom = DescriptorLimits.Headroom(soft);
-        int open = Resources.OpenDescriptors();
+        int open = Fds.CountOpen();
         _output.WriteLine($"soft RLIMIT_NOFILE {soft}, {open} descriptors open, headroom {headroom}: default MaxConnections {server.Listener.MaxConnections}");
         Assert.InRange(server.Listener.MaxConnections, soft - open - headroom - 16, soft - headroom - 1);
     }

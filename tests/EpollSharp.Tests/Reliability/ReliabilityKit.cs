@@ -1,9 +1,9 @@
 using System;
 using System.Diagnostics;
 using System.Diagnostics.Tracing;
-using System.IO;
 using System.Runtime.InteropServices;
 using System.Threading;
+using EpollSharp.Tests.Util;
 using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Reliability;
@@ -29,7 +29,7 @@ public readonly record struct ResourceSnapshot(int Descriptors, long GcHandles, 
     /// </summary>
     public static ResourceSnapshot Take()
     {
-        int descriptors = Resources.OpenDescriptors();
+        int descriptors = Fds.CountOpen();
         long heap = Resources.CollectAndMeasureHeap();
         long handles = Resources.GcHandleCount();
         return new ResourceSnapshot(descriptors, handles, heap, Process.GetCurrentProcess().Threads.Count);
@@ -66,18 +66,6 @@ public readonly record struct ResourceSnapshot(int Descriptors, long GcHandles, 
 /// <summary>Counts a process's resources the way the reliability tests state them.</summary>
 public static class Resources
 {
-    /// <summary>Entries of /proc/self/fd, less the one the listing itself opens.</summary>
-    public static int OpenDescriptors()
-    {
-        int count = 0;
-        foreach (string unused in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
-        {
-            count++;
-        }
-
-        return count - 1;
-    }
-
     /// <summary>Full blocking compacting collections with the finalizers run in between; then <see cref="GC.GetTotalMemory"/>.</summary>
     public static long CollectAndMeasureHeap()
     {
@@ -158,7 +146,7 @@ public static class Resources
     /// </summary>
     public static ResourceSnapshot AssertBackTo(ResourceSnapshot baseline, ITestOutputHelper output, string what, int descriptorSlack = 2, long handleSlack = 16, long heapSlackBytes = 2 * 1024 * 1024)
     {
-        Eventually(() => OpenDescriptors() <= baseline.Descriptors + descriptorSlack);
+        Eventually(() => Fds.CountOpen() <= baseline.Descriptors + descriptorSlack);
         ResourceSnapshot after = ResourceSnapshot.Take();
         output.WriteLine($"{what}: before: {baseline}");
         output.WriteLine($"{what}: after:  {after}");

@@ -9,6 +9,7 @@ using System.Threading;
 using System.Threading.Tasks;
 using EpollSharp.Connections;
 using EpollSharp.Tests.Connections;
+using EpollSharp.Tests.Util;
 using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Reliability;
@@ -95,7 +96,7 @@ public class SoakTests
         Task all = Task.WhenAll(slots);
         while (await Task.WhenAny(all, Task.Delay(TimeSpan.FromSeconds(5))) != all)
         {
-            progress?.WriteLine($"{clock.Elapsed.TotalSeconds,5:F0} s: {group.ConnectionCount,5} open on the server, {stats.Connections:N0} connections made, {stats.Messages:N0} messages, {stats.Bytes:N0} bytes, {Resources.OpenDescriptors()} descriptors");
+            progress?.WriteLine($"{clock.Elapsed.TotalSeconds,5:F0} s: {group.ConnectionCount,5} open on the server, {stats.Connections:N0} connections made, {stats.Messages:N0} messages, {stats.Bytes:N0} bytes, {Fds.CountOpen()} descriptors");
             if (clock.Elapsed > duration + TimeSpan.FromSeconds(120))
             {
                 stats.Failures.Enqueue($"the clients did not finish within {duration + TimeSpan.FromSeconds(120)}");

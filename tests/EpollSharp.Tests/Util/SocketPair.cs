@@ -4,7 +4,12 @@ using System.Net.Sockets;
 
 namespace EpollSharp.Tests.Util;
 
-/// <summary>A connected TCP pair on 127.0.0.1: <see cref="Local"/> (non-blocking, to register) and <see cref="Peer"/> (blocking, the test's other end).</summary>
+/// <summary>
+/// A connected TCP pair on 127.0.0.1: <see cref="Local"/> (the accepted socket, the one a test registers) and
+/// <see cref="Peer"/> (blocking, the test's other end), both with Nagle off. The one socket-pair helper of the tests:
+/// <see cref="Create"/> makes <see cref="Local"/> non-blocking, as the loop's users do; <see cref="CreateBlocking"/> leaves it
+/// blocking, for the raw epoll tests that read it only once an event said it is ready.
+/// </summary>
 public sealed class SocketPair : IDisposable
 {
     private SocketPair(Socket local, Socket peer)
@@ -13,11 +18,22 @@ public sealed class SocketPair : IDisposable
         Peer = peer;
     }
 
+    /// <summary>The accepted side: the socket a test registers.</summary>
     public Socket Local { get; }
 
+    /// <summary>The connecting side, blocking: the test's other end.</summary>
     public Socket Peer { get; }
 
-    public static SocketPair Create()
+    /// <summary>The descriptor number of <see cref="Local"/>.</summary>
+    public int LocalFd => (int)Local.SafeHandle.DangerousGetHandle();
+
+    /// <summary>A pair whose <see cref="Local"/> is non-blocking.</summary>
+    public static SocketPair Create() => Create(localBlocking: false);
+
+    /// <summary>A pair whose <see cref="Local"/> is blocking, as <see cref="Socket.Accept"/> returns it.</summary>
+    public static SocketPair CreateBlocking() => Create(localBlocking: true);
+
+    private static SocketPair Create(bool localBlocking)
     {
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -25,7 +41,7 @@ public sealed class SocketPair : IDisposable
         var peer = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         peer.Connect(listener.LocalEndPoint!);
         Socket local = listener.Accept();
-        local.Blocking = false;
+        local.Blocking = localBlocking;
         local.NoDelay = true;
         return new SocketPair(local, peer);
     }
@@ -64,6 +80,7 @@ public sealed class SocketPair : IDisposable
         Peer.Close();
     }
 
+    /// <summary>Disposes both sockets.</summary>
     public void Dispose()
     {
         Local.Dispose();

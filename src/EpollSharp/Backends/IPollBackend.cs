@@ -31,7 +31,7 @@ internal readonly struct BackendTarget
         Socket = socket;
     }
 
-    /// <summary>The handle. The loop holds a reference on it (DangerousAddRef) for the duration of each Add/Modify/Remove call, so its value is stable during the call; between calls it may be closed by its owner.</summary>
+    /// <summary>The handle. The loop holds a reference on it (a <see cref="Native.SafeHandleLease"/>) for the duration of each Add/Modify/Remove call, so its value is stable during the call; between calls it may be closed by its owner.</summary>
     public SafeHandle Handle { get; }
 
     /// <summary>The socket, when one was registered; null for a plain handle.</summary>

@@ -114,73 +114,51 @@ internal sealed unsafe class KqueueBackend : IPollBackend
     public void Add(BackendTarget target, ulong token, Interest interest, TriggerMode mode)
     {
         int fd = target.FileDescriptor;
-        bool added = false;
-        try
+        using SafeHandleLease lease = SafeHandleLease.Acquire(_kq);
+        lock (_lock)
         {
-            _kq.DangerousAddRef(ref added);
-            lock (_lock)
+            if (_entries.TryGetValue(fd, out Entry? existing))
             {
-                if (_entries.TryGetValue(fd, out Entry? existing))
+                if (!existing.Handle.IsClosed)
                 {
-                    if (!existing.Handle.IsClosed)
-                    {
-                        throw new ArgumentException(
-                            "The handle is already registered with this event loop; change the existing registration's interest instead.", "handle");
-                    }
-
-                    // The descriptor was closed without Remove and its number now names this handle. The kernels forgot
-                    // its filters at close; libkqueue did not, and would take the add below for a change of them.
-                    DeleteFilters(fd, existing, except: 0);
-                    Forget(fd, existing);
+                    throw new ArgumentException(
+                        "The handle is already registered with this event loop; change the existing registration's interest instead.", "handle");
                 }
 
-                var entry = new Entry(target.Handle);
-                Apply(fd, entry, token, interest, mode, "register");
-                _entries.Add(fd, entry);
+                // The descriptor was closed without Remove and its number now names this handle. The kernels forgot
+                // its filters at close; libkqueue did not, and would take the add below for a change of them.
+                DeleteFilters(fd, existing, except: 0);
+                Forget(fd, existing);
             }
-        }
-        finally
-        {
-            if (added)
-            {
-                _kq.DangerousRelease();
-            }
+
+            var entry = new Entry(target.Handle);
+            Apply(fd, entry, token, interest, mode, "register");
+            _entries.Add(fd, entry);
         }
     }
 
     public void Modify(BackendTarget target, ulong token, Interest interest, TriggerMode mode)
     {
         int fd = target.FileDescriptor;
-        bool added = false;
-        try
+        using SafeHandleLease lease = SafeHandleLease.Acquire(_kq);
+        lock (_lock)
         {
-            _kq.DangerousAddRef(ref added);
-            lock (_lock)
+            if (!_entries.TryGetValue(fd, out Entry? entry))
             {
-                if (!_entries.TryGetValue(fd, out Entry? entry))
-                {
-                    entry = new Entry(target.Handle);
-                    _entries.Add(fd, entry);
-                }
-
-                DeleteFilters(fd, entry, except: 0);
-                try
-                {
-                    Apply(fd, entry, token, interest, mode, "change");
-                }
-                catch
-                {
-                    // Nothing is watched now; keep no entry that claims otherwise.
-                    Forget(fd, entry);
-                    throw;
-                }
+                entry = new Entry(target.Handle);
+                _entries.Add(fd, entry);
             }
-        }
-        finally
-        {
-            if (added)
+
+            DeleteFilters(fd, entry, except: 0);
+            try
             {
-                _kq.DangerousRelease();
+                Apply(fd, entry, token, interest, mode, "change");
+            }
+            catch
+            {
+                // Nothing is watched now; keep no entry that claims otherwise.
+                Forget(fd, entry);
+                throw;
             }
         }
     }
@@ -188,26 +166,15 @@ internal sealed unsafe class KqueueBackend : IPollBackend
     public void Remove(BackendTarget target)
     {
         int fd = target.FileDescriptor;
-        bool added = false;
-        try
+        using SafeHandleLease lease = SafeHandleLease.Acquire(_kq);
+        lock (_lock)
         {
-            _kq.DangerousAddRef(ref added);
-            lock (_lock)
+            if (_entries.TryGetValue(fd, out Entry? entry))
             {
-                if (_entries.TryGetValue(fd, out Entry? entry))
-                {
-                    // Errors other than ENOENT/EBADF cannot happen for a delete of an open descriptor; either way the
-                    // descriptor is no longer watched, which is what was asked.
-                    DeleteFilters(fd, entry, except: 0);
-                    Forget(fd, entry);
-                }
-            }
-        }
-        finally
-        {
-            if (added)
-            {
-                _kq.DangerousRelease();
+                // Errors other than ENOENT/EBADF cannot happen for a delete of an open descriptor; either way the
+                // descriptor is no longer watched, which is what was asked.
+                DeleteFilters(fd, entry, except: 0);
+                Forget(fd, entry);
             }
         }
     }
@@ -220,79 +187,57 @@ internal sealed unsafe class KqueueBackend : IPollBackend
             return 0;
         }
 
-        bool added = false;
-        try
+        using SafeHandleLease lease = SafeHandleLease.Acquire(_kq);
+        int kq = (int)_kq.DangerousGetHandle();
+        long start = timeoutMilliseconds > 0 ? Stopwatch.GetTimestamp() : 0;
+        int remaining = timeoutMilliseconds;
+        K.Timespec ts;
+        fixed (byte* list = _eventList)
         {
-            _kq.DangerousAddRef(ref added);
-            int kq = (int)_kq.DangerousGetHandle();
-            long start = timeoutMilliseconds > 0 ? Stopwatch.GetTimestamp() : 0;
-            int remaining = timeoutMilliseconds;
-            K.Timespec ts;
-            fixed (byte* list = _eventList)
+            int n;
+            while (true)
             {
-                int n;
-                while (true)
+                K.Timespec* timeout = null;
+                if (remaining >= 0)
                 {
-                    K.Timespec* timeout = null;
-                    if (remaining >= 0)
-                    {
-                        ts.tv_sec = remaining / 1000;
-                        ts.tv_nsec = (remaining % 1000) * 1_000_000;
-                        timeout = &ts;
-                    }
-
-                    n = K.kevent(kq, null, 0, list, capacity, timeout);
-                    if (n >= 0)
-                    {
-                        break;
-                    }
-
-                    int errno = Interop.Errno.Last();
-                    if (errno != Interop.Errno.EINTR)
-                    {
-                        throw KqueueErrors.Create("kevent (wait)", errno);
-                    }
-
-                    if (timeoutMilliseconds > 0)
-                    {
-                        remaining = Timeouts.Remaining(start, timeoutMilliseconds);
-                        if (remaining == 0)
-                        {
-                            return 0;
-                        }
-                    }
+                    ts.tv_sec = remaining / 1000;
+                    ts.tv_nsec = (remaining % 1000) * 1_000_000;
+                    timeout = &ts;
                 }
 
-                return Translate(list, n, events);
+                n = K.kevent(kq, null, 0, list, capacity, timeout);
+                if (n >= 0)
+                {
+                    break;
+                }
+
+                int errno = Interop.Errno.Last();
+                if (errno != Interop.Errno.EINTR)
+                {
+                    throw KqueueErrors.Create("kevent (wait)", errno);
+                }
+
+                if (timeoutMilliseconds > 0)
+                {
+                    remaining = Timeouts.Remaining(start, timeoutMilliseconds);
+                    if (remaining == 0)
+                    {
+                        return 0;
+                    }
+                }
             }
-        }
-        finally
-        {
-            if (added)
-            {
-                _kq.DangerousRelease();
-            }
+
+            return Translate(list, n, events);
         }
     }
 
     public void Wake()
     {
-        bool added = false;
-        try
+        using SafeHandleLease lease = SafeHandleLease.Acquire(_kq);
+        int errno = Control(WakeIdent, _abi.EvfiltUser, 0, K.NOTE_TRIGGER, 0);
+        if (errno != 0)
         {
-            _kq.DangerousAddRef(ref added);
-            int errno = Control(WakeIdent, _abi.EvfiltUser, 0, K.NOTE_TRIGGER, 0);
-            if (errno != 0)
-            {
-                throw KqueueErrors.Create("kevent (trigger the EVFILT_USER waker)", errno);
-            }
-        }
-        finally
-        {
-            if (added)
-            {
-                _kq.DangerousRelease();
-            }
+            throw KqueueErrors.Create("kevent (trigger the EVFILT_USER waker)", errno);
         }
     }
 

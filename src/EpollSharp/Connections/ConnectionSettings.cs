@@ -1,6 +1,7 @@
 using System;
 using System.Diagnostics;
 using System.Threading;
+using EpollSharp.Native;
 
 namespace EpollSharp.Connections;
 
@@ -53,7 +54,9 @@ internal sealed class ConnectionSettings
 
     public TriggerMode TriggerMode { get; }
 
-    internal static long ToStopwatchTicks(TimeSpan span) => (long)Math.Ceiling(span.Ticks * ((double)Stopwatch.Frequency / TimeSpan.TicksPerSecond));
+    /// <summary>A non-negative timeout as a <see cref="Stopwatch"/> tick count, rounded up: <see cref="Timeouts.ToStopwatchTicks"/>.</summary>
+    internal static long ToStopwatchTicks(TimeSpan span) => Timeouts.ToStopwatchTicks(span);
 
-    internal static TimeSpan FromStopwatchTicks(long ticks) => TimeSpan.FromTicks((long)Math.Ceiling(ticks * ((double)TimeSpan.TicksPerSecond / Stopwatch.Frequency)));
+    /// <summary>A non-negative <see cref="Stopwatch"/> tick count as a delay, rounded up: <see cref="Timeouts.FromStopwatchTicks"/>.</summary>
+    internal static TimeSpan FromStopwatchTicks(long ticks) => Timeouts.FromStopwatchTicks(ticks);
 }

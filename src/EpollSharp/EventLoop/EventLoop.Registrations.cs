@@ -1,22 +1,17 @@
 using System;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using System.Threading;
+using EpollSharp.Native;
 
 namespace EpollSharp;
 
 public sealed partial class EventLoop
 {
-    private readonly object _tableLock = new();
-    private Registration?[] _slots = Array.Empty<Registration?>();
-    private uint[] _generations = Array.Empty<uint>();
-    private int[] _freeSlots = Array.Empty<int>();
-    private int _freeCount;
-    private int _slotsUsed;
-    private int _registrationCount;
+    /// <summary>The live registrations by token; the loop owns it (see <see cref="RegistrationTable"/> for its rules).</summary>
+    private readonly RegistrationTable _registrations = new();
 
     /// <summary>How many registrations are live.</summary>
-    public int RegistrationCount => Volatile.Read(ref _registrationCount);
+    public int RegistrationCount => _registrations.Count;
 
     /// <summary>
     /// Watches <paramref name="socket"/> for <paramref name="interest"/> and calls <paramref name="callback"/>
@@ -89,10 +84,46 @@ public sealed partial class EventLoop
         return RegisterCore(handle, null, interest, callback, state, mode);
     }
 
+    /// <summary>
+    /// Step 2 of the path in docs/articles/concepts.md: holds the handle open for the call, gives the registration its
+    /// token from the table, and asks the backend to watch the descriptor with that token (<c>epoll_ctl(ADD)</c>).
+    /// </summary>
+    private Registration RegisterCore(SafeHandle handle, Socket? socket, Interest interest, ReadinessCallback callback, object? state, TriggerMode mode)
+    {
+        ThrowIfDisposed();
+
+        // The reference is held only for the duration of the call: a registration must not keep a socket from closing
+        // (Socket.Dispose waits for outstanding references).
+        using SafeHandleLease lease = AcquireHandle(handle, socket, "The handle was closed.");
+        var registration = new Registration(this, handle, socket, interest, mode, callback, state);
+        bool allocated = false;
+        try
+        {
+            _registrations.Allocate(registration);
+            allocated = true;
+            _backend.Add(registration.Target, registration.Token, interest, mode);
+            return registration;
+        }
+        catch
+        {
+            registration.MarkDisposed();
+            if (allocated)
+            {
+                _registrations.Free(registration);
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Registration.ChangeInterest(Interest)"/> and <see cref="Registration.Rearm()"/>: under the registration's
+    /// gate, applies the interest (and the mode the hang-up latch implies) through the backend (<c>epoll_ctl(MOD)</c>).
+    /// </summary>
     internal void Modify(Registration registration, Interest interest)
     {
         ValidateInterest(interest, nameof(interest));
-        lock (registration)
+        lock (registration.Gate)
         {
             if (registration.IsDisposed)
             {
@@ -106,10 +137,10 @@ public sealed partial class EventLoop
                 registration.HangupLatched = false;
             }
 
-            bool added = false;
             try
             {
-                AddRefHandle(registration, ref added);
+                using SafeHandleLease lease = AcquireHandle(
+                    registration.Handle, registration.Socket, "The registered socket or handle was closed; dispose the registration.");
                 _backend.Modify(registration.Target, registration.Token, interest, registration.EffectiveMode);
                 registration.Interest = interest;
             }
@@ -118,19 +149,16 @@ public sealed partial class EventLoop
                 registration.HangupLatched = latched;
                 throw;
             }
-            finally
-            {
-                if (added)
-                {
-                    registration.Handle.DangerousRelease();
-                }
-            }
         }
     }
 
+    /// <summary>
+    /// <see cref="Registration.Dispose"/>, and the loop's release for each registration left: marks it disposed, stops
+    /// the backend watching it (<c>epoll_ctl(DEL)</c>) while its handle is still open, and frees its slot.
+    /// </summary>
     internal void Deregister(Registration registration)
     {
-        lock (registration)
+        lock (registration.Gate)
         {
             if (!registration.MarkDisposed())
             {
@@ -139,54 +167,28 @@ public sealed partial class EventLoop
 
             // If the handle was closed first, the kernel already forgot the descriptor, and its number may belong to
             // a new handle by now: removing "it" would remove that one. So remove only while the handle is open.
-            bool added = false;
             try
             {
-                registration.Handle.DangerousAddRef(ref added);
+                using SafeHandleLease lease = SafeHandleLease.Acquire(registration.Handle);
                 _backend.Remove(registration.Target);
             }
             catch (ObjectDisposedException)
             {
                 // The handle was closed (the kernel dropped it), or the backend was released with the loop.
             }
-            finally
-            {
-                if (added)
-                {
-                    registration.Handle.DangerousRelease();
-                }
-            }
         }
 
-        FreeSlot(registration);
+        _registrations.Free(registration);
     }
 
-    private static void AddRefHandle(Registration registration, ref bool added)
-    {
-        try
-        {
-            registration.Handle.DangerousAddRef(ref added);
-        }
-        catch (ObjectDisposedException)
-        {
-            throw new ObjectDisposedException(
-                registration.Socket is null ? "handle" : "socket",
-                "The registered socket or handle was closed; dispose the registration.");
-        }
-    }
-
-    /// <summary>Delivers one event: finds the registration by token, checks it is the same live one, filters by interest.</summary>
+    /// <summary>
+    /// Delivers one event (the return path, step 2 in docs/articles/concepts.md): finds the registration by token, checks
+    /// it is the same live one, filters by interest, calls the callback, and latches a hang-up that would repeat.
+    /// </summary>
     private void Dispatch(ulong token, Readiness readiness, SocketError socketError)
     {
-        uint slot = (uint)token;
-        Registration?[] slots = Volatile.Read(ref _slots);
-        if (slot >= (uint)slots.Length)
-        {
-            return;
-        }
-
-        Registration? registration = Volatile.Read(ref slots[slot]);
-        if (registration is null || registration.Token != token || registration.IsDisposed)
+        Registration? registration = _registrations.Find(token);
+        if (registration is null || registration.IsDisposed)
         {
             return;
         }
@@ -246,7 +248,7 @@ public sealed partial class EventLoop
     /// </summary>
     private void LatchHangup(Registration registration)
     {
-        lock (registration)
+        lock (registration.Gate)
         {
             if (registration.IsDisposed)
             {
@@ -254,63 +256,40 @@ public sealed partial class EventLoop
             }
 
             registration.HangupLatched = true;
-            bool added = false;
             try
             {
-                registration.Handle.DangerousAddRef(ref added);
+                using SafeHandleLease lease = SafeHandleLease.Acquire(registration.Handle);
                 _backend.Modify(registration.Target, registration.Token, registration.Interest, registration.EffectiveMode);
             }
             catch (ObjectDisposedException)
             {
                 // Closed meanwhile: the kernel no longer reports it.
             }
-            finally
+        }
+    }
+
+    /// <summary>On release: closes the table to new registrations and deregisters every one left (the loop, not each registration's <see cref="Registration.Dispose"/>, so the path stays loop to backend).</summary>
+    private void DeregisterAll()
+    {
+        foreach (Registration? registration in _registrations.Close())
+        {
+            if (registration is not null)
             {
-                if (added)
-                {
-                    registration.Handle.DangerousRelease();
-                }
+                Deregister(registration);
             }
         }
     }
 
-    private Registration RegisterCore(SafeHandle handle, Socket? socket, Interest interest, ReadinessCallback callback, object? state, TriggerMode mode)
+    /// <summary>Takes a reference on a handle being registered or changed; a closed one gives an <see cref="ObjectDisposedException"/> naming the socket or the handle, with <paramref name="message"/>.</summary>
+    private static SafeHandleLease AcquireHandle(SafeHandle handle, Socket? socket, string message)
     {
-        ThrowIfDisposed();
-        bool added = false;
         try
         {
-            handle.DangerousAddRef(ref added);
+            return SafeHandleLease.Acquire(handle);
         }
         catch (ObjectDisposedException)
         {
-            throw new ObjectDisposedException(socket is null ? nameof(handle) : nameof(socket), "The handle was closed.");
-        }
-
-        var registration = new Registration(this, handle, socket, interest, mode, callback, state);
-        bool slotTaken = false;
-        try
-        {
-            AllocateSlot(registration);
-            slotTaken = true;
-            _backend.Add(registration.Target, registration.Token, interest, mode);
-            return registration;
-        }
-        catch
-        {
-            registration.MarkDisposed();
-            if (slotTaken)
-            {
-                FreeSlot(registration);
-            }
-
-            throw;
-        }
-        finally
-        {
-            // The reference is held only for the duration of the call: a registration must not keep a socket from
-            // closing (Socket.Dispose waits for outstanding references).
-            handle.DangerousRelease();
+            throw new ObjectDisposedException(socket is null ? "handle" : "socket", message);
         }
     }
 
@@ -333,72 +312,6 @@ public sealed partial class EventLoop
         if ((interest & ~Interest.ReadWrite) != 0)
         {
             throw new ArgumentOutOfRangeException(paramName, interest, "Interest may only combine Readable and Writable.");
-        }
-    }
-
-    private void InitializeRegistrations()
-    {
-        _slots = new Registration?[64];
-        _generations = new uint[64];
-        _freeSlots = new int[64];
-    }
-
-    private void AllocateSlot(Registration registration)
-    {
-        lock (_tableLock)
-        {
-            ThrowIfDisposed();
-            int slot;
-            if (_freeCount > 0)
-            {
-                slot = _freeSlots[--_freeCount];
-            }
-            else
-            {
-                if (_slotsUsed == _slots.Length)
-                {
-                    var slots = new Registration?[_slots.Length * 2];
-                    Array.Copy(_slots, slots, _slots.Length);
-                    Array.Resize(ref _generations, slots.Length);
-                    Array.Resize(ref _freeSlots, slots.Length);
-                    Volatile.Write(ref _slots, slots);
-                }
-
-                slot = _slotsUsed++;
-            }
-
-            uint generation = unchecked(++_generations[slot]);
-            registration.Token = ((ulong)generation << 32) | (uint)slot;
-            Volatile.Write(ref _slots[slot], registration);
-            _registrationCount++;
-        }
-    }
-
-    private void FreeSlot(Registration registration)
-    {
-        lock (_tableLock)
-        {
-            int slot = (int)(uint)registration.Token;
-            if (slot < _slots.Length && ReferenceEquals(_slots[slot], registration))
-            {
-                Volatile.Write(ref _slots[slot], null);
-                _freeSlots[_freeCount++] = slot;
-                _registrationCount--;
-            }
-        }
-    }
-
-    private void DisposeAllRegistrations()
-    {
-        Registration?[] slots;
-        lock (_tableLock)
-        {
-            slots = (Registration?[])_slots.Clone();
-        }
-
-        foreach (Registration? registration in slots)
-        {
-            registration?.Dispose();
         }
     }
 }

@@ -1,5 +1,6 @@
 using System;
 using System.Diagnostics;
+using EpollSharp.Native;
 
 namespace EpollSharp;
 
@@ -135,24 +136,8 @@ public sealed partial class EventLoop
             due = _heap[0].Due;
         }
 
-        long remaining = due - Stopwatch.GetTimestamp();
-        if (remaining <= 0)
-        {
-            return 0;
-        }
-
-        // Round up: a timer due in 0.3 ms waits 1 ms, never 0 (which would spin) and never fires early. Whole seconds
-        // first, so that a timer months away cannot overflow the multiplication (the wait is capped at int.MaxValue ms;
-        // the loop computes the timeout again when it wakes).
-        long frequency = Stopwatch.Frequency;
-        long seconds = remaining / frequency;
-        if (seconds >= int.MaxValue / 1000)
-        {
-            return int.MaxValue;
-        }
-
-        long ms = (seconds * 1000) + ((((remaining % frequency) * 1000) + frequency - 1) / frequency);
-        return ms > int.MaxValue ? int.MaxValue : (int)ms;
+        // Rounded up (a timer due in 0.3 ms waits 1 ms, never 0) and capped: the rule is in Timeouts.
+        return Timeouts.ToWaitMilliseconds(due - Stopwatch.GetTimestamp());
     }
 
     private void RunDueTimers()
@@ -227,15 +212,15 @@ public sealed partial class EventLoop
         }
     }
 
+    /// <summary>A non-negative delay in <see cref="Stopwatch"/> ticks, rounded up (see <see cref="Timeouts"/>); too long a delay is refused.</summary>
     private static long ToStopwatchTicks(TimeSpan span, string paramName)
     {
-        double ticks = span.Ticks * ((double)Stopwatch.Frequency / TimeSpan.TicksPerSecond);
-        if (ticks > long.MaxValue / 4)
+        if (!Timeouts.TryToStopwatchTicks(span, out long ticks))
         {
             throw new ArgumentOutOfRangeException(paramName, span, "The time is too long.");
         }
 
-        return (long)Math.Ceiling(ticks);
+        return ticks;
     }
 
     private static bool Earlier(LoopTimer a, LoopTimer b) => a.Due < b.Due || (a.Due == b.Due && a.Sequence < b.Sequence);

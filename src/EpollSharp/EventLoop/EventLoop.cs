@@ -74,7 +74,6 @@ public sealed partial class EventLoop : IDisposable
         _threadName = options.ThreadName;
         _synchronizationContext = new LoopSynchronizationContext(this);
         _taskScheduler = new LoopTaskScheduler(this);
-        InitializeRegistrations();
     }
 
     /// <summary>The backend this loop uses (never <see cref="EventLoopBackend.Auto"/>).</summary>
@@ -415,7 +414,7 @@ public sealed partial class EventLoop : IDisposable
         finally
         {
             Volatile.Write(ref _released, true);
-            DisposeAllRegistrations();
+            DeregisterAll();
             CancelAllTimers();
             _backend.Dispose();
         }

@@ -39,7 +39,7 @@ public sealed class LoopTimer : IDisposable
     public bool IsActive => Volatile.Read(ref _active);
 
     /// <summary>The period of a repeating timer; <see cref="TimeSpan.Zero"/> for a one-shot timer.</summary>
-    public TimeSpan Period => TimeSpan.FromTicks(PeriodStopwatchTicks == 0 ? 0 : (long)(PeriodStopwatchTicks * ((double)TimeSpan.TicksPerSecond / System.Diagnostics.Stopwatch.Frequency)));
+    public TimeSpan Period => EpollSharp.Native.Timeouts.FromStopwatchTicks(PeriodStopwatchTicks);
 
     internal bool _active;
 

@@ -26,6 +26,10 @@ namespace EpollSharp;
 ///   (<c>loop.Post(static r => ((Registration)r!).Dispose(), registration)</c>).</item>
 /// </list>
 /// <para>Every member may be called from any thread.</para>
+/// <para>This type holds the registration's state; the work is the loop's. Its methods hand themselves to the
+/// <see cref="EventLoop"/> (<see cref="ChangeInterest(Interest)"/> and <see cref="Rearm()"/> to <c>EventLoop.Modify</c>,
+/// <see cref="Dispose"/> to <c>EventLoop.Deregister</c>), which changes the state under <see cref="Gate"/> and calls the
+/// backend; nothing calls back from the loop into these methods. The path is walked in docs/articles/concepts.md.</para>
 /// </remarks>
 public sealed class Registration : IDisposable
 {
@@ -83,6 +87,13 @@ public sealed class Registration : IDisposable
 
     /// <summary>The token carried in the kernel's event data: slot in the low 32 bits, generation in the high 32.</summary>
     internal ulong Token { get; set; }
+
+    /// <summary>
+    /// The lock that orders the loop's changes to this registration (<c>Modify</c>, <c>Deregister</c>, the hang-up latch)
+    /// against each other. A private object of the library: never the registration itself, which the user holds and may
+    /// lock on for their own reasons.
+    /// </summary>
+    internal object Gate { get; } = new();
 
     /// <summary>
     /// Set once <see cref="Readiness.Closed"/> or <see cref="Readiness.Error"/> was delivered, with nothing readable or

@@ -199,56 +199,45 @@ public sealed class EpollHandle : SafeHandle
             throw new ArgumentOutOfRangeException(nameof(timeoutMilliseconds), timeoutMilliseconds, "The timeout must be -1 (infinite), 0 or positive.");
         }
 
-        bool added = false;
-        try
+        using SafeHandleLease lease = SafeHandleLease.Acquire(this);
+        int epfd = (int)handle;
+        long start = timeoutMilliseconds > 0 ? Stopwatch.GetTimestamp() : 0;
+        int remaining = timeoutMilliseconds;
+        fixed (EpollEvent* buffer = events)
         {
-            DangerousAddRef(ref added);
-            int epfd = (int)handle;
-            long start = timeoutMilliseconds > 0 ? Stopwatch.GetTimestamp() : 0;
-            int remaining = timeoutMilliseconds;
-            fixed (EpollEvent* buffer = events)
+            while (true)
             {
-                while (true)
+                int n = Interop.Sys.epoll_wait(epfd, buffer, events.Length, remaining);
+                if (n >= 0)
                 {
-                    int n = Interop.Sys.epoll_wait(epfd, buffer, events.Length, remaining);
-                    if (n >= 0)
+                    if (EpollEventLayout.IsPacked && n > 0)
                     {
-                        if (EpollEventLayout.IsPacked && n > 0)
-                        {
-                            EpollEventLayout.WidenInPlace(buffer, n);
-                        }
+                        EpollEventLayout.WidenInPlace(buffer, n);
+                    }
 
-                        count = n;
+                    count = n;
+                    errno = 0;
+                    return true;
+                }
+
+                int e = Interop.Errno.Last();
+                if (e != Interop.Errno.EINTR)
+                {
+                    count = 0;
+                    errno = e;
+                    return false;
+                }
+
+                if (timeoutMilliseconds > 0)
+                {
+                    remaining = Timeouts.Remaining(start, timeoutMilliseconds);
+                    if (remaining == 0)
+                    {
+                        count = 0;
                         errno = 0;
                         return true;
                     }
-
-                    int e = Interop.Errno.Last();
-                    if (e != Interop.Errno.EINTR)
-                    {
-                        count = 0;
-                        errno = e;
-                        return false;
-                    }
-
-                    if (timeoutMilliseconds > 0)
-                    {
-                        remaining = Timeouts.Remaining(start, timeoutMilliseconds);
-                        if (remaining == 0)
-                        {
-                            count = 0;
-                            errno = 0;
-                            return true;
-                        }
-                    }
                 }
-            }
-        }
-        finally
-        {
-            if (added)
-            {
-                DangerousRelease();
             }
         }
     }
@@ -291,19 +280,8 @@ public sealed class EpollHandle : SafeHandle
             throw new ArgumentException("The handle does not hold a valid descriptor.", nameof(fd));
         }
 
-        bool added = false;
-        try
-        {
-            fd.DangerousAddRef(ref added);
-            Control(op, (int)fd.DangerousGetHandle(), events, data);
-        }
-        finally
-        {
-            if (added)
-            {
-                fd.DangerousRelease();
-            }
-        }
+        using SafeHandleLease lease = SafeHandleLease.Acquire(fd);
+        Control(op, (int)fd.DangerousGetHandle(), events, data);
     }
 
     private unsafe bool TryControl(int op, int fd, EpollEvents events, ulong data, out int errno)
@@ -313,33 +291,22 @@ public sealed class EpollHandle : SafeHandle
             throw new ArgumentOutOfRangeException(nameof(fd), fd, "A descriptor cannot be negative.");
         }
 
-        bool added = false;
-        try
+        using SafeHandleLease lease = SafeHandleLease.Acquire(this);
+        int epfd = (int)handle;
+        int rc;
+        if (EpollEventLayout.IsPacked)
         {
-            DangerousAddRef(ref added);
-            int epfd = (int)handle;
-            int rc;
-            if (EpollEventLayout.IsPacked)
-            {
-                var ev = new EpollEventLayout.Packed { Events = (uint)events, Data = data };
-                rc = Interop.Sys.epoll_ctl(epfd, op, fd, &ev);
-            }
-            else
-            {
-                var ev = new EpollEventLayout.Aligned { Events = (uint)events, Data = data };
-                rc = Interop.Sys.epoll_ctl(epfd, op, fd, &ev);
-            }
+            var ev = new EpollEventLayout.Packed { Events = (uint)events, Data = data };
+            rc = Interop.Sys.epoll_ctl(epfd, op, fd, &ev);
+        }
+        else
+        {
+            var ev = new EpollEventLayout.Aligned { Events = (uint)events, Data = data };
+            rc = Interop.Sys.epoll_ctl(epfd, op, fd, &ev);
+        }
 
-            errno = rc == 0 ? 0 : Interop.Errno.Last();
-            return rc == 0;
-        }
-        finally
-        {
-            if (added)
-            {
-                DangerousRelease();
-            }
-        }
+        errno = rc == 0 ? 0 : Interop.Errno.Last();
+        return rc == 0;
     }
 
     private static string OperationName(int op, int fd)

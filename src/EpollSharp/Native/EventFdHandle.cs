@@ -70,38 +70,27 @@ public sealed class EventFdHandle : SafeHandle
             throw new ArgumentOutOfRangeException(nameof(value), value, "The value must be between 1 and 0xFFFFFFFFFFFFFFFE.");
         }
 
-        bool added = false;
-        try
+        using SafeHandleLease lease = SafeHandleLease.Acquire(this);
+        while (true)
         {
-            DangerousAddRef(ref added);
-            while (true)
+            nint n = Interop.Sys.write((int)handle, &value, sizeof(ulong));
+            if (n == sizeof(ulong))
             {
-                nint n = Interop.Sys.write((int)handle, &value, sizeof(ulong));
-                if (n == sizeof(ulong))
-                {
-                    return true;
-                }
-
-                int errno = Interop.Errno.Last();
-                if (errno == Interop.Errno.EINTR)
-                {
-                    continue;
-                }
-
-                if (errno == Interop.Errno.EAGAIN)
-                {
-                    return false;
-                }
-
-                throw ErrnoNames.Create("write(eventfd)", errno);
+                return true;
             }
-        }
-        finally
-        {
-            if (added)
+
+            int errno = Interop.Errno.Last();
+            if (errno == Interop.Errno.EINTR)
             {
-                DangerousRelease();
+                continue;
             }
+
+            if (errno == Interop.Errno.EAGAIN)
+            {
+                return false;
+            }
+
+            throw ErrnoNames.Create("write(eventfd)", errno);
         }
     }
 
@@ -112,41 +101,30 @@ public sealed class EventFdHandle : SafeHandle
     /// <exception cref="NativeCallException">The read failed for another reason.</exception>
     public unsafe bool TryRead(out ulong value)
     {
-        bool added = false;
-        try
+        using SafeHandleLease lease = SafeHandleLease.Acquire(this);
+        ulong v = 0;
+        while (true)
         {
-            DangerousAddRef(ref added);
-            ulong v = 0;
-            while (true)
+            nint n = Interop.Sys.read((int)handle, &v, sizeof(ulong));
+            if (n == sizeof(ulong))
             {
-                nint n = Interop.Sys.read((int)handle, &v, sizeof(ulong));
-                if (n == sizeof(ulong))
-                {
-                    value = v;
-                    return true;
-                }
-
-                int errno = Interop.Errno.Last();
-                if (errno == Interop.Errno.EINTR)
-                {
-                    continue;
-                }
-
-                value = 0;
-                if (errno == Interop.Errno.EAGAIN)
-                {
-                    return false;
-                }
-
-                throw ErrnoNames.Create("read(eventfd)", errno);
+                value = v;
+                return true;
             }
-        }
-        finally
-        {
-            if (added)
+
+            int errno = Interop.Errno.Last();
+            if (errno == Interop.Errno.EINTR)
             {
-                DangerousRelease();
+                continue;
             }
+
+            value = 0;
+            if (errno == Interop.Errno.EAGAIN)
+            {
+                return false;
+            }
+
+            throw ErrnoNames.Create("read(eventfd)", errno);
         }
     }
 

@@ -38,35 +38,24 @@ internal static class SocketIo
 
     private static unsafe int Transfer(SafeHandle handle, byte* p, int length, bool send, out SocketError error)
     {
-        bool added = false;
-        try
+        using SafeHandleLease lease = SafeHandleLease.Acquire(handle);
+        int fd = (int)handle.DangerousGetHandle();
+        while (true)
         {
-            handle.DangerousAddRef(ref added);
-            int fd = (int)handle.DangerousGetHandle();
-            while (true)
+            nint n = send
+                ? Interop.Sys.send(fd, p, (nuint)length, Interop.Sys.MSG_NOSIGNAL)
+                : Interop.Sys.recv(fd, p, (nuint)length, 0);
+            if (n >= 0)
             {
-                nint n = send
-                    ? Interop.Sys.send(fd, p, (nuint)length, Interop.Sys.MSG_NOSIGNAL)
-                    : Interop.Sys.recv(fd, p, (nuint)length, 0);
-                if (n >= 0)
-                {
-                    error = SocketError.Success;
-                    return (int)n;
-                }
-
-                int errno = E.Last();
-                if (errno != E.EINTR)
-                {
-                    error = ToSocketError(errno);
-                    return 0;
-                }
+                error = SocketError.Success;
+                return (int)n;
             }
-        }
-        finally
-        {
-            if (added)
+
+            int errno = E.Last();
+            if (errno != E.EINTR)
             {
-                handle.DangerousRelease();
+                error = ToSocketError(errno);
+                return 0;
             }
         }
     }

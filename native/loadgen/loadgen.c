@@ -20,7 +20,7 @@
  *
  * Every phase has a deadline, and a watchdog alarm ends the process if
  * something still hangs, so the program always finishes on its own within
- * connect budget + warmup + duration + WATCHDOG_SLACK_S seconds.
+ * connect budget + warmup + duration + drain grace + WATCHDOG_SLACK_S seconds.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -50,7 +50,7 @@
 #define CONNECT_MAX_ATTEMPTS 8
 #define CONNECT_BACKOFF_MS   5     /* doubled per attempt ... */
 #define CONNECT_BACKOFF_MAX  500   /* ... up to this */
-#define DRAIN_GRACE_MS       3000  /* after the run: time for outstanding echoes */
+#define DRAIN_GRACE_S        3.0   /* after the run: time for outstanding echoes, unless --drain-grace */
 #define EXCESS_WATCH_MS      100   /* after everything came back: watch for extra bytes */
 #define IDLE_PROBE_SIZE      16
 #define IDLE_PROBE_MS        3000
@@ -248,6 +248,7 @@ struct options {
     double warmup;
     double duration;
     double connect_budget;
+    double drain_grace;
     long threads;
     long rcvbuf;
     enum mode mode;
@@ -270,6 +271,8 @@ static void usage(FILE *f)
             "  --mode pingpong|idle (default pingpong)\n"
             "  --connect-budget S   time for opening all the connections; those not open\n"
             "                       by then count as connect failures (default %.0f)\n"
+            "  --drain-grace S      after the run, time for the echoes still outstanding;\n"
+            "                       what has not come back by then counts as lost (default %.0f)\n"
             "  --threads T          threads sharing the connections (default 1)\n"
             "  --rcvbuf BYTES       SO_RCVBUF of each connection (default: kernel's)\n"
             "  --no-source-spread   towards 127.x.y.z, connect from 127.0.0.1 only\n"
@@ -277,7 +280,7 @@ static void usage(FILE *f)
             "  --json               print one JSON line instead of text\n"
             "  --progress           on stderr, one line when the connect phase ends and\n"
             "                       traffic (or the idle hold) starts\n",
-            CONNECT_BUDGET_S, SOURCE_SPREAD);
+            CONNECT_BUDGET_S, DRAIN_GRACE_S, SOURCE_SPREAD);
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *out)
@@ -306,7 +309,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 {
     *o = (struct options){ .host = "127.0.0.1", .port = NULL, .connections = 64, .size = 64,
                            .inflight = 1, .warmup = 1.0, .duration = 5.0,
-                           .connect_budget = CONNECT_BUDGET_S, .threads = 1,
+                           .connect_budget = CONNECT_BUDGET_S, .drain_grace = DRAIN_GRACE_S, .threads = 1,
                            .mode = MODE_PINGPONG, .json = false, .spread = true };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -327,7 +330,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         }
         static const char *const valued[] = { "--host", "--port", "--connections", "--size",
                                               "--inflight", "--warmup", "--duration",
-                                              "--threads", "--mode", "--rcvbuf", "--connect-budget" };
+                                              "--threads", "--mode", "--rcvbuf", "--connect-budget",
+                                              "--drain-grace" };
         bool known = false;
         for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
             known |= !strcmp(a, valued[k]);
@@ -356,6 +360,8 @@ static int parse_options(int argc, char **argv, struct options *o)
             ok = parse_seconds(v, &o->duration);
         } else if (!strcmp(a, "--connect-budget")) {
             ok = parse_seconds(v, &o->connect_budget) && o->connect_budget > 0.0 && o->connect_budget <= 3600.0;
+        } else if (!strcmp(a, "--drain-grace")) {
+            ok = parse_seconds(v, &o->drain_grace) && o->drain_grace > 0.0 && o->drain_grace <= 3600.0;
         } else if (!strcmp(a, "--threads")) {
             ok = parse_long(v, 1, MAX_THREADS, &o->threads);
         } else if (!strcmp(a, "--rcvbuf")) {
@@ -806,7 +812,7 @@ static void pingpong_phase(struct worker *w)
     }
     run_until(w, w->measure_end);
     w->issuing = false;
-    drain_outstanding(w, DRAIN_GRACE_MS);
+    drain_outstanding(w, (int64_t)(o->drain_grace * 1000.0));
     for (size_t i = 0; i < w->n; i++)
         w->lost += w->c[i].tx - w->c[i].rx;
 }
@@ -900,7 +906,8 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     signal(SIGALRM, watchdog);
-    double budget = o.connect_budget + (o.mode == MODE_PINGPONG ? o.warmup : 0.0) + o.duration + WATCHDOG_SLACK_S;
+    double budget = o.connect_budget + (o.mode == MODE_PINGPONG ? o.warmup : 0.0) + o.duration
+                    + (o.mode == MODE_PINGPONG ? o.drain_grace : 0.0) + WATCHDOG_SLACK_S;
     alarm((unsigned)budget + 1);
 
     raise_nofile_limit(o.connections);

@@ -12,6 +12,12 @@ for bad in 0 -1 abc 3601; do
     "$LOADGEN" --port 1 --connect-budget "$bad" >/dev/null 2>&1 || rc=$?
     [ "$rc" -eq 2 ] || fail "--connect-budget $bad: exit code $rc, expected 2"
 done
+# --drain-grace takes the same range.
+for bad in 0 -1 abc 3601; do
+    rc=0
+    "$LOADGEN" --port 1 --drain-grace "$bad" >/dev/null 2>&1 || rc=$?
+    [ "$rc" -eq 2 ] || fail "--drain-grace $bad: exit code $rc, expected 2"
+done
 "$LOADGEN" --help | grep -q -- '--connect-budget' || fail "--help does not mention --connect-budget"
 
 command -v python3 >/dev/null || fail "python3 is needed for the listener that never accepts"

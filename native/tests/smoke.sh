@@ -33,7 +33,8 @@ expect_field size -eq 16384
 # 8 MiB in flight per connection towards a small client receive buffer: the
 # server's sends come up short, so its backlog, EPOLLOUT and read-pause paths
 # are used (checked on its stderr line at the end)
-run_loadgen 0 --port "$PORT" --connections 2 --size 1048576 --inflight 8 --rcvbuf 16384 --warmup 0 --duration 1
+# (up to 30 s to drain them: a loaded machine moves them slowly through the small buffer)
+run_loadgen 0 --port "$PORT" --connections 2 --size 1048576 --inflight 8 --rcvbuf 16384 --warmup 0 --duration 1 --drain-grace 30
 check_clean_pingpong
 
 run_loadgen 0 --port "$PORT" --connections 200 --mode idle --duration 1

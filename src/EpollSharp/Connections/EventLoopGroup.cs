@@ -23,8 +23,6 @@ namespace EpollSharp.Connections;
 /// </remarks>
 public sealed class EventLoopGroup : IDisposable
 {
-    private static readonly Action<Task, object?> s_onLoopExited = static (_, loop) => ((EventLoop)loop!).Dispose();
-
     private readonly EventLoop[] _loops;
     private readonly List<ConnectionListener> _listeners = new();
     private int _next = -1;
@@ -53,12 +51,10 @@ public sealed class EventLoopGroup : IDisposable
         {
             for (int i = 0; i < loopCount; i++)
             {
-                _loops[i] = new EventLoop(options);
+                // A loop that ends on its own (an unhandled exception, or a Stop) is disposed at once, on its own thread, so
+                // that its listener and connections are closed rather than left open with nothing serving them.
+                _loops[i] = new EventLoop(options) { DisposeWhenRunEnds = true };
                 runs[i] = _loops[i].Start("EpollSharp loop " + i.ToString(System.Globalization.CultureInfo.InvariantCulture));
-
-                // A loop that ends on its own (an unhandled exception, or a Stop) is disposed at once, so that its listener
-                // and connections are closed rather than left open with nothing serving them.
-                _ = runs[i].ContinueWith(s_onLoopExited, _loops[i], CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             }
         }
         catch

@@ -111,11 +111,11 @@ internal static class SocketSetup
 #endif
     }
 
-    /// <summary>The <c>SOL_SOCKET</c> constants, which differ between Linux and the BSDs (macOS included).</summary>
+    /// <summary>The <c>SOL_SOCKET</c> numbers of this system (Linux's, or those of macOS and FreeBSD).</summary>
     private static class SocketConstants
     {
-        internal static readonly int SolSocket = Platform.IsLinux ? 1 : 0xffff;
-        internal static readonly int SoReuseAddr = Platform.IsLinux ? 2 : 0x0004;
-        internal static readonly int SoReusePort = Platform.IsLinux ? 15 : 0x0200;
+        internal static readonly int SolSocket = Platform.IsLinux ? Interop.SocketOptions.SOL_SOCKET : Interop.SocketOptions.Bsd.SOL_SOCKET;
+        internal static readonly int SoReuseAddr = Platform.IsLinux ? Interop.SocketOptions.SO_REUSEADDR : Interop.SocketOptions.Bsd.SO_REUSEADDR;
+        internal static readonly int SoReusePort = Platform.IsLinux ? Interop.SocketOptions.SO_REUSEPORT : Interop.SocketOptions.Bsd.SO_REUSEPORT;
     }
 }

@@ -295,9 +295,23 @@ public sealed partial class EventLoop : IDisposable
         {
             _stopRequested = false;
             bool release;
+            bool closePosting = false;
             lock (_lifecycleLock)
             {
+                if (DisposeWhenRunEnds && !_disposed)
+                {
+                    // An owner (a loop group) wants the loop released as soon as it stops on its own.
+                    _disposed = true;
+                    _disposeWhenRunExits = true;
+                    closePosting = true;
+                }
+
                 release = _disposeWhenRunExits;
+            }
+
+            if (closePosting)
+            {
+                ClosePosting();
             }
 
             if (release)
@@ -318,6 +332,14 @@ public sealed partial class EventLoop : IDisposable
 
         ThrowFatal();
     }
+
+    /// <summary>
+    /// Set by an owner before the loop runs: when <see cref="Run"/> ends for any reason (a <see cref="Stop"/>, an unhandled
+    /// exception), the loop disposes itself, on its own thread, before <see cref="Run"/> returns or rethrows. An
+    /// <see cref="Connections.EventLoopGroup"/> sets it, so that a loop of the group that dies closes what lives on it at once,
+    /// with no thread pool work (which a process out of descriptors may not be able to start).
+    /// </summary>
+    internal bool DisposeWhenRunEnds { get; set; }
 
     /// <summary>Rethrows what callbacks threw with no handler to take it (one exception as itself, several as an <see cref="AggregateException"/>).</summary>
     private void ThrowFatal()

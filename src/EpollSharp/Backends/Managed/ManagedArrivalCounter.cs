@@ -17,13 +17,13 @@ namespace EpollSharp.Backends;
 internal sealed class ManagedArrivalCounter
 {
     /// <summary>Linux: <c>IPPROTO_TCP</c>.</summary>
-    internal const int TcpLevel = 6;
+    internal const int TcpLevel = Interop.SocketOptions.IPPROTO_TCP;
 
     /// <summary>Linux: <c>TCP_INFO</c>.</summary>
-    internal const int TcpInfoOption = 11;
+    internal const int TcpInfoOption = Interop.SocketOptions.TCP_INFO;
 
-    /// <summary>Linux: offset of <c>__u64 tcpi_bytes_received</c> in <c>struct tcp_info</c> (since 4.1; the struct only grows at its end).</summary>
-    internal const int TcpInfoBytesReceivedOffset = 128;
+    /// <summary>Linux: offset of <c>tcpi_bytes_received</c> in <c>struct tcp_info</c>.</summary>
+    internal const int TcpInfoBytesReceivedOffset = Interop.SocketOptions.TcpInfoBytesReceivedOffset;
 
     /// <summary>Room for <c>struct tcp_info</c> of current kernels (the kernel copies at most this much).</summary>
     private const int TcpInfoLength = 512;

@@ -139,18 +139,12 @@ internal sealed class ManagedBackend : IPollBackend
         _snapshot.Clear();
     }
 
-    /// <summary>What is left of <paramref name="timeoutMilliseconds"/> since <paramref name="start"/> (a <see cref="Stopwatch"/> timestamp); a timeout of 0 or -1 as it is.</summary>
+    /// <summary>
+    /// What is left of <paramref name="timeoutMilliseconds"/> since <paramref name="start"/> (a <see cref="Stopwatch"/>
+    /// timestamp), rounded up as every wait is (<see cref="Native.Timeouts"/>); a timeout of 0 or -1 as it is.
+    /// </summary>
     internal static int Remaining(int timeoutMilliseconds, long start)
-    {
-        if (timeoutMilliseconds <= 0)
-        {
-            return timeoutMilliseconds;
-        }
-
-        long elapsed = (Stopwatch.GetTimestamp() - start) * 1000 / Stopwatch.Frequency;
-        long left = timeoutMilliseconds - elapsed;
-        return left <= 0 ? 0 : (int)left;
-    }
+        => timeoutMilliseconds <= 0 ? timeoutMilliseconds : Native.Timeouts.Remaining(start, timeoutMilliseconds);
 
     private int WaitCore(Span<BackendEvent> events, int timeoutMilliseconds)
     {

@@ -117,12 +117,6 @@ public sealed class Registration : IDisposable
     /// <exception cref="ObjectDisposedException">The registration or its loop was disposed.</exception>
     public void Rearm() => Loop.Modify(this, Interest);
 
-    /// <summary>Re-arms a one-shot registration with a new interest.</summary>
-    /// <param name="interest">The interest to arm with.</param>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="interest"/> has undefined bits.</exception>
-    /// <exception cref="ObjectDisposedException">The registration or its loop was disposed.</exception>
-    public void Rearm(Interest interest) => Loop.Modify(this, interest);
-
     /// <summary>Stops watching the handle. Idempotent. See the remarks of <see cref="Registration"/> for the guarantees.</summary>
     public void Dispose() => Loop.Deregister(this);
 

@@ -72,7 +72,7 @@ public sealed class EpollHandle : SafeHandle
     /// <param name="data">User data returned with every event of this descriptor.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="fd"/> is negative.</exception>
     /// <exception cref="NativeCallException">The kernel refused: EEXIST (already added), EPERM (a regular file), EBADF, ENOSPC, ENOMEM, ELOOP, EINVAL.</exception>
-    public void Add(int fd, EpollEvents events, ulong data) => Control(Interop.Sys.EPOLL_CTL_ADD, fd, events, data);
+    internal void Add(int fd, EpollEvents events, ulong data) => Control(Interop.Sys.EPOLL_CTL_ADD, fd, events, data);
 
     /// <summary>Changes the events and data of a registered <paramref name="fd"/> (<c>EPOLL_CTL_MOD</c>). Also re-arms a one-shot registration.</summary>
     /// <param name="fd">The registered descriptor; not negative.</param>
@@ -80,15 +80,19 @@ public sealed class EpollHandle : SafeHandle
     /// <param name="data">The new user data.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="fd"/> is negative.</exception>
     /// <exception cref="NativeCallException">The kernel refused: ENOENT (not added), EBADF, EINVAL, ENOMEM.</exception>
-    public void Modify(int fd, EpollEvents events, ulong data) => Control(Interop.Sys.EPOLL_CTL_MOD, fd, events, data);
+    internal void Modify(int fd, EpollEvents events, ulong data) => Control(Interop.Sys.EPOLL_CTL_MOD, fd, events, data);
 
     /// <summary>Removes <paramref name="fd"/> (<c>EPOLL_CTL_DEL</c>). Call it before closing the descriptor.</summary>
     /// <param name="fd">The registered descriptor; not negative.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="fd"/> is negative.</exception>
     /// <exception cref="NativeCallException">The kernel refused: ENOENT (not added), EBADF.</exception>
-    public void Delete(int fd) => Control(Interop.Sys.EPOLL_CTL_DEL, fd, EpollEvents.None, 0);
+    internal void Delete(int fd) => Control(Interop.Sys.EPOLL_CTL_DEL, fd, EpollEvents.None, 0);
 
-    /// <summary>Registers the descriptor that <paramref name="fd"/> holds, such as <c>Socket.SafeHandle</c>.</summary>
+    /// <summary>
+    /// Registers the descriptor that <paramref name="fd"/> holds, such as <c>Socket.SafeHandle</c>. The handle is referenced
+    /// for the call, so a descriptor closed meanwhile is never hit by its number (which may already belong to another
+    /// file). A bare descriptor from elsewhere can be wrapped in <c>new SafeFileHandle((IntPtr)fd, ownsHandle: false)</c>.
+    /// </summary>
     /// <param name="fd">A handle whose value is a Unix descriptor.</param>
     /// <param name="events">The events of interest and mode flags.</param>
     /// <param name="data">User data returned with every event of this descriptor.</param>
@@ -124,7 +128,7 @@ public sealed class EpollHandle : SafeHandle
     /// <returns><see langword="true"/> on success.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="fd"/> is negative.</exception>
     /// <exception cref="ObjectDisposedException">This handle was disposed.</exception>
-    public bool TryAdd(int fd, EpollEvents events, ulong data, out int errno) => TryControl(Interop.Sys.EPOLL_CTL_ADD, fd, events, data, out errno);
+    internal bool TryAdd(int fd, EpollEvents events, ulong data, out int errno) => TryControl(Interop.Sys.EPOLL_CTL_ADD, fd, events, data, out errno);
 
     /// <summary>Non-throwing <c>EPOLL_CTL_MOD</c>.</summary>
     /// <param name="fd">The registered descriptor; not negative.</param>
@@ -134,7 +138,7 @@ public sealed class EpollHandle : SafeHandle
     /// <returns><see langword="true"/> on success.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="fd"/> is negative.</exception>
     /// <exception cref="ObjectDisposedException">This handle was disposed.</exception>
-    public bool TryModify(int fd, EpollEvents events, ulong data, out int errno) => TryControl(Interop.Sys.EPOLL_CTL_MOD, fd, events, data, out errno);
+    internal bool TryModify(int fd, EpollEvents events, ulong data, out int errno) => TryControl(Interop.Sys.EPOLL_CTL_MOD, fd, events, data, out errno);
 
     /// <summary>Non-throwing <c>EPOLL_CTL_DEL</c>.</summary>
     /// <param name="fd">The registered descriptor; not negative.</param>
@@ -142,7 +146,7 @@ public sealed class EpollHandle : SafeHandle
     /// <returns><see langword="true"/> on success.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="fd"/> is negative.</exception>
     /// <exception cref="ObjectDisposedException">This handle was disposed.</exception>
-    public bool TryDelete(int fd, out int errno) => TryControl(Interop.Sys.EPOLL_CTL_DEL, fd, EpollEvents.None, 0, out errno);
+    internal bool TryDelete(int fd, out int errno) => TryControl(Interop.Sys.EPOLL_CTL_DEL, fd, EpollEvents.None, 0, out errno);
 
     /// <summary>
     /// Waits for events (<c>epoll_wait</c>) and writes them to the start of <paramref name="events"/>.
@@ -187,7 +191,7 @@ public sealed class EpollHandle : SafeHandle
     /// <exception cref="ArgumentException"><paramref name="events"/> is empty.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeoutMilliseconds"/> is less than -1.</exception>
     /// <exception cref="ObjectDisposedException">This handle was disposed.</exception>
-    public unsafe bool TryWait(Span<EpollEvent> events, int timeoutMilliseconds, out int count, out int errno)
+    internal unsafe bool TryWait(Span<EpollEvent> events, int timeoutMilliseconds, out int count, out int errno)
     {
         if (events.IsEmpty)
         {

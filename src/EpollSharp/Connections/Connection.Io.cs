@@ -3,20 +3,12 @@ using System.Buffers;
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Threading;
-#if NET5_0_OR_GREATER
-using EpollSharp.Native;
-#endif
 
 namespace EpollSharp.Connections;
 
 public sealed partial class Connection
 {
     private static readonly Action<object?> s_continueReceiving = static state => ((Connection)state!).ContinueReceiving();
-
-#if !NET5_0_OR_GREATER
-    [ThreadStatic]
-    private static byte[]? t_sendScratch;
-#endif
 
     /// <summary>
     /// Sends <paramref name="data"/>: at once as far as the kernel takes it, the rest copied to the connection's backlog
@@ -55,7 +47,7 @@ public sealed partial class Connection
         {
             if (_sendQueue is null || _sendQueue.IsEmpty)
             {
-                int sent = SendNow(data, out SocketError error);
+                int sent = _transfer.Send(data, out SocketError error);
                 if (sent > 0)
                 {
                     Volatile.Write(ref _bytesSent, _bytesSent + sent);
@@ -104,40 +96,6 @@ public sealed partial class Connection
         }
     }
 
-    /// <summary>One non-blocking send attempt; returns the bytes the kernel took (a short count means its buffer is full).</summary>
-    private int SendNow(ReadOnlySpan<byte> data, out SocketError error)
-    {
-#if NET5_0_OR_GREATER
-        return _directHandle is not null
-            ? SocketIo.Send(_directHandle, data, out error)
-            : _socket.Send(data, SocketFlags.None, out error);
-#else
-        // netstandard2.0 has no span overload: copy through a scratch array of the loop thread (one per thread, kept,
-        // so a write neither allocates nor takes a second array from the pool while the receive buffer is out).
-        byte[] buffer = t_sendScratch ??= new byte[SendQueue.ChunkSize];
-        int total = 0;
-        error = SocketError.Success;
-        while (total < data.Length)
-        {
-            int count = Math.Min(buffer.Length, data.Length - total);
-            data.Slice(total, count).CopyTo(buffer);
-            int n = _socket.Send(buffer, 0, count, SocketFlags.None, out error);
-            if (error != SocketError.Success)
-            {
-                break;
-            }
-
-            total += n;
-            if (n < count)
-            {
-                break;
-            }
-        }
-
-        return total;
-#endif
-    }
-
     /// <summary>Sends from the backlog until it is empty or the kernel's buffer is full; handles the low watermark and a pending FIN.</summary>
     private void Flush()
     {
@@ -145,11 +103,7 @@ public sealed partial class Connection
         while (!queue.IsEmpty)
         {
             ArraySegment<byte> segment = queue.Peek();
-#if NET5_0_OR_GREATER
-            int n = SendNow(segment, out SocketError error);
-#else
-            int n = _socket.Send(segment.Array!, segment.Offset, segment.Count, SocketFlags.None, out SocketError error);
-#endif
+            int n = _transfer.Send(segment, out SocketError error);
             if (error != SocketError.Success)
             {
                 if (error == SocketError.WouldBlock)
@@ -229,7 +183,7 @@ public sealed partial class Connection
                     return;
                 }
 
-                int n = ReceiveNow(buffer, out SocketError error);
+                int n = _transfer.Receive(buffer, out SocketError error);
                 if (error != SocketError.Success)
                 {
                     if (error == SocketError.WouldBlock)
@@ -279,18 +233,6 @@ public sealed partial class Connection
             _inReceivePass = false;
             ArrayPool<byte>.Shared.Return(buffer);
         }
-    }
-
-    /// <summary>One non-blocking receive into <paramref name="buffer"/>: the bytes read, 0 at the end of stream, or 0 with an error.</summary>
-    private int ReceiveNow(byte[] buffer, out SocketError error)
-    {
-#if NET5_0_OR_GREATER
-        if (_directHandle is not null)
-        {
-            return SocketIo.Receive(_directHandle, buffer, out error);
-        }
-#endif
-        return _socket.Receive(buffer, 0, buffer.Length, SocketFlags.None, out error);
     }
 
     /// <summary>The socket has nothing more to read for now. A graceful close stops delivering input here.</summary>

@@ -2,9 +2,6 @@ using System;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-#if NET5_0_OR_GREATER
-using System.Runtime.InteropServices;
-#endif
 using System.Threading;
 
 namespace EpollSharp.Connections;
@@ -38,10 +35,9 @@ public sealed partial class Connection
     private static long s_lastId;
 
     private readonly Socket _socket;
-#if NET5_0_OR_GREATER
-    /// <summary>The socket's handle when receives and sends go straight to <c>recv</c>/<c>send</c> (Linux); otherwise null and they go through <see cref="Socket"/>.</summary>
-    private readonly SafeHandle? _directHandle;
-#endif
+
+    /// <summary>The receives and sends on <see cref="_socket"/> (one file per target framework).</summary>
+    private readonly SocketTransfer _transfer;
     private readonly ConnectionHandler _handler;
     private readonly ConnectionSettings _settings;
     private Registration? _registration;
@@ -88,9 +84,7 @@ public sealed partial class Connection
         Listener = listener;
         Loop = loop;
         _socket = socket;
-#if NET5_0_OR_GREATER
-        _directHandle = Native.SocketIo.IsSupported ? socket.SafeHandle : null;
-#endif
+        _transfer = new SocketTransfer(socket);
         _handler = handler;
         _settings = settings;
         Id = Interlocked.Increment(ref s_lastId);

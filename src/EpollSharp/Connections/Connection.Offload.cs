@@ -69,9 +69,10 @@ public sealed partial class Connection
         QueueOffload(new OffloadItem<TState, TResult>(this, state, work, continuation));
     }
 
+    /// <summary>Queues <paramref name="item"/> to the thread pool and counts it as pending; nothing once the connection closed.</summary>
     private void QueueOffload(OffloadItem item)
     {
-        if (_closed)
+        if (Has(ConnectionFlags.Closed))
         {
             return;
         }
@@ -84,34 +85,29 @@ public sealed partial class Connection
     private void CompleteOffload(OffloadItem item, ExceptionDispatchInfo? error)
     {
         _pendingOffloads--;
-        _depth++;
-        try
-        {
-            if (error is not null)
-            {
-                Fault();
-                error.Throw();
-            }
+        Guarded(static (c, done, _) => c.ContinueOffload(done.Item, done.Error), (Item: item, Error: error));
+    }
 
-            if (!_closed)
-            {
-                item.Continue();
-            }
-
-            if (_closeRequested)
-            {
-                ProceedClose();
-            }
-        }
-        catch
+    /// <summary>The body of <see cref="CompleteOffload"/>: rethrows the work's exception (the connection is reset), or runs the continuation; a close moves on.</summary>
+    private bool ContinueOffload(OffloadItem item, ExceptionDispatchInfo? error)
+    {
+        if (error is not null)
         {
             Fault();
-            throw;
+            error.Throw();
         }
-        finally
+
+        if (!Has(ConnectionFlags.Closed))
         {
-            Exit();
+            item.Continue();
         }
+
+        if (Has(ConnectionFlags.CloseRequested))
+        {
+            ProceedClose();
+        }
+
+        return true;
     }
 
     /// <summary>Work queued to the thread pool whose continuation is posted back to the connection's loop. Allocated once per offload.</summary>

@@ -110,11 +110,12 @@ public sealed partial class Connection
         return true;
     }
 
-    /// <summary>Work queued to the thread pool whose continuation is posted back to the connection's loop. Allocated once per offload.</summary>
-    private abstract class OffloadItem
-#if NETCOREAPP3_0_OR_GREATER
-        : IThreadPoolWorkItem
-#endif
+    /// <summary>
+    /// Work queued to the thread pool whose continuation is posted back to the connection's loop. Allocated once per offload.
+    /// How it is queued differs by target: <c>Connection.Offload.NetCoreApp.cs</c> (an <c>IThreadPoolWorkItem</c>) and
+    /// <c>Connection.Offload.NetStandard.cs</c> (a <see cref="WaitCallback"/>) each declare <c>Queue</c>.
+    /// </summary>
+    private abstract partial class OffloadItem
     {
         private static readonly Action<object?> s_complete = static state =>
         {
@@ -122,25 +123,13 @@ public sealed partial class Connection
             item.Connection.CompleteOffload(item, item._error);
         };
 
-#if !NETCOREAPP3_0_OR_GREATER
-        private static readonly WaitCallback s_execute = static state => ((OffloadItem)state!).Execute();
-#endif
-
         private ExceptionDispatchInfo? _error;
 
         protected OffloadItem(Connection connection) => Connection = connection;
 
         protected Connection Connection { get; }
 
-        public void Queue()
-        {
-#if NETCOREAPP3_0_OR_GREATER
-            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
-#else
-            ThreadPool.UnsafeQueueUserWorkItem(s_execute, this);
-#endif
-        }
-
+        /// <summary>On a thread-pool thread: runs the work, keeps its exception, and posts the completion to the loop.</summary>
         public void Execute()
         {
             try

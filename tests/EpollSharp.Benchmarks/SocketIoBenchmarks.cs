@@ -2,7 +2,7 @@ using System;
 using System.Net;
 using System.Net.Sockets;
 using BenchmarkDotNet.Attributes;
-using EpollSharp.Native;
+using EpollSharp.Connections;
 
 namespace EpollSharp.Benchmarks;
 

@@ -3,9 +3,6 @@ using System.Buffers;
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Threading;
-#if NET5_0_OR_GREATER
-using EpollSharp.Native;
-#endif
 
 namespace EpollSharp.Connections;
 
@@ -13,10 +10,77 @@ public sealed partial class Connection
 {
     private static readonly Action<object?> s_continueReceiving = static state => ((Connection)state!).ContinueReceiving();
 
-#if !NET5_0_OR_GREATER
-    [ThreadStatic]
-    private static byte[]? t_sendScratch;
-#endif
+    /// <summary>The registration's readiness callback (<see cref="s_onReady"/>), with the socket error the backend reported with the event, if any.</summary>
+    private void OnReady(Readiness readiness, SocketError reportedError) =>
+        Guarded(static (c, e, _) => c.HandleReadiness(e.Readiness, e.ReportedError), (Readiness: readiness, ReportedError: reportedError));
+
+    /// <summary>The body of <see cref="OnReady"/>: flushes the backlog, notes a hang-up or an error, reads.</summary>
+    private bool HandleReadiness(Readiness readiness, SocketError reportedError)
+    {
+        const Readiness Trouble = Readiness.Closed | Readiness.Error;
+        if (reportedError != SocketError.Success && _reportedError == SocketError.Success)
+        {
+            _reportedError = reportedError;
+        }
+
+        if (Has(ConnectionFlags.Closed))
+        {
+            return true;
+        }
+
+        if ((readiness & (Readiness.Writable | Trouble)) != 0 && _sendQueue is { IsEmpty: false })
+        {
+            Flush();
+            if (Has(ConnectionFlags.Closed))
+            {
+                return true;
+            }
+        }
+
+        // Remembered, not just passed to this pass: a pass cut short (MaxReadsPerEvent, a pause) and the ones after it
+        // must still read to the end of stream, and edge-triggered no new event will come for it.
+        NoteReadiness(readiness);
+        if ((readiness & (Readiness.Readable | Readiness.ReadClosed | Trouble)) != 0 && WantsToRead)
+        {
+            ReceivePass();
+        }
+        else if ((readiness & Readiness.Error) != 0)
+        {
+            SocketError error = PendingError();
+            if (error != SocketError.Success)
+            {
+                CloseOnError(error);
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// The socket's error: the one the backend reported with an event when it did (over libkqueue the socket no longer
+    /// has it), else the pending error read from the socket (which clears it).
+    /// </summary>
+    private SocketError PendingError()
+    {
+        if (_reportedError != SocketError.Success)
+        {
+            return _reportedError;
+        }
+
+        try
+        {
+            object? value = _socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error);
+            return value is int code ? (SocketError)code : SocketError.Success;
+        }
+        catch (SocketException e)
+        {
+            return e.SocketErrorCode;
+        }
+        catch (ObjectDisposedException)
+        {
+            return SocketError.OperationAborted;
+        }
+    }
 
     /// <summary>
     /// Sends <paramref name="data"/>: at once as far as the kernel takes it, the rest copied to the connection's backlog
@@ -40,7 +104,7 @@ public sealed partial class Connection
     public bool Write(ReadOnlySpan<byte> data)
     {
         ThrowIfNotOnLoop();
-        if (_closed || _outputShutdownRequested)
+        if (Has(ConnectionFlags.Closed | ConnectionFlags.OutputShutdownRequested))
         {
             return false;
         }
@@ -50,92 +114,50 @@ public sealed partial class Connection
             return true;
         }
 
-        Enter();
-        try
+        return Guarded(static (c, _, d) => c.WriteCore(d), 0, data);
+    }
+
+    /// <summary>The body of <see cref="Write(ReadOnlySpan{byte})"/>: sends at once what the kernel takes, buffers the rest.</summary>
+    private bool WriteCore(ReadOnlySpan<byte> data)
+    {
+        if (_sendQueue is null || _sendQueue.IsEmpty)
         {
-            if (_sendQueue is null || _sendQueue.IsEmpty)
+            int sent = _transfer.Send(data, out SocketError error);
+            if (sent > 0)
             {
-                int sent = SendNow(data, out SocketError error);
-                if (sent > 0)
-                {
-                    Volatile.Write(ref _bytesSent, _bytesSent + sent);
-                    _lastActivity = Stopwatch.GetTimestamp();
-                }
-
-                if (error != SocketError.Success && error != SocketError.WouldBlock)
-                {
-                    CloseOnError(error);
-                    return false;
-                }
-
-                if (sent == data.Length)
-                {
-                    return true;
-                }
-
-                data = data.Slice(sent);
+                Volatile.Write(ref _bytesSent, _bytesSent + sent);
+                _lastActivity = Stopwatch.GetTimestamp();
             }
 
-            SendQueue queue = _sendQueue ??= new SendQueue();
-            if (queue.Length + data.Length > _settings.MaxBufferedBytes)
+            if (error != SocketError.Success && error != SocketError.WouldBlock)
             {
-                FinishClose(ConnectionCloseReason.OutputLimitExceeded, SocketError.Success, abortive: true);
+                CloseOnError(error);
                 return false;
             }
 
-            queue.Append(data);
-            _interestDirty = true;
-            if (!_writePaused && queue.Length >= _settings.HighWatermark)
+            if (sent == data.Length)
             {
-                _writePaused = true;
-                _handler.OnWritePaused(this);
+                return true;
             }
 
-            return true;
-        }
-        catch
-        {
-            Fault();
-            throw;
-        }
-        finally
-        {
-            Exit();
-        }
-    }
-
-    /// <summary>One non-blocking send attempt; returns the bytes the kernel took (a short count means its buffer is full).</summary>
-    private int SendNow(ReadOnlySpan<byte> data, out SocketError error)
-    {
-#if NET5_0_OR_GREATER
-        return _directHandle is not null
-            ? SocketIo.Send(_directHandle, data, out error)
-            : _socket.Send(data, SocketFlags.None, out error);
-#else
-        // netstandard2.0 has no span overload: copy through a scratch array of the loop thread (one per thread, kept,
-        // so a write neither allocates nor takes a second array from the pool while the receive buffer is out).
-        byte[] buffer = t_sendScratch ??= new byte[SendQueue.ChunkSize];
-        int total = 0;
-        error = SocketError.Success;
-        while (total < data.Length)
-        {
-            int count = Math.Min(buffer.Length, data.Length - total);
-            data.Slice(total, count).CopyTo(buffer);
-            int n = _socket.Send(buffer, 0, count, SocketFlags.None, out error);
-            if (error != SocketError.Success)
-            {
-                break;
-            }
-
-            total += n;
-            if (n < count)
-            {
-                break;
-            }
+            data = data.Slice(sent);
         }
 
-        return total;
-#endif
+        SendQueue queue = _sendQueue ??= new SendQueue();
+        if (queue.Length + data.Length > _settings.MaxBufferedBytes)
+        {
+            FinishClose(ConnectionCloseReason.OutputLimitExceeded, SocketError.Success, abortive: true);
+            return false;
+        }
+
+        queue.Append(data);
+        MarkInterestDirty();
+        if (queue.Length >= _settings.HighWatermark && TryPauseWrites())
+        {
+            _handler.OnWritePaused(this);
+        }
+
+        return true;
     }
 
     /// <summary>Sends from the backlog until it is empty or the kernel's buffer is full; handles the low watermark and a pending FIN.</summary>
@@ -145,11 +167,7 @@ public sealed partial class Connection
         while (!queue.IsEmpty)
         {
             ArraySegment<byte> segment = queue.Peek();
-#if NET5_0_OR_GREATER
-            int n = SendNow(segment, out SocketError error);
-#else
-            int n = _socket.Send(segment.Array!, segment.Offset, segment.Count, SocketFlags.None, out SocketError error);
-#endif
+            int n = _transfer.Send(segment, out SocketError error);
             if (error != SocketError.Success)
             {
                 if (error == SocketError.WouldBlock)
@@ -170,18 +188,17 @@ public sealed partial class Connection
             }
         }
 
-        _interestDirty = true;
-        if (_writePaused && queue.Length <= _settings.LowWatermark)
+        MarkInterestDirty();
+        if (queue.Length <= _settings.LowWatermark && TryResumeWrites())
         {
-            _writePaused = false;
             _handler.OnWriteResumed(this);
-            if (_closed)
+            if (Has(ConnectionFlags.Closed))
             {
                 return;
             }
         }
 
-        if (queue.IsEmpty && _outputShutdownRequested && !_outputShut)
+        if (queue.IsEmpty && Has(ConnectionFlags.OutputShutdownRequested) && !Has(ConnectionFlags.OutputShut))
         {
             ShutdownOutputNow();
         }
@@ -190,30 +207,29 @@ public sealed partial class Connection
     /// <summary>
     /// Reads until the socket has nothing more, the end of stream, an error, a pause, or the per-event budget; hands each
     /// read to the handler (or discards it once a graceful close ended the input). Rents the buffer for this pass only.
-    /// Once a hang-up was reported (<see cref="_hangupSeen"/>) a short read does not end the pass: it reads on to the end of
-    /// stream. After a reported error (<see cref="_errorSeen"/>) an end of stream is a reset whose error code was consumed
+    /// Once a hang-up was reported (<see cref="ConnectionFlags.HangupSeen"/>) a short read does not end the pass: it reads on to the end of
+    /// stream. After a reported error (<see cref="ConnectionFlags.ErrorSeen"/>) an end of stream is a reset whose error code was consumed
     /// before the read (a kqueue emulation reads SO_ERROR to fill in its event).
     /// </summary>
     private void ReceivePass()
     {
-        if (_inReceivePass)
+        if (!TryBeginReceivePass())
         {
             return;
         }
 
-        _inReceivePass = true;
         byte[] buffer = ArrayPool<byte>.Shared.Rent(_settings.ReceiveBufferSize);
         try
         {
             for (int reads = 0; ; reads++)
             {
-                if (_closed || _inputClosed)
+                if (Has(ConnectionFlags.Closed | ConnectionFlags.ReadClosed))
                 {
                     return;
                 }
 
-                bool discard = _inputEnded;
-                if (!discard && _receivingPaused)
+                bool discard = Has(ConnectionFlags.InputEnded);
+                if (!discard && Has(ConnectionFlags.ReceivingPaused))
                 {
                     return;
                 }
@@ -229,7 +245,7 @@ public sealed partial class Connection
                     return;
                 }
 
-                int n = ReceiveNow(buffer, out SocketError error);
+                int n = _transfer.Receive(buffer, out SocketError error);
                 if (error != SocketError.Success)
                 {
                     if (error == SocketError.WouldBlock)
@@ -246,7 +262,7 @@ public sealed partial class Connection
 
                 if (n == 0)
                 {
-                    if (_errorSeen)
+                    if (Has(ConnectionFlags.ErrorSeen))
                     {
                         SocketError reported = PendingError();
                         CloseOnError(reported != SocketError.Success ? reported : SocketError.ConnectionReset);
@@ -266,7 +282,7 @@ public sealed partial class Connection
                     _handler.OnReceived(this, new ReadOnlySpan<byte>(buffer, 0, n));
                 }
 
-                if (n < buffer.Length && !_hangupSeen)
+                if (n < buffer.Length && !Has(ConnectionFlags.HangupSeen))
                 {
                     // A short read emptied the socket's buffer: anything arriving later is a new readiness (and a new edge).
                     InputDrained();
@@ -276,47 +292,34 @@ public sealed partial class Connection
         }
         finally
         {
-            _inReceivePass = false;
+            EndReceivePass();
             ArrayPool<byte>.Shared.Return(buffer);
         }
-    }
-
-    /// <summary>One non-blocking receive into <paramref name="buffer"/>: the bytes read, 0 at the end of stream, or 0 with an error.</summary>
-    private int ReceiveNow(byte[] buffer, out SocketError error)
-    {
-#if NET5_0_OR_GREATER
-        if (_directHandle is not null)
-        {
-            return SocketIo.Receive(_directHandle, buffer, out error);
-        }
-#endif
-        return _socket.Receive(buffer, 0, buffer.Length, SocketFlags.None, out error);
     }
 
     /// <summary>The socket has nothing more to read for now. A graceful close stops delivering input here.</summary>
     private void InputDrained()
     {
-        if (_closeRequested && !_inputEnded)
+        if (TryEndInputDelivery())
         {
-            _inputEnded = true;
             ProceedClose();
         }
     }
 
+    /// <summary>The end of stream was read: the handler hears of it (unless a close is under way), and the close or the half-close moves on.</summary>
     private void EndOfInput()
     {
-        _inputClosed = true;
-        _interestDirty = true;
-        if (!_closeRequested)
+        MarkReadClosed();
+        if (!Has(ConnectionFlags.CloseRequested))
         {
             _handler.OnReadClosed(this);
-            if (_closed)
+            if (Has(ConnectionFlags.Closed))
             {
                 return;
             }
         }
 
-        if (_closeRequested)
+        if (Has(ConnectionFlags.CloseRequested))
         {
             ProceedClose();
         }
@@ -324,40 +327,62 @@ public sealed partial class Connection
         CheckCompleted();
     }
 
+    /// <summary>Posts <see cref="ContinueReceiving"/> to the loop, once: edge-triggered, data already waiting raises no new edge.</summary>
     private void PostReceiveContinuation()
     {
-        if (_continuationPosted)
+        if (Has(ConnectionFlags.ContinuationPosted))
         {
             return;
         }
 
-        _continuationPosted = Loop.TryPost(s_continueReceiving, this);
+        SetContinuationPosted(Loop.TryPost(s_continueReceiving, this));
     }
 
+    /// <summary>The posted receive continuation (<see cref="s_continueReceiving"/>): another read pass.</summary>
     private void ContinueReceiving()
     {
-        _continuationPosted = false;
-        if (_closed)
+        SetContinuationPosted(false);
+        if (Has(ConnectionFlags.Closed))
         {
             return;
         }
 
-        _depth++;
-        try
-        {
-            if (WantsToRead)
+        Guarded(
+            static (c, _, _) =>
             {
-                ReceivePass();
-            }
-        }
-        catch
+                if (c.WantsToRead)
+                {
+                    c.ReceivePass();
+                }
+
+                return true;
+            },
+            0);
+    }
+
+    /// <summary>Registers the interest the state wants now: readable while reading goes on, writable while a backlog waits.</summary>
+    private void ApplyInterest()
+    {
+        if (Has(ConnectionFlags.Closed) || _registration is null)
         {
-            Fault();
-            throw;
+            return;
         }
-        finally
+
+        Interest want = Interest.None;
+        if (WantsToRead)
         {
-            Exit();
+            want |= Interest.Readable;
+        }
+
+        if (_sendQueue is { IsEmpty: false })
+        {
+            want |= Interest.Writable;
+        }
+
+        if (want != _interest)
+        {
+            _registration.ChangeInterest(want);
+            _interest = want;
         }
     }
 }

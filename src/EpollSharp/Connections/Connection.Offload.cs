@@ -69,9 +69,10 @@ public sealed partial class Connection
         QueueOffload(new OffloadItem<TState, TResult>(this, state, work, continuation));
     }
 
+    /// <summary>Queues <paramref name="item"/> to the thread pool and counts it as pending; nothing once the connection closed.</summary>
     private void QueueOffload(OffloadItem item)
     {
-        if (_closed)
+        if (Has(ConnectionFlags.Closed))
         {
             return;
         }
@@ -84,41 +85,37 @@ public sealed partial class Connection
     private void CompleteOffload(OffloadItem item, ExceptionDispatchInfo? error)
     {
         _pendingOffloads--;
-        _depth++;
-        try
-        {
-            if (error is not null)
-            {
-                Fault();
-                error.Throw();
-            }
-
-            if (!_closed)
-            {
-                item.Continue();
-            }
-
-            if (_closeRequested)
-            {
-                ProceedClose();
-            }
-        }
-        catch
-        {
-            Fault();
-            throw;
-        }
-        finally
-        {
-            Exit();
-        }
+        Guarded(static (c, done, _) => c.ContinueOffload(done.Item, done.Error), (Item: item, Error: error));
     }
 
-    /// <summary>Work queued to the thread pool whose continuation is posted back to the connection's loop. Allocated once per offload.</summary>
-    private abstract class OffloadItem
-#if NETCOREAPP3_0_OR_GREATER
-        : IThreadPoolWorkItem
-#endif
+    /// <summary>The body of <see cref="CompleteOffload"/>: rethrows the work's exception (the connection is reset), or runs the continuation; a close moves on.</summary>
+    private bool ContinueOffload(OffloadItem item, ExceptionDispatchInfo? error)
+    {
+        if (error is not null)
+        {
+            Fault();
+            error.Throw();
+        }
+
+        if (!Has(ConnectionFlags.Closed))
+        {
+            item.Continue();
+        }
+
+        if (Has(ConnectionFlags.CloseRequested))
+        {
+            ProceedClose();
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Work queued to the thread pool whose continuation is posted back to the connection's loop. Allocated once per offload.
+    /// How it is queued differs by target: <c>Connection.Offload.NetCoreApp.cs</c> (an <c>IThreadPoolWorkItem</c>) and
+    /// <c>Connection.Offload.NetStandard.cs</c> (a <see cref="WaitCallback"/>) each declare <c>Queue</c>.
+    /// </summary>
+    private abstract partial class OffloadItem
     {
         private static readonly Action<object?> s_complete = static state =>
         {
@@ -126,25 +123,13 @@ public sealed partial class Connection
             item.Connection.CompleteOffload(item, item._error);
         };
 
-#if !NETCOREAPP3_0_OR_GREATER
-        private static readonly WaitCallback s_execute = static state => ((OffloadItem)state!).Execute();
-#endif
-
         private ExceptionDispatchInfo? _error;
 
         protected OffloadItem(Connection connection) => Connection = connection;
 
         protected Connection Connection { get; }
 
-        public void Queue()
-        {
-#if NETCOREAPP3_0_OR_GREATER
-            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
-#else
-            ThreadPool.UnsafeQueueUserWorkItem(s_execute, this);
-#endif
-        }
-
+        /// <summary>On a thread-pool thread: runs the work, keeps its exception, and posts the completion to the loop.</summary>
         public void Execute()
         {
             try

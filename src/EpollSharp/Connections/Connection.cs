@@ -2,9 +2,6 @@ using System;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-#if NET5_0_OR_GREATER
-using System.Runtime.InteropServices;
-#endif
 using System.Threading;
 
 namespace EpollSharp.Connections;
@@ -38,10 +35,9 @@ public sealed partial class Connection
     private static long s_lastId;
 
     private readonly Socket _socket;
-#if NET5_0_OR_GREATER
-    /// <summary>The socket's handle when receives and sends go straight to <c>recv</c>/<c>send</c> (Linux); otherwise null and they go through <see cref="Socket"/>.</summary>
-    private readonly SafeHandle? _directHandle;
-#endif
+
+    /// <summary>The receives and sends on <see cref="_socket"/> (one file per target framework).</summary>
+    private readonly SocketTransfer _transfer;
     private readonly ConnectionHandler _handler;
     private readonly ConnectionSettings _settings;
     private Registration? _registration;
@@ -54,28 +50,7 @@ public sealed partial class Connection
     private ConnectionCloseReason _closeDeadlineReason;
     private long _bytesReceived;
     private long _bytesSent;
-    private int _depth;
     private int _pendingOffloads;
-    private bool _started;
-    private bool _closed;
-    private bool _receivingPaused;
-    private bool _inputClosed;
-    private bool _inputEnded;
-    private bool _outputShutdownRequested;
-    private bool _outputShut;
-    private bool _closeRequested;
-    private bool _writePaused;
-    private bool _inReceivePass;
-    private bool _continuationPosted;
-    private bool _interestDirty;
-    private bool _notifyClosedPending;
-    private bool _shutdownRequestPending;
-
-    /// <summary>The backend reported the peer's half-close or a hang-up: read on to the end of stream in every pass from now on.</summary>
-    private bool _hangupSeen;
-
-    /// <summary>The backend reported an error: an end of stream read from now on is a reset whose error code was consumed.</summary>
-    private bool _errorSeen;
 
     /// <summary>
     /// The socket error the backend reported with a readiness event (kqueue hands it over in the event), the first one;
@@ -88,9 +63,7 @@ public sealed partial class Connection
         Listener = listener;
         Loop = loop;
         _socket = socket;
-#if NET5_0_OR_GREATER
-        _directHandle = Native.SocketIo.IsSupported ? socket.SafeHandle : null;
-#endif
+        _transfer = new SocketTransfer(socket);
         _handler = handler;
         _settings = settings;
         Id = Interlocked.Increment(ref s_lastId);
@@ -128,24 +101,6 @@ public sealed partial class Connection
     /// <summary>Bytes written but not yet taken by the kernel.</summary>
     public long BufferedBytes => _sendQueue?.Length ?? 0;
 
-    /// <summary>Whether backpressure is on: the backlog reached <see cref="ConnectionOptions.HighWatermark"/> and has not yet drained to <see cref="ConnectionOptions.LowWatermark"/>.</summary>
-    public bool IsWritePaused => _writePaused;
-
-    /// <summary>Whether <see cref="PauseReceiving"/> is in effect.</summary>
-    public bool IsReceivingPaused => _receivingPaused;
-
-    /// <summary>Whether the peer shut down its sending side (end of stream was read): no more data will arrive.</summary>
-    public bool IsReadClosed => _inputClosed;
-
-    /// <summary>Whether this side's output is shut down or will be once the backlog is flushed (<see cref="Shutdown"/> or <see cref="Close()"/>); writes are refused.</summary>
-    public bool IsWriteClosed => _outputShutdownRequested;
-
-    /// <summary>Whether a graceful <see cref="Close()"/> is in progress.</summary>
-    public bool IsClosing => _closeRequested && !_closed;
-
-    /// <summary>Whether the connection has ended; its socket is closed.</summary>
-    public bool IsClosed => Volatile.Read(ref _closed);
-
     /// <summary>Why the connection ended; <see cref="ConnectionCloseReason.None"/> while it is open.</summary>
     public ConnectionCloseReason CloseReason { get; private set; }
 
@@ -168,15 +123,12 @@ public sealed partial class Connection
     public void PauseReceiving()
     {
         ThrowIfNotOnLoop();
-        if (_receivingPaused || _closed)
+        if (Has(ConnectionFlags.ReceivingPaused | ConnectionFlags.Closed))
         {
             return;
         }
 
-        _receivingPaused = true;
-        Enter();
-        _interestDirty = true;
-        Exit();
+        Guarded(static (c, _, _) => c.ChangeReceiving(paused: true), 0);
     }
 
     /// <summary>Reads from the socket again after <see cref="PauseReceiving"/>. Idempotent.</summary>
@@ -184,21 +136,12 @@ public sealed partial class Connection
     public void ResumeReceiving()
     {
         ThrowIfNotOnLoop();
-        if (!_receivingPaused || _closed)
+        if (!Has(ConnectionFlags.ReceivingPaused) || Has(ConnectionFlags.Closed))
         {
             return;
         }
 
-        _receivingPaused = false;
-        Enter();
-        _interestDirty = true;
-        if (_settings.TriggerMode == TriggerMode.Edge)
-        {
-            // Edge-triggered, data that was left in the socket while paused raises no new edge: read it.
-            PostReceiveContinuation();
-        }
-
-        Exit();
+        Guarded(static (c, _, _) => c.ChangeReceiving(paused: false), 0);
     }
 
     /// <summary>
@@ -210,29 +153,12 @@ public sealed partial class Connection
     public void Shutdown()
     {
         ThrowIfNotOnLoop();
-        if (_closed || _outputShutdownRequested)
+        if (Has(ConnectionFlags.Closed | ConnectionFlags.OutputShutdownRequested))
         {
             return;
         }
 
-        Enter();
-        try
-        {
-            _outputShutdownRequested = true;
-            if (_sendQueue is null || _sendQueue.IsEmpty)
-            {
-                ShutdownOutputNow();
-            }
-        }
-        catch
-        {
-            Fault();
-            throw;
-        }
-        finally
-        {
-            Exit();
-        }
+        Guarded(static (c, _, _) => c.ShutdownOutput(), 0);
     }
 
     /// <summary>Closes gracefully within <see cref="ConnectionOptions.CloseTimeout"/>. See <see cref="Close(TimeSpan)"/>.</summary>
@@ -258,44 +184,12 @@ public sealed partial class Connection
         }
 
         ThrowIfNotOnLoop();
-        if (_closed)
+        if (Has(ConnectionFlags.Closed))
         {
             return;
         }
 
-        Enter();
-        try
-        {
-            long deadline = timeout == Timeout.InfiniteTimeSpan ? 0 : Stopwatch.GetTimestamp() + ConnectionSettings.ToStopwatchTicks(timeout);
-            SetCloseDeadline(deadline, ConnectionCloseReason.CloseTimeout);
-            if (_closeRequested)
-            {
-                return;
-            }
-
-            _closeRequested = true;
-            _interestDirty = true;
-            if (_inputClosed)
-            {
-                ProceedClose();
-            }
-            else if (!_receivingPaused && !_inReceivePass)
-            {
-                // Deliver what has arrived; the pass ends the input when the socket has nothing more.
-                ReceivePass();
-            }
-
-            // Otherwise the pass running now, or the first one after ResumeReceiving, ends the input.
-        }
-        catch
-        {
-            Fault();
-            throw;
-        }
-        finally
-        {
-            Exit();
-        }
+        Guarded(static (c, t, _) => c.BeginClose(t), timeout);
     }
 
     /// <summary>
@@ -306,80 +200,174 @@ public sealed partial class Connection
     public void Abort()
     {
         ThrowIfNotOnLoop();
-        if (_closed)
+        AbortFor(ConnectionCloseReason.Aborted);
+    }
+
+    /// <summary>Starts the connection on its loop thread: registers it and calls <see cref="ConnectionHandler.OnConnected"/>.</summary>
+    internal void Start() => Guarded(static (c, _, _) => c.StartCore(), 0);
+
+    /// <summary>The listener's graceful shutdown reached this connection (on its loop thread).</summary>
+    internal void RequestShutdown(long drainDeadline)
+    {
+        if (Has(ConnectionFlags.Closed))
         {
             return;
         }
 
-        Enter();
-        try
+        Guarded(static (c, d, _) => c.RequestShutdownCore(d), drainDeadline);
+    }
+
+    /// <summary>Resets the connection for the listener (shutdown deadline, dispose), or for <see cref="Abort"/>, on its loop thread.</summary>
+    internal void AbortFor(ConnectionCloseReason reason)
+    {
+        if (Has(ConnectionFlags.Closed))
         {
-            FinishClose(ConnectionCloseReason.Aborted, SocketError.Success, abortive: true);
+            return;
         }
-        finally
+
+        Guarded(
+            static (c, r, _) =>
+            {
+                c.FinishClose(r, SocketError.Success, abortive: true);
+                return true;
+            },
+            reason);
+    }
+
+    /// <summary>
+    /// Closes a connection whose loop can no longer run anything (disposed): no callback is made. Called on another
+    /// thread, which is safe only because the loop no longer touches the connection.
+    /// </summary>
+    internal void CloseOnDeadLoop()
+    {
+        FinishClose(ConnectionCloseReason.ListenerDisposed, SocketError.OperationAborted, abortive: true, notify: false);
+    }
+
+    private void ThrowIfNotOnLoop()
+    {
+        if (!Loop.IsOnLoopThread)
         {
-            Exit();
+            throw new InvalidOperationException("A connection may only be used on its loop thread: call it from a handler callback or an offload continuation, or post the call with connection.Loop.Post.");
         }
     }
 
-    /// <summary>Starts the connection on its loop thread: registers it and calls <see cref="ConnectionHandler.OnConnected"/>.</summary>
-    internal void Start()
+    /// <summary>The body of <see cref="PauseReceiving"/> and <see cref="ResumeReceiving"/>.</summary>
+    private bool ChangeReceiving(bool paused)
     {
-        _depth++;
+        SetReceivingPaused(paused);
+        if (!paused && _settings.TriggerMode == TriggerMode.Edge)
+        {
+            // Edge-triggered, data that was left in the socket while paused raises no new edge: read it.
+            PostReceiveContinuation();
+        }
+
+        return true;
+    }
+
+    /// <summary>The body of <see cref="Shutdown"/>.</summary>
+    private bool ShutdownOutput()
+    {
+        TryRequestOutputShutdown();
+        if (_sendQueue is null || _sendQueue.IsEmpty)
+        {
+            ShutdownOutputNow();
+        }
+
+        return true;
+    }
+
+    /// <summary>The body of <see cref="Close(TimeSpan)"/>.</summary>
+    private bool BeginClose(TimeSpan timeout)
+    {
+        long deadline = timeout == Timeout.InfiniteTimeSpan ? 0 : Stopwatch.GetTimestamp() + ConnectionSettings.ToStopwatchTicks(timeout);
+        SetCloseDeadline(deadline, ConnectionCloseReason.CloseTimeout);
+        if (!TryRequestClose())
+        {
+            return true;
+        }
+
+        if (Has(ConnectionFlags.ReadClosed))
+        {
+            ProceedClose();
+        }
+        else if (!Has(ConnectionFlags.ReceivingPaused | ConnectionFlags.InReceivePass))
+        {
+            // Deliver what has arrived; the pass ends the input when the socket has nothing more.
+            ReceivePass();
+        }
+
+        // Otherwise the pass running now, or the first one after ResumeReceiving, ends the input.
+        return true;
+    }
+
+    /// <summary>The body of <see cref="Start"/>.</summary>
+    private bool StartCore()
+    {
+        if (Has(ConnectionFlags.Closed))
+        {
+            return true;
+        }
+
+        _lastActivity = Stopwatch.GetTimestamp();
+        SocketError optionError = ApplySocketOptions(out string? failedOption);
         try
         {
-            if (_closed)
-            {
-                return;
-            }
-
-            _lastActivity = Stopwatch.GetTimestamp();
-            SocketError optionError = ApplySocketOptions(out string? failedOption);
-            try
-            {
-                _registration = Loop.Register(_socket, Interest.Readable, s_onReady, this, _settings.TriggerMode);
-            }
-            catch (ObjectDisposedException)
-            {
-                // The loop is being released (or the socket is gone).
-                FinishClose(ConnectionCloseReason.LoopDisposed, SocketError.OperationAborted, abortive: true);
-                return;
-            }
-            catch
-            {
-                FinishClose(ConnectionCloseReason.SocketError, SocketError.SocketError, abortive: true);
-                throw;
-            }
-
-            _interest = Interest.Readable;
-            if (_settings.IdleTicks != 0)
-            {
-                _timerDue = _lastActivity + _settings.IdleTicks;
-                _timer = Loop.Schedule(_settings.IdleTimeout, s_onTimer, this);
-            }
-
-            _started = true;
-            _handler.OnConnected(this);
-            if (failedOption is not null && !_closed)
-            {
-                _handler.OnSocketOptionFailed(this, failedOption, optionError);
-            }
-
-            if (_shutdownRequestPending && !_closed)
-            {
-                _shutdownRequestPending = false;
-                _handler.OnShutdownRequested(this);
-            }
+            _registration = Loop.Register(_socket, Interest.Readable, s_onReady, this, _settings.TriggerMode);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The loop is being released (or the socket is gone).
+            FinishClose(ConnectionCloseReason.LoopDisposed, SocketError.OperationAborted, abortive: true);
+            return true;
         }
         catch
         {
-            Fault();
+            FinishClose(ConnectionCloseReason.SocketError, SocketError.SocketError, abortive: true);
             throw;
         }
-        finally
+
+        _interest = Interest.Readable;
+        if (_settings.IdleTicks != 0)
         {
-            Exit();
+            _timerDue = _lastActivity + _settings.IdleTicks;
+            _timer = Loop.Schedule(_settings.IdleTimeout, s_onTimer, this);
         }
+
+        MarkStarted();
+        _handler.OnConnected(this);
+        if (failedOption is not null && !Has(ConnectionFlags.Closed))
+        {
+            _handler.OnSocketOptionFailed(this, failedOption, optionError);
+        }
+
+        if (!Has(ConnectionFlags.Closed) && Take(ConnectionFlags.ShutdownRequestPending))
+        {
+            _handler.OnShutdownRequested(this);
+        }
+
+        return true;
+    }
+
+    /// <summary>The body of <see cref="RequestShutdown"/>.</summary>
+    private bool RequestShutdownCore(long drainDeadline)
+    {
+        if (drainDeadline != 0)
+        {
+            SetCloseDeadline(drainDeadline, ConnectionCloseReason.ShutdownTimeout);
+        }
+
+        if (!Has(ConnectionFlags.Started))
+        {
+            DeferShutdownRequest();
+            return true;
+        }
+
+        if (!Has(ConnectionFlags.CloseRequested))
+        {
+            _handler.OnShutdownRequested(this);
+        }
+
+        return true;
     }
 
     /// <summary>
@@ -415,428 +403,5 @@ public sealed partial class Connection
         }
 
         return SocketError.Success;
-    }
-
-    /// <summary>The listener's graceful shutdown reached this connection (on its loop thread).</summary>
-    internal void RequestShutdown(long drainDeadline)
-    {
-        if (_closed)
-        {
-            return;
-        }
-
-        _depth++;
-        try
-        {
-            if (drainDeadline != 0)
-            {
-                SetCloseDeadline(drainDeadline, ConnectionCloseReason.ShutdownTimeout);
-            }
-
-            if (!_started)
-            {
-                _shutdownRequestPending = true;
-                return;
-            }
-
-            if (!_closeRequested)
-            {
-                _handler.OnShutdownRequested(this);
-            }
-        }
-        catch
-        {
-            Fault();
-            throw;
-        }
-        finally
-        {
-            Exit();
-        }
-    }
-
-    /// <summary>Resets the connection for the listener (shutdown deadline, dispose), on its loop thread.</summary>
-    internal void AbortFor(ConnectionCloseReason reason)
-    {
-        if (_closed)
-        {
-            return;
-        }
-
-        _depth++;
-        try
-        {
-            FinishClose(reason, SocketError.Success, abortive: true);
-        }
-        finally
-        {
-            Exit();
-        }
-    }
-
-    /// <summary>
-    /// Closes a connection whose loop can no longer run anything (disposed): no callback is made. Called on another
-    /// thread, which is safe only because the loop no longer touches the connection.
-    /// </summary>
-    internal void CloseOnDeadLoop()
-    {
-        FinishClose(ConnectionCloseReason.ListenerDisposed, SocketError.OperationAborted, abortive: true, notify: false);
-    }
-
-    private void ThrowIfNotOnLoop()
-    {
-        if (!Loop.IsOnLoopThread)
-        {
-            throw new InvalidOperationException("A connection may only be used on its loop thread: call it from a handler callback or an offload continuation, or post the call with connection.Loop.Post.");
-        }
-    }
-
-    /// <summary>Enters a callback or a public call: interest changes and the closed notification wait until the outermost one exits.</summary>
-    private void Enter() => _depth++;
-
-    private void Exit()
-    {
-        if (--_depth != 0)
-        {
-            return;
-        }
-
-        if (_interestDirty)
-        {
-            _interestDirty = false;
-            ApplyInterest();
-        }
-
-        if (_notifyClosedPending)
-        {
-            _notifyClosedPending = false;
-            _handler.OnClosed(this);
-        }
-    }
-
-    /// <summary>A callback threw: reset the connection; the caller rethrows to the loop.</summary>
-    private void Fault()
-    {
-        if (!_closed)
-        {
-            FinishClose(ConnectionCloseReason.HandlerFault, SocketError.Success, abortive: true);
-        }
-    }
-
-    private void OnReady(Readiness readiness, SocketError reportedError)
-    {
-        _depth++;
-        try
-        {
-            if (reportedError != SocketError.Success && _reportedError == SocketError.Success)
-            {
-                _reportedError = reportedError;
-            }
-
-            HandleReadiness(readiness);
-        }
-        catch
-        {
-            Fault();
-            throw;
-        }
-        finally
-        {
-            Exit();
-        }
-    }
-
-    private void HandleReadiness(Readiness readiness)
-    {
-        const Readiness Trouble = Readiness.Closed | Readiness.Error;
-        if (_closed)
-        {
-            return;
-        }
-
-        if ((readiness & (Readiness.Writable | Trouble)) != 0 && _sendQueue is { IsEmpty: false })
-        {
-            Flush();
-            if (_closed)
-            {
-                return;
-            }
-        }
-
-        // Remembered, not just passed to this pass: a pass cut short (MaxReadsPerEvent, a pause) and the ones after it
-        // must still read to the end of stream, and edge-triggered no new event will come for it.
-        _hangupSeen |= (readiness & (Readiness.ReadClosed | Trouble)) != 0;
-        _errorSeen |= (readiness & Readiness.Error) != 0;
-        if ((readiness & (Readiness.Readable | Readiness.ReadClosed | Trouble)) != 0 && WantsToRead)
-        {
-            ReceivePass();
-        }
-        else if ((readiness & Readiness.Error) != 0)
-        {
-            SocketError error = PendingError();
-            if (error != SocketError.Success)
-            {
-                CloseOnError(error);
-            }
-        }
-    }
-
-    private bool WantsToRead => !_inputClosed && (_inputEnded || !_receivingPaused);
-
-    /// <summary>
-    /// The socket's error: the one the backend reported with an event when it did (over libkqueue the socket no longer
-    /// has it), else the pending error read from the socket (which clears it).
-    /// </summary>
-    private SocketError PendingError()
-    {
-        if (_reportedError != SocketError.Success)
-        {
-            return _reportedError;
-        }
-
-        try
-        {
-            object? value = _socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error);
-            return value is int code ? (SocketError)code : SocketError.Success;
-        }
-        catch (SocketException e)
-        {
-            return e.SocketErrorCode;
-        }
-        catch (ObjectDisposedException)
-        {
-            return SocketError.OperationAborted;
-        }
-    }
-
-    private void OnTimer()
-    {
-        if (_closed)
-        {
-            return;
-        }
-
-        _depth++;
-        try
-        {
-            long now = Stopwatch.GetTimestamp();
-            _timerDue = 0;
-            if (_closeDeadline != 0 && now >= _closeDeadline)
-            {
-                FinishClose(_closeDeadlineReason, SocketError.Success, abortive: true);
-                return;
-            }
-
-            long next = long.MaxValue;
-            if (_settings.IdleTicks != 0)
-            {
-                long idleAt = Volatile.Read(ref _lastActivity) + _settings.IdleTicks;
-                if (now >= idleAt)
-                {
-                    // Reset only when output is stuck (the peer stopped reading); otherwise an orderly close.
-                    FinishClose(ConnectionCloseReason.IdleTimeout, SocketError.Success, abortive: _sendQueue is { IsEmpty: false });
-                    return;
-                }
-
-                next = idleAt;
-            }
-
-            if (_closeDeadline != 0)
-            {
-                next = Math.Min(next, _closeDeadline);
-            }
-
-            if (next != long.MaxValue)
-            {
-                ArmTimer(next, now);
-            }
-        }
-        finally
-        {
-            Exit();
-        }
-    }
-
-    /// <summary>Sets (or brings forward) the graceful-close deadline and makes sure the timer fires by then.</summary>
-    private void SetCloseDeadline(long deadline, ConnectionCloseReason reason)
-    {
-        if (deadline == 0 || (_closeDeadline != 0 && _closeDeadline <= deadline))
-        {
-            return;
-        }
-
-        _closeDeadline = deadline;
-        _closeDeadlineReason = reason;
-        if (_timerDue == 0 || deadline < _timerDue)
-        {
-            ArmTimer(deadline, Stopwatch.GetTimestamp());
-        }
-    }
-
-    private void ArmTimer(long due, long now)
-    {
-        if (_closed)
-        {
-            return;
-        }
-
-        _timerDue = due;
-        TimeSpan delay = ConnectionSettings.FromStopwatchTicks(Math.Max(0, due - now));
-        if (_timer is null)
-        {
-            _timer = Loop.Schedule(delay, s_onTimer, this);
-        }
-        else
-        {
-            _timer.Change(delay);
-        }
-    }
-
-    /// <summary>Moves a graceful close on as far as it can go now.</summary>
-    private void ProceedClose()
-    {
-        if (_closed || !_closeRequested)
-        {
-            return;
-        }
-
-        if (!_inputEnded && !_inputClosed)
-        {
-            // Input that already arrived is still being delivered.
-            return;
-        }
-
-        if (_pendingOffloads > 0)
-        {
-            // Their continuations may still write.
-            return;
-        }
-
-        if (!_outputShutdownRequested)
-        {
-            _outputShutdownRequested = true;
-            if (_sendQueue is null || _sendQueue.IsEmpty)
-            {
-                ShutdownOutputNow();
-            }
-        }
-
-        _interestDirty = true;
-    }
-
-    private void ShutdownOutputNow()
-    {
-        try
-        {
-            _socket.Shutdown(SocketShutdown.Send);
-        }
-        catch (SocketException e)
-        {
-            CloseOnError(e.SocketErrorCode);
-            return;
-        }
-
-        _outputShut = true;
-        CheckCompleted();
-    }
-
-    private void CheckCompleted()
-    {
-        if (!_closed && _outputShut && _inputClosed)
-        {
-            FinishClose(ConnectionCloseReason.Completed, SocketError.Success, abortive: false);
-        }
-    }
-
-    /// <summary>
-    /// Ends the connection with <paramref name="error"/>, classified as Reset, BrokenPipe or SocketError. A send or
-    /// receive that failed with EPIPE (<see cref="SocketError.Shutdown"/>) after the backend reported the connection's
-    /// error with an event (<see cref="_reportedError"/>, a reset) ends with that error instead: on kqueue's kernels a
-    /// send on a reset connection fails with EPIPE, because the socket can send no more, and only the event says why;
-    /// over libkqueue the socket's error is moreover consumed by the event. On epoll the send itself fails with
-    /// ECONNRESET, and no error is ever reported with an event, so nothing changes there.
-    /// </summary>
-    private void CloseOnError(SocketError error)
-    {
-        if (error == SocketError.Shutdown && _reportedError != SocketError.Success)
-        {
-            error = _reportedError;
-        }
-
-        ConnectionCloseReason reason = error switch
-        {
-            SocketError.ConnectionReset or SocketError.ConnectionAborted => ConnectionCloseReason.Reset,
-            SocketError.Shutdown => ConnectionCloseReason.BrokenPipe,
-            _ => ConnectionCloseReason.SocketError,
-        };
-        FinishClose(reason, error, abortive: false);
-    }
-
-    /// <summary>Ends the connection: releases the registration, timer, socket and buffers, untracks it, and schedules <see cref="ConnectionHandler.OnClosed"/>.</summary>
-    private void FinishClose(ConnectionCloseReason reason, SocketError error, bool abortive, bool notify = true)
-    {
-        if (_closed)
-        {
-            return;
-        }
-
-        Volatile.Write(ref _closed, true);
-        CloseReason = reason;
-        SocketError = error;
-        _registration?.Dispose();
-        _timer?.Cancel();
-        if (abortive)
-        {
-            try
-            {
-                _socket.LingerState = new LingerOption(true, 0);
-            }
-            catch (SocketException)
-            {
-            }
-            catch (ObjectDisposedException)
-            {
-            }
-        }
-
-        _socket.Dispose();
-        _sendQueue?.Clear();
-        Listener?.OnConnectionClosed(this);
-        if (notify && _started)
-        {
-            if (_depth > 0)
-            {
-                _notifyClosedPending = true;
-            }
-            else
-            {
-                _handler.OnClosed(this);
-            }
-        }
-    }
-
-    private void ApplyInterest()
-    {
-        if (_closed || _registration is null)
-        {
-            return;
-        }
-
-        Interest want = Interest.None;
-        if (WantsToRead)
-        {
-            want |= Interest.Readable;
-        }
-
-        if (_sendQueue is { IsEmpty: false })
-        {
-            want |= Interest.Writable;
-        }
-
-        if (want != _interest)
-        {
-            _registration.ChangeInterest(want);
-            _interest = want;
-        }
     }
 }

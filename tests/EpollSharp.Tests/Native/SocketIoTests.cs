@@ -3,7 +3,7 @@ using System;
 using System.Net.Sockets;
 using System.Threading;
 using System.Runtime.InteropServices;
-using EpollSharp.Native;
+using EpollSharp.Connections;
 using EpollSharp.Tests.Connections;
 
 namespace EpollSharp.Tests.Native;

@@ -2,9 +2,10 @@
 using System;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using EpollSharp.Native;
 using E = EpollSharp.Interop.Errno;
 
-namespace EpollSharp.Native;
+namespace EpollSharp.Connections;
 
 /// <summary>
 /// Non-blocking <c>recv</c>/<c>send</c> straight on a socket's descriptor (Linux), for the connection layer's hot path:
@@ -12,6 +13,8 @@ namespace EpollSharp.Native;
 /// <c>SocketPal</c> and <c>libSystem.Native</c>. Errors come back as the same <see cref="SocketError"/> values
 /// <see cref="Socket"/> reports for them, so callers see no difference. The handle is referenced for the length of each
 /// call, so a socket closed meanwhile gives <see cref="ObjectDisposedException"/>, never a read from a reused descriptor.
+/// A helper of the connection layer (the P/Invoke declarations themselves are in <c>Interop/Interop.recv.cs</c> and
+/// <c>Interop/Interop.send.cs</c>); the connection uses it from <c>Connection.Io.NetCoreApp.cs</c>.
 /// </summary>
 internal static class SocketIo
 {

@@ -198,10 +198,14 @@ public sealed partial class Connection
 
         _socket.Dispose();
         _sendQueue?.Clear();
-        Listener?.OnConnectionClosed(this);
         if (notify && Has(ConnectionFlags.Started))
         {
+            // The listener hears of it after OnClosed, so that a drained ShutdownAsync means every OnClosed has run.
             NotifyClosed();
+        }
+        else
+        {
+            Listener?.OnConnectionClosed(this);
         }
     }
 }

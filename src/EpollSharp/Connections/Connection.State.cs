@@ -320,7 +320,7 @@ public sealed partial class Connection
 
         if (Take(ConnectionFlags.NotifyClosedPending))
         {
-            _handler.OnClosed(this);
+            CallOnClosed();
         }
     }
 
@@ -342,7 +342,23 @@ public sealed partial class Connection
         }
         else
         {
+            CallOnClosed();
+        }
+    }
+
+    /// <summary>
+    /// Calls <see cref="ConnectionHandler.OnClosed"/>, then tells the listener (which untracks the connection, and completes a
+    /// drained shutdown), even when the handler throws.
+    /// </summary>
+    private void CallOnClosed()
+    {
+        try
+        {
             _handler.OnClosed(this);
+        }
+        finally
+        {
+            Listener?.OnConnectionClosed(this);
         }
     }
 }

@@ -24,7 +24,7 @@ namespace EpollSharp.Connections;
 /// at <see cref="MaxConnections"/> live connections (derived from the descriptor limit by default) it stops accepting until one closes.</para>
 /// <para><b>Threads.</b> Every member may be called from any thread. Accepting, and the pause callbacks, run on <see cref="Loop"/>'s thread.</para>
 /// </remarks>
-public sealed class ConnectionListener : IDisposable
+public sealed partial class ConnectionListener : IDisposable
 {
     private const int NotPaused = 0;
     private const int PausedAtLimit = 1;
@@ -215,7 +215,7 @@ public sealed class ConnectionListener : IDisposable
     /// (<see cref="ConnectionCloseReason.ShutdownTimeout"/>). Safe from any thread; calling it again returns the same task.
     /// </summary>
     /// <param name="drainTimeout">How long connections may take to finish; <see cref="Timeout.InfiniteTimeSpan"/> to wait for ever.</param>
-    /// <returns>A task that completes when every connection of the listener has closed.</returns>
+    /// <returns>A task that completes when every connection of the listener has closed and its <see cref="ConnectionHandler.OnClosed"/> has run.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="drainTimeout"/> is not infinite, and negative or above 3,650 days.</exception>
     public Task ShutdownAsync(TimeSpan drainTimeout)
     {
@@ -282,84 +282,6 @@ public sealed class ConnectionListener : IDisposable
 
         StopAccepting();
         AbortAll(ConnectionCloseReason.ListenerDisposed);
-    }
-
-    /// <summary>Called by a connection (on its loop thread) when it has closed.</summary>
-    internal void OnConnectionClosed(Connection connection)
-    {
-        TaskCompletionSource<bool>? drained = null;
-        LoopTimer? drainTimer = null;
-        bool removeHooks;
-        lock (_trackLock)
-        {
-            Connection? previous = connection.ListPrevious;
-            Connection? next = connection.ListNext;
-            if (previous is not null)
-            {
-                previous.ListNext = next;
-            }
-            else if (_head == connection)
-            {
-                _head = next;
-            }
-
-            if (next is not null)
-            {
-                next.ListPrevious = previous;
-            }
-
-            connection.ListPrevious = null;
-            connection.ListNext = null;
-            _count--;
-            if (_count == 0 && _drained is not null)
-            {
-                drained = _drained;
-                drainTimer = _drainTimer;
-            }
-
-            removeHooks = _count == 0 && _acceptingEnded;
-        }
-
-        if (removeHooks)
-        {
-            RemoveReleaseHooks();
-        }
-
-        _budget.Release();
-        if (Volatile.Read(ref _pauseKind) == PausedForRetry)
-        {
-            // Descriptors were short and one just came free: try again now rather than at the next retry.
-            PostResume();
-        }
-
-        if (drained is not null)
-        {
-            drainTimer?.Cancel();
-            drained.TrySetResult(true);
-        }
-    }
-
-    /// <summary>The shared budget has room again (a connection closed somewhere): resume if paused at the limit.</summary>
-    internal void SignalRoom()
-    {
-        if (Volatile.Read(ref _pauseKind) == PausedAtLimit)
-        {
-            PostResume();
-        }
-    }
-
-    private void PostResume()
-    {
-        if (Interlocked.Exchange(ref _resumePosted, 1) == 0 && !Loop.TryPost(s_resume, this))
-        {
-            Volatile.Write(ref _resumePosted, 0);
-        }
-    }
-
-    private void OnResumeSignal()
-    {
-        Volatile.Write(ref _resumePosted, 0);
-        Resume();
     }
 
     private void OnAcceptReady()
@@ -459,183 +381,6 @@ public sealed class ConnectionListener : IDisposable
         }
     }
 
-    private bool Track(Connection connection)
-    {
-        lock (_trackLock)
-        {
-            if (_closedToNewConnections)
-            {
-                return false;
-            }
-
-            connection.ListNext = _head;
-            if (_head is not null)
-            {
-                _head.ListPrevious = connection;
-            }
-
-            _head = connection;
-            _count++;
-            return true;
-        }
-    }
-
-    private Connection[] SnapshotLocked()
-    {
-        var connections = new Connection[_count];
-        int i = 0;
-        for (Connection? c = _head; c is not null && i < connections.Length; c = c.ListNext)
-        {
-            connections[i++] = c;
-        }
-
-        return connections;
-    }
-
-    private void AbortAll(ConnectionCloseReason reason)
-    {
-        Connection[] connections;
-        lock (_trackLock)
-        {
-            connections = SnapshotLocked();
-        }
-
-        Action<object?> abort = reason == ConnectionCloseReason.ShutdownTimeout ? s_abortForShutdown : s_abortForDispose;
-        foreach (Connection connection in connections)
-        {
-            if (connection.Loop.IsOnLoopThread)
-            {
-                connection.AbortFor(reason);
-            }
-            else if (!connection.Loop.TryPost(abort, connection))
-            {
-                connection.CloseOnDeadLoop();
-            }
-        }
-    }
-
-    /// <summary>Closes the reserve descriptor, accepts one pending connection with it and closes that; returns how many were shed.</summary>
-    private int Shed()
-    {
-        if (_reserve is null)
-        {
-            return 0;
-        }
-
-        _reserve.Dispose();
-        _reserve = null;
-        int shed = 0;
-        try
-        {
-            using Socket rejected = _socket.Accept();
-            shed = 1;
-            Interlocked.Increment(ref _shed);
-        }
-        catch (SocketException)
-        {
-            // Someone else took the descriptor, or the client left.
-        }
-
-        TryOpenReserve();
-        return shed;
-    }
-
-    private void TryOpenReserve()
-    {
-        try
-        {
-            _reserve = new Socket(_socket.AddressFamily, SocketType.Dgram, ProtocolType.Unspecified);
-        }
-        catch (SocketException)
-        {
-            _reserve = null;
-        }
-    }
-
-    private void Pause(AcceptPauseReason reason, SocketError error, int shed)
-    {
-        bool first = _episode is null;
-        if (first)
-        {
-            _episode = new AcceptPauseEpisode(reason, error);
-            _retryDelay = _options.AcceptRetryDelay;
-        }
-        else
-        {
-            _episode!.Retries++;
-            _retryDelay = TimeSpan.FromTicks(Math.Min(_retryDelay.Ticks * 2, _options.MaxAcceptRetryDelay.Ticks));
-        }
-
-        _episode.ShedConnections += shed;
-        _registration.ChangeInterest(Interest.None);
-        if (reason == AcceptPauseReason.ConnectionLimit)
-        {
-            Volatile.Write(ref _pauseKind, PausedAtLimit);
-            _budget.EnterWaiting();
-            if (_budget.HasRoom)
-            {
-                // A connection closed between the failed acquire and the flag: do not wait for the next one.
-                PostResume();
-            }
-        }
-        else
-        {
-            Volatile.Write(ref _pauseKind, PausedForRetry);
-            if (_retryTimer is null)
-            {
-                _retryTimer = Loop.Schedule(_retryDelay, s_onRetry, this);
-            }
-            else
-            {
-                _retryTimer.Change(_retryDelay);
-            }
-        }
-
-        if (first)
-        {
-            _handler.OnAcceptPaused(this, _episode);
-        }
-    }
-
-    /// <summary>Ends a pause (retry timer, a closed connection, room at the limit) and tries to accept at once.</summary>
-    private void Resume()
-    {
-        int kind = Volatile.Read(ref _pauseKind);
-        if (_stopped || kind == NotPaused)
-        {
-            return;
-        }
-
-        if (kind == PausedAtLimit)
-        {
-            _budget.LeaveWaiting();
-        }
-
-        _retryTimer?.Cancel();
-        Volatile.Write(ref _pauseKind, NotPaused);
-        if (_reserve is null && _options.KeepReserveDescriptor)
-        {
-            TryOpenReserve();
-        }
-
-        _registration.ChangeInterest(Interest.Readable);
-        OnAcceptReady();
-    }
-
-    private void EndEpisode()
-    {
-        AcceptPauseEpisode? episode = _episode;
-        if (episode is null)
-        {
-            return;
-        }
-
-        _episode = null;
-        _retryDelay = _options.AcceptRetryDelay;
-        episode.End();
-        _handler.OnAcceptResumed(this, episode);
-    }
-
     private void StopAcceptingOnLoop()
     {
         if (_stopped)
@@ -667,42 +412,4 @@ public sealed class ConnectionListener : IDisposable
         }
     }
 
-    /// <summary>
-    /// <paramref name="loop"/> is being released (disposed, whatever state it was in), on its thread: stop accepting if it is
-    /// the accepting loop, and reset this listener's connections that live on it (<see cref="ConnectionCloseReason.LoopDisposed"/>).
-    /// </summary>
-    private void OnLoopReleased(EventLoop loop)
-    {
-        if (loop == Loop)
-        {
-            StopAcceptingOnLoop();
-        }
-
-        Connection[] connections;
-        lock (_trackLock)
-        {
-            connections = SnapshotLocked();
-        }
-
-        foreach (Connection connection in connections)
-        {
-            if (connection.Loop == loop)
-            {
-                connection.AbortFor(ConnectionCloseReason.LoopDisposed);
-            }
-        }
-    }
-
-    /// <summary>The listener accepts no more and has no connection left: nothing of it remains for a loop's release to close.</summary>
-    private void RemoveReleaseHooks()
-    {
-        for (int i = 0; i < _releaseHooks.Length; i++)
-        {
-            EventLoop.ReleaseHook? hook = _releaseHooks[i];
-            if (hook is not null)
-            {
-                _targets[i].RemoveReleaseHook(hook);
-            }
-        }
-    }
 }

@@ -23,7 +23,7 @@ internal enum PortSharing
 }
 
 /// <summary>Creates listening sockets, and applies the per-connection options to accepted ones.</summary>
-internal static class SocketSetup
+internal static partial class SocketSetup
 {
     /// <summary>Creates, configures, binds and starts listening; non-blocking. Throws (and closes the socket) on failure.</summary>
     internal static Socket CreateListener(EndPoint endPoint, ListenerOptions options, PortSharing sharing)
@@ -78,38 +78,6 @@ internal static class SocketSetup
 
     /// <summary>Whether options that only TCP has (no-delay, keep-alive timings) apply to <paramref name="socket"/>.</summary>
     internal static bool IsTcp(Socket socket) => socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6;
-
-    /// <summary>Sets a boolean <c>SOL_SOCKET</c> option to 1 through the raw option call (no .NET mapping in between).</summary>
-    private static void SetFlag(Socket socket, int option)
-    {
-#if NET5_0_OR_GREATER
-        Span<byte> one = stackalloc byte[sizeof(int)];
-        BitConverter.TryWriteBytes(one, 1);
-        socket.SetRawSocketOption(SocketConstants.SolSocket, option, one);
-#else
-        if (!Platform.IsLinux)
-        {
-            // This build binds the C library of Linux only; elsewhere .NET's mapping is the one way to set the option.
-            if (option == SocketConstants.SoReuseAddr)
-            {
-                socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-                return;
-            }
-
-            throw new PlatformNotSupportedException("Raw socket options need Linux in the netstandard2.0 build.");
-        }
-
-        int one = 1;
-        unsafe
-        {
-            if (Interop.Sys.setsockopt((int)socket.Handle, SocketConstants.SolSocket, option, &one, sizeof(int)) != 0)
-            {
-                int errno = Interop.Errno.Last();
-                throw new InvalidOperationException("setsockopt(SOL_SOCKET, " + option.ToString(System.Globalization.CultureInfo.InvariantCulture) + ") failed: " + ErrnoNames.NameOf(errno) + ".");
-            }
-        }
-#endif
-    }
 
     /// <summary>The <c>SOL_SOCKET</c> numbers of this system (Linux's, or those of macOS and FreeBSD).</summary>
     private static class SocketConstants

@@ -1,12 +1,5 @@
-using System;
-using System.Collections.Generic;
 using System.Diagnostics;
-using System.Linq;
-using System.Net;
-using System.Net.Sockets;
-using System.Threading;
 using EpollSharp.Backends;
-using EpollSharp.Tests.Util;
 using K = EpollSharp.Interop.Kqueue;
 
 namespace EpollSharp.Tests.Backends;

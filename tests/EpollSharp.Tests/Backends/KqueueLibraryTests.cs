@@ -1,5 +1,3 @@
-using System;
-using System.Linq;
 using EpollSharp.Backends;
 using EpollSharp.Native;
 using OS = EpollSharp.Backends.KqueueLibrary.HostOS;

@@ -1,9 +1,6 @@
-using System;
-using System.Collections.Generic;
 using System.Diagnostics;
 using System.Globalization;
 using System.IO;
-using System.Linq;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using EpollSharp.Backends;
@@ -12,7 +9,6 @@ using K = EpollSharp.Interop.Kqueue;
 
 namespace EpollSharp.Tests.Backends;
 
-using EpollSharp.Tests.Util;
 using static EpollSharp.Tests.Util.ProcessTools;
 
 /// <summary>

@@ -1,12 +1,6 @@
-using System;
-using System.Collections.Generic;
 using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
-using System.Threading;
 using EpollSharp.Backends;
-using EpollSharp.Tests.Util;
 using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Backends;

@@ -1,4 +1,3 @@
-using System;
 using EpollSharp.Backends;
 
 namespace EpollSharp.Tests.Backends;

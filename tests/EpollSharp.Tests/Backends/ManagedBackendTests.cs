@@ -1,11 +1,6 @@
-using System;
-using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
-using System.Net.Sockets;
-using System.Threading;
 using EpollSharp.Backends;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Backends;
 

@@ -1,10 +1,5 @@
-using System;
 using System.Diagnostics;
-using System.Net.Sockets;
-using System.Threading;
-using System.Threading.Tasks;
 using EpollSharp.Backends;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Backends;
 

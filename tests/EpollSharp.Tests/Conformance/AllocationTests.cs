@@ -1,6 +1,3 @@
-using System;
-using EpollSharp.Tests.Util;
-
 namespace EpollSharp.Tests.Conformance;
 
 using Backends = EpollSharp.Tests.Util.Backends;

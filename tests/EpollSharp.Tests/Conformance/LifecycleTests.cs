@@ -1,8 +1,3 @@
-using System;
-using System.Threading;
-using System.Threading.Tasks;
-using EpollSharp.Tests.Util;
-
 namespace EpollSharp.Tests.Conformance;
 
 using Backends = EpollSharp.Tests.Util.Backends;

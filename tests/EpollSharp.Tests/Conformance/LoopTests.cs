@@ -1,11 +1,4 @@
-using System;
-using System.Collections.Concurrent;
-using System.Collections.Generic;
 using System.Diagnostics;
-using System.Linq;
-using System.Threading;
-using System.Threading.Tasks;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Conformance;
 

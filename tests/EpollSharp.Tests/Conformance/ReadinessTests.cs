@@ -1,9 +1,3 @@
-using System;
-using System.Collections.Concurrent;
-using System.Net.Sockets;
-using System.Threading;
-using EpollSharp.Tests.Util;
-
 namespace EpollSharp.Tests.Conformance;
 
 using Backends = EpollSharp.Tests.Util.Backends;

@@ -1,11 +1,4 @@
-using System;
-using System.Collections.Concurrent;
-using System.Collections.Generic;
 using System.IO;
-using System.Net;
-using System.Net.Sockets;
-using System.Threading;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Conformance;
 

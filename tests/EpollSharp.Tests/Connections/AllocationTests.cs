@@ -1,7 +1,3 @@
-using System;
-using System.Net.Sockets;
-using System.Threading;
-using EpollSharp.Connections;
 using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Connections;

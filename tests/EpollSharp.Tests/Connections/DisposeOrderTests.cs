@@ -1,12 +1,3 @@
-using System;
-using System.Linq;
-using System.Net;
-using System.Net.Sockets;
-using System.Threading;
-using System.Threading.Tasks;
-using EpollSharp.Connections;
-using EpollSharp.Tests.Util;
-
 namespace EpollSharp.Tests.Connections;
 
 using Backends = EpollSharp.Tests.Util.Backends;

@@ -1,7 +1,5 @@
-using System;
 using System.IO;
 using System.Text.RegularExpressions;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Connections;
 

@@ -1,9 +1,3 @@
-using System;
-using System.Net.Sockets;
-using System.Threading;
-using EpollSharp.Connections;
-using EpollSharp.Tests.Util;
-
 namespace EpollSharp.Tests.Connections;
 
 using Backends = EpollSharp.Tests.Util.Backends;

@@ -1,6 +1,3 @@
-using System;
-using System.Net.Sockets;
-
 namespace EpollSharp.Tests.Connections;
 
 /// <summary>The README's example (samples/QuickStart) runs: it listens, echoes, and stops on SIGINT (Ctrl+C).</summary>

@@ -1,14 +1,7 @@
-using System;
-using System.Collections.Concurrent;
-using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
-using System.Linq;
-using System.Net;
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
-using System.Threading;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Connections;
 

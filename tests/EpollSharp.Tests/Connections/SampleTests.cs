@@ -1,7 +1,4 @@
-using System;
-using System.Net.Sockets;
 using System.Text.RegularExpressions;
-using System.Threading;
 using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Connections;

@@ -1,10 +1,4 @@
-using System;
 using System.IO;
-using System.Linq;
-using System.Net;
-using System.Net.Sockets;
-using EpollSharp.Connections;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Connections;
 

@@ -1,9 +1,3 @@
-using System;
-using System.Linq;
-using System.Net.Sockets;
-using EpollSharp.Connections;
-using EpollSharp.Tests.Util;
-
 namespace EpollSharp.Tests.Connections;
 
 using Backends = EpollSharp.Tests.Util.Backends;

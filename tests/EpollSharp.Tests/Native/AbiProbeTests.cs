@@ -1,9 +1,6 @@
-using System;
-using System.Collections.Generic;
 using System.Diagnostics;
 using System.Globalization;
 using System.IO;
-using System.Linq;
 using System.Reflection;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -12,7 +9,6 @@ using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Native;
 
-using EpollSharp.Tests.Util;
 
 /// <summary>
 /// Checks every ABI fact the binding hard-codes against the C headers of this machine, as Tmds.LibC does:

@@ -1,4 +1,3 @@
-using System;
 using EpollSharp.Native;
 
 namespace EpollSharp.Tests.Native;

@@ -1,10 +1,4 @@
-using System;
-using System.Collections.Concurrent;
-using System.Linq;
-using System.Threading;
-using System.Threading.Tasks;
 using EpollSharp.Native;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Native;
 

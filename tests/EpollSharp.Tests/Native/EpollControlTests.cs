@@ -1,7 +1,4 @@
-using System.Linq;
-using System.Net.Sockets;
 using EpollSharp.Native;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Native;
 

@@ -1,10 +1,7 @@
-using System;
 using System.IO;
-using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 using EpollSharp.Native;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Native;
 

@@ -1,9 +1,5 @@
-using System;
 using System.Diagnostics;
-using System.Threading;
-using System.Threading.Tasks;
 using EpollSharp.Native;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Native;
 

@@ -1,8 +1,4 @@
-using System;
-using System.Threading;
-using System.Threading.Tasks;
 using EpollSharp.Native;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Native;
 

@@ -1,9 +1,5 @@
 #if !EPOLLSHARP_NETSTANDARD2_0
-using System;
-using System.Net.Sockets;
-using System.Threading;
 using System.Runtime.InteropServices;
-using EpollSharp.Connections;
 using EpollSharp.Tests.Connections;
 
 namespace EpollSharp.Tests.Native;

@@ -1,9 +1,5 @@
-using System;
-using System.Collections.Concurrent;
-using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
-using System.Linq;
 
 namespace EpollSharp.Tests.Reliability;
 

@@ -1,17 +1,7 @@
-using System;
-using System.Collections.Concurrent;
-using System.Collections.Generic;
 using System.Globalization;
-using System.Linq;
-using System.Net;
-using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using System.Threading;
-using System.Threading.Tasks;
-using EpollSharp.Connections;
 using EpollSharp.Native;
 using EpollSharp.Tests.Connections;
-using EpollSharp.Tests.Util;
 
 namespace EpollSharp.Tests.Reliability;
 

@@ -1,11 +1,4 @@
-using System;
-using System.Linq;
-using System.Net.Sockets;
-using System.Threading;
-using System.Threading.Tasks;
-using EpollSharp.Connections;
 using EpollSharp.Tests.Connections;
-using EpollSharp.Tests.Util;
 using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Reliability;

@@ -1,10 +1,3 @@
-using System;
-using System.Collections.Concurrent;
-using System.Linq;
-using System.Net;
-using System.Net.Sockets;
-using System.Threading;
-using System.Threading.Tasks;
 using EpollSharp.Tests.Connections;
 
 namespace EpollSharp.Tests.Reliability;

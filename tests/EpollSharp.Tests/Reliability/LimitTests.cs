@@ -1,16 +1,6 @@
-using System;
-using System.Collections.Concurrent;
-using System.Collections.Generic;
 using System.Diagnostics;
-using System.Linq;
-using System.Net;
-using System.Net.Sockets;
 using System.Text;
-using System.Threading;
-using System.Threading.Tasks;
-using EpollSharp.Connections;
 using EpollSharp.Tests.Connections;
-using EpollSharp.Tests.Util;
 using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Reliability;

@@ -1,15 +1,7 @@
-using System;
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.IO;
 using System.IO.Pipes;
-using System.Linq;
-using System.Net;
-using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using System.Threading;
-using EpollSharp.Connections;
-using EpollSharp.Tests.Util;
 using Microsoft.Win32.SafeHandles;
 using Xunit.Abstractions;
 

@@ -1,7 +1,3 @@
-using System;
-using System.Collections.Generic;
-using System.Net.Sockets;
-using EpollSharp.Tests.Util;
 using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Reliability;

@@ -1,9 +1,6 @@
-using System;
 using System.Diagnostics;
 using System.Diagnostics.Tracing;
 using System.Runtime.InteropServices;
-using System.Threading;
-using EpollSharp.Tests.Util;
 using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Reliability;

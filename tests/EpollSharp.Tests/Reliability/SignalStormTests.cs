@@ -1,12 +1,6 @@
-using System;
-using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Linq;
 using System.Runtime.InteropServices;
-using System.Threading;
-using System.Threading.Tasks;
 using EpollSharp.Tests.Connections;
-using EpollSharp.Tests.Util;
 using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Reliability;

@@ -1,5 +1,3 @@
-using System;
-
 #pragma warning disable CA1050 // The runtime looks for a type named StartupHook outside any namespace.
 
 /// <summary>

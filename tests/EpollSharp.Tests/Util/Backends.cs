@@ -1,4 +1,3 @@
-using System.Collections.Generic;
 using EpollSharp.Backends;
 
 namespace EpollSharp.Tests.Util;

@@ -1,9 +1,5 @@
-using System;
-using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
-using System.Linq;
-using EpollSharp.Connections;
 
 namespace EpollSharp.Tests.Util;
 

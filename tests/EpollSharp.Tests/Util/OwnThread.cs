@@ -1,7 +1,3 @@
-using System;
-using System.Threading;
-using System.Threading.Tasks;
-
 namespace EpollSharp.Tests.Util;
 
 /// <summary>Work that blocks for long (a wait in the kernel), started on a thread of its own rather than a pool thread.</summary>

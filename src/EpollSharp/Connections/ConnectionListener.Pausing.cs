@@ -1,7 +1,6 @@
 using System;
 using System.Net.Sockets;
 using System.Threading;
-using System.Threading.Tasks;
 
 namespace EpollSharp.Connections;
 

@@ -348,7 +348,7 @@ public sealed partial class Connection
 
     /// <summary>
     /// Calls <see cref="ConnectionHandler.OnClosed"/>, then tells the listener (which untracks the connection, and completes a
-    /// drained shutdown), even when the handler throws.
+    /// drained shutdown), or for a dialed connection removes its loop-release hook, even when the handler throws.
     /// </summary>
     private void CallOnClosed()
     {
@@ -359,6 +359,7 @@ public sealed partial class Connection
         finally
         {
             Listener?.OnConnectionClosed(this);
+            ForgetDialed();
         }
     }
 }

@@ -7,7 +7,8 @@ using System.Threading;
 namespace EpollSharp.Connections;
 
 /// <summary>
-/// One accepted TCP connection on an <see cref="EventLoop"/>: received data is handed to a <see cref="ConnectionHandler"/>
+/// One TCP or Unix socket connection on an <see cref="EventLoop"/>, accepted by a <see cref="ConnectionListener"/> or dialed with
+/// <see cref="Connect"/> / <see cref="ConnectAsync"/>: received data is handed to a <see cref="ConnectionHandler"/>
 /// as spans over pooled buffers; writes go straight to the kernel and only what it does not take is buffered.
 /// </summary>
 /// <remarks>
@@ -83,10 +84,10 @@ public sealed partial class Connection
     /// <summary>The loop the connection lives on; its callbacks run on this loop's thread.</summary>
     public EventLoop Loop { get; }
 
-    /// <summary>The listener that accepted the connection.</summary>
+    /// <summary>The listener that accepted the connection; <see langword="null"/> for a connection made with <see cref="Connect"/> or <see cref="ConnectAsync"/>.</summary>
     public ConnectionListener? Listener { get; }
 
-    /// <summary>The peer's address, or <see langword="null"/> if it could not be read at accept time.</summary>
+    /// <summary>The peer's address, or <see langword="null"/> if it could not be read when the connection was made.</summary>
     public EndPoint? RemoteEndPoint { get; }
 
     /// <summary>Your per-connection object. The connection never touches it.</summary>

@@ -20,7 +20,7 @@ namespace EpollSharp.Connections;
 /// </remarks>
 public abstract class ConnectionHandler
 {
-    /// <summary>A connection was accepted and registered with its loop. You may write (a greeting) or set <see cref="Connection.UserState"/>.</summary>
+    /// <summary>A connection was accepted (or dialed, by <see cref="Connection.Connect"/> or <see cref="Connection.ConnectAsync"/>) and registered with its loop. You may write (a greeting) or set <see cref="Connection.UserState"/>.</summary>
     /// <param name="connection">The new connection.</param>
     public virtual void OnConnected(Connection connection)
     {
@@ -83,6 +83,18 @@ public abstract class ConnectionHandler
     /// <summary>The connection ended. <see cref="Connection.CloseReason"/> and <see cref="Connection.SocketError"/> say why. Its socket is already closed.</summary>
     /// <param name="connection">The connection.</param>
     public virtual void OnClosed(Connection connection)
+    {
+    }
+
+    /// <summary>
+    /// A connection started with <see cref="Connection.Connect"/> could not be made: refused, unreachable, timed out, the
+    /// name not found, canceled, or its loop disposed (<see cref="ConnectFailure.Reason"/>, with the socket error). Called on
+    /// the loop thread, once per failed call, instead of <see cref="OnConnected"/>. <see cref="Connection.ConnectAsync"/> reports
+    /// through its task instead and never calls this. The default does nothing: a handler that dials with
+    /// <see cref="Connection.Connect"/> overrides it, or the failure goes unseen.
+    /// </summary>
+    /// <param name="failure">What failed and why; <see cref="ConnectFailure.UserState"/> is the state given to <see cref="Connection.Connect"/>.</param>
+    public virtual void OnConnectFailed(ConnectFailure failure)
     {
     }
 

@@ -51,6 +51,7 @@ public sealed partial class ConnectionListener : IDisposable
     };
 
     private readonly Socket _socket;
+    private readonly UnixSocketFile? _unixFile;
     private readonly ConnectionHandler _handler;
     private readonly ConnectionSettings _settings;
     private readonly ListenerOptions _options;
@@ -90,7 +91,7 @@ public sealed partial class ConnectionListener : IDisposable
         _options = options;
         _settings = new ConnectionSettings(options.Connection);
         _retryDelay = options.AcceptRetryDelay;
-        _socket = SocketSetup.CreateListener(endPoint, options, sharing);
+        _socket = SocketSetup.CreateListener(endPoint, options, sharing, out _unixFile);
         try
         {
             LocalEndPoint = _socket.LocalEndPoint!;
@@ -116,6 +117,7 @@ public sealed partial class ConnectionListener : IDisposable
             RemoveReleaseHooks();
             _reserve?.Dispose();
             _socket.Dispose();
+            _unixFile?.DeleteIfSame();
             throw;
         }
     }
@@ -167,11 +169,21 @@ public sealed partial class ConnectionListener : IDisposable
     /// <returns>The listener, accepting.</returns>
     /// <exception cref="ArgumentNullException">An argument other than <paramref name="options"/> is null.</exception>
     /// <exception cref="ArgumentException">The connection options do not fit together (see <see cref="ConnectionOptions.Validate"/>), or
-    /// <see cref="ListenerOptions.ReusePort"/> was asked for on an endpoint that is not an IP endpoint.</exception>
-    /// <exception cref="PlatformNotSupportedException"><see cref="ListenerOptions.ReusePort"/> was asked for on a system other than Linux.</exception>
+    /// <see cref="ListenerOptions.ReusePort"/> was asked for on an endpoint that is not an IP endpoint, or <see cref="ListenerOptions.UnixSocketMode"/>
+    /// on one that is not a Unix domain socket path.</exception>
+    /// <exception cref="PlatformNotSupportedException"><see cref="ListenerOptions.ReusePort"/> or <see cref="ListenerOptions.UnixSocketMode"/> was asked for on a system other than Linux.</exception>
     /// <exception cref="SocketException">Binding or listening failed: <see cref="SocketError.AddressAlreadyInUse"/> when another socket
     /// listens on the address (unless both asked for <see cref="ListenerOptions.ReusePort"/>).</exception>
+    /// <exception cref="System.IO.IOException">A Unix domain socket path holds a file that is not a socket (it is left as it is), or
+    /// setting <see cref="ListenerOptions.UnixSocketMode"/> failed.</exception>
     /// <exception cref="ObjectDisposedException">The loop was disposed.</exception>
+    /// <remarks>
+    /// On a Unix domain socket path, a socket file that no one listens on (a connection to it is refused) is removed before
+    /// binding; one that someone listens on is left, and binding fails with <see cref="SocketError.AddressAlreadyInUse"/>. The
+    /// file the listener creates is removed when it stops accepting (<see cref="StopAccepting"/>, <see cref="Dispose"/>,
+    /// <see cref="ShutdownAsync"/>, its loop disposed), if it is still the same file (same device and inode). Linux only; an
+    /// abstract name (<c>new UnixDomainSocketEndPoint("\0name")</c>) has no file.
+    /// </remarks>
     public static ConnectionListener Listen(EventLoop loop, EndPoint endPoint, ConnectionHandler handler, ListenerOptions? options = null)
     {
         if (loop is null)
@@ -397,6 +409,9 @@ public sealed partial class ConnectionListener : IDisposable
         _registration.Dispose();
         _retryTimer?.Cancel();
         _socket.Dispose();
+
+        // The socket file goes with the socket (if it is still ours), so that the next server finds the path free.
+        _unixFile?.DeleteIfSame();
         _reserve?.Dispose();
         _reserve = null;
         bool removeHooks;

@@ -11,6 +11,7 @@ public sealed class ListenerOptions
     private TimeSpan _acceptRetryDelay = TimeSpan.FromMilliseconds(10);
     private TimeSpan _maxAcceptRetryDelay = TimeSpan.FromSeconds(1);
     private ConnectionOptions _connection = new();
+    private int? _unixSocketMode;
 
     /// <summary>The listen queue length passed to <c>listen</c> (the kernel caps it at <c>net.core.somaxconn</c>). Default 1,024.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The value is not positive.</exception>
@@ -40,6 +41,30 @@ public sealed class ListenerOptions
     /// <see cref="ArgumentException"/>.
     /// </summary>
     public bool ReusePort { get; set; }
+
+    /// <summary>
+    /// On a listener bound to the IPv6 any-address (<see cref="System.Net.IPAddress.IPv6Any"/>), accept IPv4 clients too
+    /// (they appear as IPv4-mapped addresses, <c>::ffff:a.b.c.d</c>): <c>IPV6_V6ONLY</c> is cleared before binding, whatever
+    /// the system default (<c>net.ipv6.bindv6only</c>). <see langword="false"/> sets <c>IPV6_V6ONLY</c>, so that the listener
+    /// takes IPv6 clients only and another socket may listen on the same port for IPv4. Default <see langword="true"/>.
+    /// Not applied to any other endpoint (a specific IPv6 address, IPv4, Unix domain sockets).
+    /// </summary>
+    public bool DualMode { get; set; } = true;
+
+    /// <summary>
+    /// For a Unix domain socket bound to a file-system path: the permission bits given to the socket file after binding and
+    /// before listening (<c>chmod</c>), e.g. <c>0b110_000_000</c> (octal 600: only the owner may connect) or
+    /// <c>Convert.ToInt32("660", 8)</c>. Connecting needs write permission on the file. <see langword="null"/> (the default)
+    /// leaves the mode <c>bind</c> gives, 777 less the process's umask. Setting it for another endpoint makes
+    /// <see cref="ConnectionListener.Listen"/> throw <see cref="ArgumentException"/>; on a system other than Linux,
+    /// <see cref="PlatformNotSupportedException"/>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is outside 0 to octal 777 (511).</exception>
+    public int? UnixSocketMode
+    {
+        get => _unixSocketMode;
+        set => _unixSocketMode = value is null or (>= 0 and <= 511) ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "UnixSocketMode holds permission bits only: 0 to octal 777 (511).");
+    }
 
     /// <summary>
     /// The most connections the listener holds at once; past it, it pauses accepting (<see cref="AcceptPauseReason.ConnectionLimit"/>)

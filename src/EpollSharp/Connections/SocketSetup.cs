@@ -25,10 +25,22 @@ internal enum PortSharing
 /// <summary>Creates listening sockets, and applies the per-connection options to accepted ones.</summary>
 internal static partial class SocketSetup
 {
-    /// <summary>Creates, configures, binds and starts listening; non-blocking. Throws (and closes the socket) on failure.</summary>
-    internal static Socket CreateListener(EndPoint endPoint, ListenerOptions options, PortSharing sharing)
+    /// <summary>
+    /// Creates, configures, binds and starts listening; non-blocking. Throws (and closes the socket) on failure.
+    /// <paramref name="file"/> is the socket file created for a Unix domain socket path, to be removed when the listener stops.
+    /// </summary>
+    internal static Socket CreateListener(EndPoint endPoint, ListenerOptions options, PortSharing sharing, out UnixSocketFile? file)
     {
+        file = null;
         bool isIp = endPoint is IPEndPoint;
+        string? unixPath = endPoint.AddressFamily == AddressFamily.Unix ? UnixSocketFile.PathOf(endPoint) : null;
+        if (options.UnixSocketMode is not null && unixPath is null)
+        {
+            throw new ArgumentException(
+                "ListenerOptions.UnixSocketMode applies to a Unix domain socket bound to a file-system path; a " + endPoint.AddressFamily + " endpoint" + (endPoint.AddressFamily == AddressFamily.Unix ? " with an abstract name" : string.Empty) + " has no file.",
+                nameof(endPoint));
+        }
+
         if (sharing != PortSharing.None)
         {
             if (!Platform.IsLinux)
@@ -59,7 +71,37 @@ internal static partial class SocketSetup
                 SetFlag(socket, SocketConstants.SoReusePort);
             }
 
-            socket.Bind(endPoint);
+            // IPV6_V6ONLY, both ways, so that the system's default (net.ipv6.bindv6only) does not decide.
+            if (endPoint is IPEndPoint { AddressFamily: AddressFamily.InterNetworkV6 } ip && ip.Address.Equals(IPAddress.IPv6Any))
+            {
+                socket.DualMode = options.DualMode;
+            }
+
+            if (unixPath is not null)
+            {
+                UnixSocketFile.RemoveIfStale(endPoint, unixPath);
+            }
+
+            socket.Bind(unixPath is null ? endPoint : UnixSocketFile.ForBind(endPoint));
+            if (unixPath is not null)
+            {
+                // Before listen: until then a client cannot connect, whatever the mode the file was created with.
+                if (options.UnixSocketMode is int mode)
+                {
+                    try
+                    {
+                        UnixSocketFile.SetMode(unixPath, mode);
+                    }
+                    catch
+                    {
+                        UnixSocketFile.AfterBind(unixPath)?.DeleteIfSame();
+                        throw;
+                    }
+                }
+
+                file = UnixSocketFile.AfterBind(unixPath);
+            }
+
             if (sharing == PortSharing.Lead)
             {
                 SetFlag(socket, SocketConstants.SoReusePort);
@@ -72,6 +114,8 @@ internal static partial class SocketSetup
         catch
         {
             socket.Dispose();
+            file?.DeleteIfSame();
+            file = null;
             throw;
         }
     }

@@ -10,7 +10,11 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received; glibc's netinet/tcp.h has an older one */
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/eventfd.h>
 
@@ -87,5 +91,29 @@ int main(void)
 
     /* send() flags (Interop.Sys). */
     INT(MSG_NOSIGNAL);
+
+    /* statx() and the Unix socket file (Interop.Sys): flags, masks, file types, and struct statx's layout. */
+    INT(AT_FDCWD);
+    INT(AT_SYMLINK_NOFOLLOW);
+    INT(S_IFMT);
+    INT(S_IFSOCK);
+    FLAG(STATX_BTIME);
+    printf("STATX_TYPE_CTIME_INO_BTIME %lu\n", (unsigned long)(STATX_TYPE | STATX_CTIME | STATX_INO | STATX_BTIME));
+    printf("StatxSize %zu\n", sizeof(struct statx));
+    printf("StatxMaskOffset %zu\n", offsetof(struct statx, stx_mask));
+    printf("StatxModeOffset %zu\n", offsetof(struct statx, stx_mode));
+    printf("StatxInoOffset %zu\n", offsetof(struct statx, stx_ino));
+    printf("StatxBtimeOffset %zu\n", offsetof(struct statx, stx_btime));
+    printf("StatxCtimeOffset %zu\n", offsetof(struct statx, stx_ctime));
+    printf("StatxDevMajorOffset %zu\n", offsetof(struct statx, stx_dev_major));
+    printf("StatxDevMinorOffset %zu\n", offsetof(struct statx, stx_dev_minor));
+
+    /* Socket options set or read raw (Interop.SocketOptions). */
+    INT(SOL_SOCKET);
+    INT(SO_REUSEADDR);
+    INT(SO_REUSEPORT);
+    INT(IPPROTO_TCP);
+    INT(TCP_INFO);
+    printf("TcpInfoBytesReceivedOffset %zu\n", offsetof(struct tcp_info, tcpi_bytes_received));
     return 0;
 }

@@ -106,7 +106,14 @@ public sealed class AbiProbeTests
         foreach (var field in Constants(typeof(Interop.Sys)))
         {
             Assert.True(probe.Values.ContainsKey(field.Name), $"Interop.Sys.{field.Name} is not printed by the probe");
-            Assert.Equal((int)field.GetRawConstantValue()!, probe.Get(field.Name));
+            if (field.FieldType == typeof(uint))
+            {
+                Assert.Equal((uint)field.GetRawConstantValue()!, probe.GetUnsigned(field.Name));
+            }
+            else
+            {
+                Assert.Equal((int)field.GetRawConstantValue()!, probe.Get(field.Name));
+            }
         }
     }
 
@@ -125,6 +132,20 @@ public sealed class AbiProbeTests
     }
 
     [SkippableFact]
+    public void EverySocketOptionConstantMatches()
+    {
+        var probe = Probe();
+        var fields = Constants(typeof(Interop.SocketOptions)).ToList();
+        Assert.NotEmpty(fields);
+        foreach (var field in fields)
+        {
+            Assert.True(probe.Values.ContainsKey(field.Name), $"Interop.SocketOptions.{field.Name} is not printed by the probe");
+            int managed = (int)field.GetRawConstantValue()!;
+            Assert.True(managed == probe.Get(field.Name), $"Interop.SocketOptions.{field.Name} = {managed}, but C says {probe.Get(field.Name)}");
+        }
+    }
+
+    [SkippableFact]
     public void ProbePrintsNothingUnchecked()
     {
         var probe = Probe();
@@ -135,13 +156,14 @@ public sealed class AbiProbeTests
         known.UnionWith(s_flagNames.Values);
         known.UnionWith(Constants(typeof(Interop.Sys)).Select(f => f.Name));
         known.UnionWith(Constants(typeof(Interop.Errno)).Select(f => f.Name));
+        known.UnionWith(Constants(typeof(Interop.SocketOptions)).Select(f => f.Name));
         var unchecked_ = probe.Values.Keys.Where(k => !known.Contains(k)).ToList();
         Assert.True(unchecked_.Count == 0, "the probe prints values no test compares: " + string.Join(", ", unchecked_));
     }
 
     private static IEnumerable<FieldInfo> Constants(Type type) =>
         type.GetFields(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic)
-            .Where(f => f.IsLiteral && f.FieldType == typeof(int));
+            .Where(f => f.IsLiteral && (f.FieldType == typeof(int) || f.FieldType == typeof(uint)));
 
     private CProbe Probe()
     {

@@ -112,8 +112,15 @@ int main(void)
     INT(SOL_SOCKET);
     INT(SO_REUSEADDR);
     INT(SO_REUSEPORT);
+    INT(SO_SNDBUF);
+    INT(SO_RCVBUF);
+    INT(SO_KEEPALIVE);
+    INT(SO_LINGER);
     INT(IPPROTO_TCP);
     INT(TCP_INFO);
+    INT(TCP_KEEPIDLE);
+    INT(TCP_KEEPINTVL);
+    INT(TCP_KEEPCNT);
     printf("TcpInfoBytesReceivedOffset %zu\n", offsetof(struct tcp_info, tcpi_bytes_received));
     return 0;
 }

@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -310,7 +311,7 @@ public sealed partial class Connection
         }
 
         _lastActivity = Stopwatch.GetTimestamp();
-        SocketError optionError = ApplySocketOptions(out string? failedOption);
+        List<KeyValuePair<string, SocketError>>? optionFailures = ApplySocketOptions();
         try
         {
             _registration = Loop.Register(_socket, Interest.Readable, s_onReady, this, _settings.TriggerMode);
@@ -336,9 +337,17 @@ public sealed partial class Connection
 
         MarkStarted();
         _handler.OnConnected(this);
-        if (failedOption is not null && !Has(ConnectionFlags.Closed))
+        if (optionFailures is not null)
         {
-            _handler.OnSocketOptionFailed(this, failedOption, optionError);
+            foreach (KeyValuePair<string, SocketError> failure in optionFailures)
+            {
+                if (Has(ConnectionFlags.Closed))
+                {
+                    break;
+                }
+
+                _handler.OnSocketOptionFailed(this, failure.Key, failure.Value);
+            }
         }
 
         if (!Has(ConnectionFlags.Closed) && Take(ConnectionFlags.ShutdownRequestPending))
@@ -373,24 +382,27 @@ public sealed partial class Connection
 
     /// <summary>
     /// Makes the socket non-blocking and applies the options of <see cref="ConnectionOptions"/> that fit its kind: options
-    /// that only TCP has go only to TCP sockets. A failure does not end the connection: it is returned, to be reported
-    /// through <see cref="ConnectionHandler.OnSocketOptionFailed"/>.
+    /// that only TCP has (<c>TCP_NODELAY</c>, the keep-alive timings) go only to TCP sockets; <c>SO_KEEPALIVE</c>, the
+    /// buffer sizes and linger go to every stream socket. The one place for accepted and dialed connections. A failure
+    /// does not end the connection, nor stop the other options: each is returned, to be reported through
+    /// <see cref="ConnectionHandler.OnSocketOptionFailed"/>.
     /// </summary>
-    /// <returns>The error of the first option that failed, with its name in <paramref name="failedOption"/>; otherwise success and null.</returns>
-    private SocketError ApplySocketOptions(out string? failedOption)
+    /// <returns>The C name and error of each option that failed, in the order they were set; null when none did (no allocation then).</returns>
+    private List<KeyValuePair<string, SocketError>>? ApplySocketOptions()
     {
-        failedOption = null;
+        List<KeyValuePair<string, SocketError>>? failures = null;
         try
         {
             _socket.Blocking = false;
         }
         catch (SocketException e)
         {
-            failedOption = "O_NONBLOCK";
-            return e.SocketErrorCode;
+            Note(ref failures, "O_NONBLOCK", e.SocketErrorCode);
         }
 
-        if (_settings.NoDelay && SocketSetup.IsTcp(_socket))
+        ConnectionSettings settings = _settings;
+        bool tcp = SocketSetup.IsTcp(_socket);
+        if (settings.NoDelay && tcp)
         {
             try
             {
@@ -398,11 +410,58 @@ public sealed partial class Connection
             }
             catch (SocketException e)
             {
-                failedOption = "TCP_NODELAY";
-                return e.SocketErrorCode;
+                Note(ref failures, "TCP_NODELAY", e.SocketErrorCode);
             }
         }
 
-        return SocketError.Success;
+        if (settings.KeepAlive)
+        {
+            Note(ref failures, "SO_KEEPALIVE", SocketOptionSetter.SetKeepAlive(_socket));
+            if (tcp)
+            {
+                if (settings.KeepAliveTimeSeconds != 0)
+                {
+                    Note(ref failures, "TCP_KEEPIDLE", SocketOptionSetter.SetKeepAliveTime(_socket, settings.KeepAliveTimeSeconds));
+                }
+
+                if (settings.KeepAliveIntervalSeconds != 0)
+                {
+                    Note(ref failures, "TCP_KEEPINTVL", SocketOptionSetter.SetKeepAliveInterval(_socket, settings.KeepAliveIntervalSeconds));
+                }
+
+                if (settings.KeepAliveRetryCount != 0)
+                {
+                    Note(ref failures, "TCP_KEEPCNT", SocketOptionSetter.SetKeepAliveRetryCount(_socket, settings.KeepAliveRetryCount));
+                }
+            }
+        }
+
+        if (settings.SocketSendBufferSize != 0)
+        {
+            Note(ref failures, "SO_SNDBUF", SocketOptionSetter.SetSendBufferSize(_socket, settings.SocketSendBufferSize));
+        }
+
+        if (settings.SocketReceiveBufferSize != 0)
+        {
+            Note(ref failures, "SO_RCVBUF", SocketOptionSetter.SetReceiveBufferSize(_socket, settings.SocketReceiveBufferSize));
+        }
+
+        if (settings.LingerSeconds != 0)
+        {
+            Note(ref failures, "SO_LINGER", SocketOptionSetter.SetLinger(_socket, settings.LingerSeconds));
+        }
+
+        return failures;
+
+        static void Note(ref List<KeyValuePair<string, SocketError>>? failures, string option, SocketError error)
+        {
+            if (error != SocketError.Success)
+            {
+                (failures ??= new List<KeyValuePair<string, SocketError>>()).Add(new KeyValuePair<string, SocketError>(option, error));
+            }
+        }
     }
+
+    /// <summary>The connection's socket, for tests that read its options back from the kernel.</summary>
+    internal Socket SocketForTests => _socket;
 }

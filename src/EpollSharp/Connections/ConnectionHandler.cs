@@ -28,13 +28,14 @@ public abstract class ConnectionHandler
 
     /// <summary>
     /// Setting a socket option on the new connection failed (for example <c>TCP_NODELAY</c> for
-    /// <see cref="ConnectionOptions.NoDelay"/>). The connection carries on without the option; this reports it, right after
-    /// <see cref="OnConnected"/>. Options that only TCP has are never applied to other sockets (Unix domain sockets), so
+    /// <see cref="ConnectionOptions.NoDelay"/>, <c>SO_SNDBUF</c> for <see cref="ConnectionOptions.SocketSendBufferSize"/>).
+    /// The connection carries on without the option, and the other options are still set; this reports it, right after
+    /// <see cref="OnConnected"/>, once for each option that failed. Options that only TCP has are never applied to other sockets (Unix domain sockets), so
     /// this does not happen for them. The default does nothing; override it to log, or to <see cref="Connection.Abort"/>
     /// a connection that must not run without the option.
     /// </summary>
     /// <param name="connection">The connection.</param>
-    /// <param name="option">The option's C name, e.g. <c>TCP_NODELAY</c>.</param>
+    /// <param name="option">The option's C name: <c>O_NONBLOCK</c>, <c>TCP_NODELAY</c>, <c>SO_KEEPALIVE</c>, <c>TCP_KEEPIDLE</c>, <c>TCP_KEEPINTVL</c>, <c>TCP_KEEPCNT</c>, <c>SO_SNDBUF</c>, <c>SO_RCVBUF</c> or <c>SO_LINGER</c>.</param>
     /// <param name="error">The error the system returned.</param>
     public virtual void OnSocketOptionFailed(Connection connection, string option, System.Net.Sockets.SocketError error)
     {

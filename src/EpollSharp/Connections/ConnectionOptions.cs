@@ -13,6 +13,9 @@ namespace EpollSharp.Connections;
 /// </remarks>
 public sealed class ConnectionOptions
 {
+    /// <summary>The kernel's bound on <c>TCP_KEEPIDLE</c> and <c>TCP_KEEPINTVL</c> (Linux's <c>MAX_TCP_KEEPIDLE</c>, <c>MAX_TCP_KEEPINTVL</c>).</summary>
+    private const int MaxKeepAliveSeconds = 32767;
+
     private int _receiveBufferSize = 16 * 1024;
     private int _maxReadsPerEvent = 16;
     private long _highWatermark = 64 * 1024;
@@ -21,6 +24,12 @@ public sealed class ConnectionOptions
     private TimeSpan _idleTimeout = TimeSpan.FromMinutes(2);
     private TimeSpan _closeTimeout = TimeSpan.FromSeconds(10);
     private TriggerMode _triggerMode = TriggerMode.Level;
+    private TimeSpan? _keepAliveTime;
+    private TimeSpan? _keepAliveInterval;
+    private int? _keepAliveRetryCount;
+    private int? _socketSendBufferSize;
+    private int? _socketReceiveBufferSize;
+    private TimeSpan? _linger;
 
     /// <summary>
     /// The size of the buffer each read uses, rented from <see cref="System.Buffers.ArrayPool{T}.Shared"/> when the
@@ -115,6 +124,100 @@ public sealed class ConnectionOptions
     public bool NoDelay { get; set; } = true;
 
     /// <summary>
+    /// Whether to turn on keep-alive probes (<c>SO_KEEPALIVE</c>): a TCP connection that has been silent for
+    /// <see cref="KeepAliveTime"/> is probed, and reset when <see cref="KeepAliveRetryCount"/> probes go unanswered, so a
+    /// peer that vanished without a word (power off, cable pulled) does not hold the connection forever. Default
+    /// <see langword="false"/> (the system's default, off). Applied to every stream socket; on a Unix domain socket
+    /// Linux accepts the option but sends no probes. A failure is reported through
+    /// <see cref="ConnectionHandler.OnSocketOptionFailed"/> and the connection carries on.
+    /// </summary>
+    public bool KeepAlive { get; set; }
+
+    /// <summary>
+    /// With <see cref="KeepAlive"/>, how long a TCP connection is silent before the first probe (<c>TCP_KEEPIDLE</c>);
+    /// <see langword="null"/> (default) keeps the system's (<c>net.ipv4.tcp_keepalive_time</c>, 2 hours on Linux).
+    /// Whole seconds, 1 to 32,767 (the kernel's range). TCP only: not applied to other sockets, nor without <see cref="KeepAlive"/>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not a whole number of seconds from 1 to 32,767.</exception>
+    public TimeSpan? KeepAliveTime
+    {
+        get => _keepAliveTime;
+        set => _keepAliveTime = CheckSeconds(value, 1, MaxKeepAliveSeconds, nameof(KeepAliveTime));
+    }
+
+    /// <summary>
+    /// With <see cref="KeepAlive"/>, the time between unanswered probes on a TCP connection (<c>TCP_KEEPINTVL</c>);
+    /// <see langword="null"/> (default) keeps the system's (<c>net.ipv4.tcp_keepalive_intvl</c>, 75 seconds on Linux).
+    /// Whole seconds, 1 to 32,767 (the kernel's range). TCP only: not applied to other sockets, nor without <see cref="KeepAlive"/>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not a whole number of seconds from 1 to 32,767.</exception>
+    public TimeSpan? KeepAliveInterval
+    {
+        get => _keepAliveInterval;
+        set => _keepAliveInterval = CheckSeconds(value, 1, MaxKeepAliveSeconds, nameof(KeepAliveInterval));
+    }
+
+    /// <summary>
+    /// With <see cref="KeepAlive"/>, how many unanswered probes reset a TCP connection (<c>TCP_KEEPCNT</c>);
+    /// <see langword="null"/> (default) keeps the system's (<c>net.ipv4.tcp_keepalive_probes</c>, 9 on Linux). 1 to 127
+    /// (the kernel's range). TCP only: not applied to other sockets, nor without <see cref="KeepAlive"/>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is outside 1 to 127.</exception>
+    public int? KeepAliveRetryCount
+    {
+        get => _keepAliveRetryCount;
+        set => _keepAliveRetryCount = value is int count ? Check(count, 1, 127, nameof(KeepAliveRetryCount)) : null;
+    }
+
+    /// <summary>
+    /// The size asked of the kernel for the socket's send buffer (<c>SO_SNDBUF</c>), in bytes; <see langword="null"/>
+    /// (default) keeps the system's (and, for TCP, its automatic tuning, which a set size turns off). Linux doubles the
+    /// value (the extra is its bookkeeping), caps it at <c>net.core.wmem_max</c> first, and raises it to a minimum of a few
+    /// kilobytes. Not to be confused with the library's own buffers (<see cref="MaxBufferedBytes"/>).
+    /// Applied to every stream socket (a Unix domain socket too).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not positive.</exception>
+    public int? SocketSendBufferSize
+    {
+        get => _socketSendBufferSize;
+        set => _socketSendBufferSize = value is int size ? Check(size, 1, int.MaxValue, nameof(SocketSendBufferSize)) : null;
+    }
+
+    /// <summary>
+    /// The size asked of the kernel for the socket's receive buffer (<c>SO_RCVBUF</c>), in bytes; <see langword="null"/>
+    /// (default) keeps the system's (and, for TCP, its automatic tuning, which a set size turns off). Linux doubles the
+    /// value, caps it at <c>net.core.rmem_max</c> first, and raises it to a minimum of a few kilobytes. Not the
+    /// buffer each read rents (<see cref="ReceiveBufferSize"/>). Applied to every stream socket (a Unix domain socket too,
+    /// where Linux bounds what is queued by the sender's send buffer instead).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not positive.</exception>
+    public int? SocketReceiveBufferSize
+    {
+        get => _socketReceiveBufferSize;
+        set => _socketReceiveBufferSize = value is int size ? Check(size, 1, int.MaxValue, nameof(SocketReceiveBufferSize)) : null;
+    }
+
+    /// <summary>
+    /// Lingering close (<c>SO_LINGER</c> on, with this time): when the socket is closed with data the peer has not yet
+    /// acknowledged, the close waits up to this long for it. <see langword="null"/> (default) keeps the system's close,
+    /// which returns at once and lets the kernel send the rest in the background. Whole seconds, 1 to 3,600; zero is
+    /// refused, since a close that resets is <see cref="Connection.Abort"/> (which sets linger 0 itself).
+    /// </summary>
+    /// <remarks>
+    /// On Linux the wait happens inside <c>close</c>, whether or not the socket is non-blocking, so it holds the loop
+    /// thread, and every connection on it, for up to this long. A graceful <see cref="Connection.Close()"/> has flushed
+    /// its output and read the peer's end of stream before it closes, so the wait is then short; use the option only
+    /// when you need it. Applied to every stream socket; on a Unix domain socket Linux accepts the option but its close
+    /// never waits.
+    /// </remarks>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not a whole number of seconds from 1 to 3,600.</exception>
+    public TimeSpan? Linger
+    {
+        get => _linger;
+        set => _linger = CheckSeconds(value, 1, 3600, nameof(Linger));
+    }
+
+    /// <summary>
     /// How connections are registered with their loop: <see cref="TriggerMode.Level"/> (default) or <see cref="TriggerMode.Edge"/>.
     /// The connection reads until the kernel has nothing more (or <see cref="MaxReadsPerEvent"/>) either way, so both cost
     /// one receive per small message.
@@ -172,6 +275,16 @@ public sealed class ConnectionOptions
         if (value < min || value > max)
         {
             throw new ArgumentOutOfRangeException(name, value, $"{name} must be between {min} and {max}.");
+        }
+
+        return value;
+    }
+
+    private static TimeSpan? CheckSeconds(TimeSpan? value, int min, int max, string name)
+    {
+        if (value is TimeSpan span && (span.Ticks % TimeSpan.TicksPerSecond != 0 || span.Ticks < min * TimeSpan.TicksPerSecond || span.Ticks > max * TimeSpan.TicksPerSecond))
+        {
+            throw new ArgumentOutOfRangeException(name, span, $"{name} must be a whole number of seconds from {min} to {max}, or null for the system's.");
         }
 
         return value;

@@ -21,6 +21,13 @@ internal sealed class ConnectionSettings
         CloseTimeout = options.CloseTimeout;
         NoDelay = options.NoDelay;
         TriggerMode = options.TriggerMode;
+        KeepAlive = options.KeepAlive;
+        KeepAliveTimeSeconds = Seconds(options.KeepAliveTime);
+        KeepAliveIntervalSeconds = Seconds(options.KeepAliveInterval);
+        KeepAliveRetryCount = options.KeepAliveRetryCount ?? 0;
+        SocketSendBufferSize = options.SocketSendBufferSize ?? 0;
+        SocketReceiveBufferSize = options.SocketReceiveBufferSize ?? 0;
+        LingerSeconds = Seconds(options.Linger);
     }
 
     public int ReceiveBufferSize { get; }
@@ -53,6 +60,29 @@ internal sealed class ConnectionSettings
     public bool NoDelay { get; }
 
     public TriggerMode TriggerMode { get; }
+
+    public bool KeepAlive { get; }
+
+    /// <summary><c>TCP_KEEPIDLE</c> in seconds; 0 keeps the system's.</summary>
+    public int KeepAliveTimeSeconds { get; }
+
+    /// <summary><c>TCP_KEEPINTVL</c> in seconds; 0 keeps the system's.</summary>
+    public int KeepAliveIntervalSeconds { get; }
+
+    /// <summary><c>TCP_KEEPCNT</c>; 0 keeps the system's.</summary>
+    public int KeepAliveRetryCount { get; }
+
+    /// <summary><c>SO_SNDBUF</c> in bytes; 0 keeps the system's.</summary>
+    public int SocketSendBufferSize { get; }
+
+    /// <summary><c>SO_RCVBUF</c> in bytes; 0 keeps the system's.</summary>
+    public int SocketReceiveBufferSize { get; }
+
+    /// <summary>The <c>SO_LINGER</c> time in seconds; 0 keeps the system's close (no linger).</summary>
+    public int LingerSeconds { get; }
+
+    /// <summary>A validated whole number of seconds (<see cref="ConnectionOptions"/> checks it), or 0 for null.</summary>
+    private static int Seconds(TimeSpan? value) => value is TimeSpan span ? (int)(span.Ticks / TimeSpan.TicksPerSecond) : 0;
 
     /// <summary>A non-negative timeout as a <see cref="Stopwatch"/> tick count, rounded up: <see cref="Timeouts.ToStopwatchTicks"/>.</summary>
     internal static long ToStopwatchTicks(TimeSpan span) => Timeouts.ToStopwatchTicks(span);

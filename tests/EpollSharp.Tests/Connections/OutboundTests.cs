@@ -101,12 +101,10 @@ public class OutboundTests
     [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
     public void Connect_callback_form_reaches_a_plain_socket_listener(EventLoopBackend backend)
     {
-        var errors = new ConcurrentQueue<Exception>();
-        using EventLoop loop = Backends.CreateLoop(backend, onError: errors.Enqueue);
-        using var harness = new LoopHarness(loop);
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(16);
+        using var run = new RunningLoop(backend);
+        EventLoop loop = run.Loop;
+        var errors = run.Errors;
+        using Socket listener = RunningLoop.PlainListener(16);
         var handler = new DialHandler();
         byte[] pattern = SocketTestExtensions.Pattern(11, 50_000);
         Connection.Connect(loop, listener.LocalEndPoint!, handler, userState: pattern);
@@ -127,9 +125,9 @@ public class OutboundTests
     [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
     public async Task A_closed_port_is_refused_with_the_socket_error(EventLoopBackend backend)
     {
-        var errors = new ConcurrentQueue<Exception>();
-        using EventLoop loop = Backends.CreateLoop(backend, onError: errors.Enqueue);
-        using var harness = new LoopHarness(loop);
+        using var run = new RunningLoop(backend);
+        EventLoop loop = run.Loop;
+        var errors = run.Errors;
         var endPoint = new IPEndPoint(IPAddress.Loopback, ClosedPort());
         var handler = new DialHandler();
 
@@ -157,12 +155,10 @@ public class OutboundTests
     [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
     public async Task A_connect_to_a_full_accept_queue_times_out(EventLoopBackend backend)
     {
-        var errors = new ConcurrentQueue<Exception>();
-        using EventLoop loop = Backends.CreateLoop(backend, onError: errors.Enqueue);
-        using var harness = new LoopHarness(loop);
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(0);
+        using var run = new RunningLoop(backend);
+        EventLoop loop = run.Loop;
+        var errors = run.Errors;
+        using Socket listener = RunningLoop.PlainListener(0);
         var fillers = new List<Socket>();
         try
         {
@@ -200,12 +196,10 @@ public class OutboundTests
     [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
     public async Task Cancellation_before_and_during_the_connect(EventLoopBackend backend)
     {
-        var errors = new ConcurrentQueue<Exception>();
-        using EventLoop loop = Backends.CreateLoop(backend, onError: errors.Enqueue);
-        using var harness = new LoopHarness(loop);
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(0);
+        using var run = new RunningLoop(backend);
+        EventLoop loop = run.Loop;
+        var errors = run.Errors;
+        using Socket listener = RunningLoop.PlainListener(0);
         using var filler = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         filler.Connect(listener.LocalEndPoint!);
         var handler = new DialHandler();
@@ -258,9 +252,9 @@ public class OutboundTests
     [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
     public async Task A_name_that_does_not_resolve_fails_with_NameNotFound(EventLoopBackend backend)
     {
-        var errors = new ConcurrentQueue<Exception>();
-        using EventLoop loop = Backends.CreateLoop(backend, onError: errors.Enqueue);
-        using var harness = new LoopHarness(loop);
+        using var run = new RunningLoop(backend);
+        EventLoop loop = run.Loop;
+        var errors = run.Errors;
         var stopwatch = Stopwatch.StartNew();
         ConnectException e = await FailsAsync(Connection.ConnectAsync(loop, new DnsEndPoint("nonexistent.invalid", 80), new DialHandler()));
         Assert.Equal(ConnectFailureReason.NameNotFound, e.Reason);
@@ -299,9 +293,9 @@ public class OutboundTests
     {
         const int Count = 1000;
         using var server = new EchoServer(backend, new EchoHandler(), new ListenerOptions { Backlog = 2048 });
-        var errors = new ConcurrentQueue<Exception>();
-        using EventLoop loop = Backends.CreateLoop(backend, onError: errors.Enqueue);
-        using var harness = new LoopHarness(loop);
+        using var run = new RunningLoop(backend);
+        EventLoop loop = run.Loop;
+        var errors = run.Errors;
         var handler = new DialHandler();
         for (int i = 0; i < Count; i++)
         {

@@ -47,12 +47,10 @@ public class SocketOptionTests
     {
         SkipUnlessLinuxWithRoomForBuffers();
         var handler = new EchoHandler();
-        var errors = new ConcurrentQueue<Exception>();
-        using EventLoop loop = Backends.CreateLoop(backend, onError: errors.Enqueue);
-        using var harness = new LoopHarness(loop);
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
+        using var run = new RunningLoop(backend);
+        EventLoop loop = run.Loop;
+        var errors = run.Errors;
+        using Socket listener = RunningLoop.PlainListener(1);
 
         Connection connection = await Connection.ConnectAsync(loop, listener.LocalEndPoint!, handler, new ConnectOptions { Connection = AllSet() }).WaitAsync(TimeSpan.FromSeconds(20));
         using Socket peer = listener.Accept();
@@ -105,9 +103,9 @@ public class SocketOptionTests
         SkipUnlessLinuxWithRoomForBuffers();
         string path = UnixSocketTests.TempSocketPath();
         var handler = new EchoHandler();
-        var errors = new ConcurrentQueue<Exception>();
-        using EventLoop loop = Backends.CreateLoop(backend, onError: errors.Enqueue);
-        using var harness = new LoopHarness(loop);
+        using var run = new RunningLoop(backend);
+        EventLoop loop = run.Loop;
+        var errors = run.Errors;
         try
         {
             using var listener = ConnectionListener.Listen(loop, new UnixDomainSocketEndPoint(path), handler, new ListenerOptions { Connection = AllSet() });

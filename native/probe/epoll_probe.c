@@ -97,6 +97,10 @@ int main(void)
     INT(AT_SYMLINK_NOFOLLOW);
     INT(S_IFMT);
     INT(S_IFSOCK);
+    /* fcntl() on the descriptors handed over by socket activation (Interop.Sys). */
+    INT(F_GETFD);
+    INT(F_SETFD);
+    INT(FD_CLOEXEC);
     FLAG(STATX_BTIME);
     printf("STATX_TYPE_CTIME_INO_BTIME %lu\n", (unsigned long)(STATX_TYPE | STATX_CTIME | STATX_INO | STATX_BTIME));
     printf("StatxSize %zu\n", sizeof(struct statx));
@@ -116,6 +120,7 @@ int main(void)
     INT(SO_RCVBUF);
     INT(SO_KEEPALIVE);
     INT(SO_LINGER);
+    INT(SO_TYPE);
     INT(IPPROTO_TCP);
     INT(TCP_INFO);
     INT(TCP_KEEPIDLE);

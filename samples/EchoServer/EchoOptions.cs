@@ -12,6 +12,8 @@ internal sealed class EchoOptions
     public const string Usage =
         "usage: EchoServer [--host 127.0.0.1] [--port 8080] [--backend auto|epoll|kqueue|managed] [--loops N] [--trigger level|edge]\n" +
         "                  [--accept-mode auto|reuseport|acceptor] [--max-connections N] [--idle-timeout SECONDS] [--drain-timeout SECONDS]\n" +
+        "                  [--systemd]\n" +
+        "  --systemd serves the listening sockets passed by socket activation (LISTEN_FDS) instead of --host/--port;\n" +
         "  --loops 0 means one per processor; --max-connections 0 derives the limit from the descriptor limit;\n" +
         "  --idle-timeout 0 disables it; --port 0 picks a free port (printed).";
 
@@ -35,6 +37,8 @@ internal sealed class EchoOptions
 
     public bool Help { get; private set; }
 
+    public bool SocketActivation { get; private set; }
+
     /// <exception cref="ArgumentException">An unknown option or a bad value.</exception>
     public static EchoOptions Parse(string[] args)
     {
@@ -45,6 +49,12 @@ internal sealed class EchoOptions
             if (name is "-h" or "--help")
             {
                 options.Help = true;
+                continue;
+            }
+
+            if (name == "--systemd")
+            {
+                options.SocketActivation = true;
                 continue;
             }
 

@@ -78,11 +78,14 @@ internal static class Program
         IReadOnlyList<ConnectionListener> listeners;
         try
         {
-            listeners = group.Listen(new IPEndPoint(options.Host, options.Port), handler, listenerOptions, options.AcceptMode);
+            listeners = options.SocketActivation
+                ? ListenOnActivatedSockets(group, handler, listenerOptions)
+                : group.Listen(new IPEndPoint(options.Host, options.Port), handler, listenerOptions, options.AcceptMode);
         }
-        catch (Exception e) when (e is System.Net.Sockets.SocketException or PlatformNotSupportedException)
+        catch (Exception e) when (e is System.Net.Sockets.SocketException or PlatformNotSupportedException or InvalidOperationException)
         {
-            Console.Error.WriteLine($"cannot listen on {options.Host}:{options.Port}: {e.Message}");
+            string where = options.SocketActivation ? "the sockets passed by socket activation" : $"{options.Host}:{options.Port}";
+            Console.Error.WriteLine($"cannot listen on {where}: {e.Message}");
             return 1;
         }
 
@@ -93,5 +96,23 @@ internal static class Program
         bool graceful = group.ShutdownAsync(options.DrainTimeout).Wait(options.DrainTimeout + TimeSpan.FromSeconds(10));
         Console.WriteLine($"stats: connections={group.AcceptedCount} bytes={handler.BytesEchoed} allocated={GC.GetTotalAllocatedBytes(true)}");
         return graceful && !group.Completion.IsFaulted ? 0 : 1;
+    }
+
+    /// <summary>Serves every socket that socket activation passed (systemd, or systemd-socket-activate).</summary>
+    private static IReadOnlyList<ConnectionListener> ListenOnActivatedSockets(EventLoopGroup group, ConnectionHandler handler, ListenerOptions listenerOptions)
+    {
+        IReadOnlyList<ActivatedSocket> sockets = SocketActivation.TakeSockets();
+        if (sockets.Count == 0)
+        {
+            throw new InvalidOperationException("--systemd: no sockets were passed (LISTEN_FDS and LISTEN_PID are not set for this process).");
+        }
+
+        var listeners = new List<ConnectionListener>();
+        foreach (ActivatedSocket socket in sockets)
+        {
+            listeners.Add(group.ListenOnSocket(socket.Socket, handler, listenerOptions));
+        }
+
+        return listeners;
     }
 }

@@ -83,15 +83,17 @@ public sealed partial class ConnectionListener : IDisposable
     private TaskCompletionSource<bool>? _drained;
     private LoopTimer? _drainTimer;
 
-    private ConnectionListener(EventLoop loop, EventLoop[] targets, EndPoint endPoint, ConnectionHandler handler, ListenerOptions options, ConnectionBudget? budget, PortSharing sharing)
+    /// <summary>Takes <paramref name="socket"/> (listening, non-blocking) and the socket file to remove at stop; closes both if it throws.</summary>
+    private ConnectionListener(EventLoop loop, EventLoop[] targets, Socket socket, UnixSocketFile? unixFile, ConnectionHandler handler, ListenerOptions options, ConnectionSettings settings, ConnectionBudget? budget)
     {
         Loop = loop;
         _targets = targets;
         _handler = handler;
         _options = options;
-        _settings = new ConnectionSettings(options.Connection);
+        _settings = settings;
         _retryDelay = options.AcceptRetryDelay;
-        _socket = SocketSetup.CreateListener(endPoint, options, sharing, out _unixFile);
+        _socket = socket;
+        _unixFile = unixFile;
         try
         {
             LocalEndPoint = _socket.LocalEndPoint!;
@@ -207,7 +209,75 @@ public sealed partial class ConnectionListener : IDisposable
             throw new ArgumentNullException(nameof(handler));
         }
 
-        return new ConnectionListener(loop, targets, endPoint, handler, options, budget, sharing);
+        var settings = new ConnectionSettings(options.Connection);
+        Socket socket = SocketSetup.CreateListener(endPoint, options, sharing, out UnixSocketFile? file);
+        return new ConnectionListener(loop, targets, socket, file, handler, options, settings, budget);
+    }
+
+    /// <summary>
+    /// Starts accepting on <paramref name="socket"/>, a stream socket the caller opened and bound (and may have put in the
+    /// listening state), on <paramref name="loop"/>. The listener takes the socket over: it makes it non-blocking, calls
+    /// <c>listen</c> with <see cref="ListenerOptions.Backlog"/> unless the socket listens already (then its backlog stays as
+    /// it is), and closes it when it stops accepting. Use this for a socket with options this library does not set, one
+    /// bound with elevated rights before they were dropped, or one inherited from a parent process
+    /// (<see cref="SocketActivation.TakeSockets"/>). Safe from any thread; the loop may already be running.
+    /// </summary>
+    /// <param name="loop">The loop that accepts and runs the connections.</param>
+    /// <param name="socket">A bound stream socket (TCP or Unix domain), listening or not. Do not use it after the call:
+    /// the listener owns it; when the call throws, the socket has been closed.</param>
+    /// <param name="handler">What to do with the connections.</param>
+    /// <param name="options">Options; <see langword="null"/> for the defaults. Copied. The options of binding
+    /// (<see cref="ListenerOptions.ReuseAddress"/>, <see cref="ListenerOptions.DualMode"/>) have no effect, as the socket is bound already.</param>
+    /// <returns>The listener, accepting.</returns>
+    /// <exception cref="ArgumentNullException">An argument other than <paramref name="options"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="socket"/> is not a stream socket, or is neither listening nor bound;
+    /// or <see cref="ListenerOptions.ReusePort"/> or <see cref="ListenerOptions.UnixSocketMode"/> was set (they apply before and
+    /// at binding: set them on the socket yourself); or the connection options do not fit together.</exception>
+    /// <exception cref="ObjectDisposedException"><paramref name="socket"/> was closed, or the loop was disposed.</exception>
+    /// <exception cref="SocketException"><c>listen</c> failed.</exception>
+    /// <remarks>
+    /// The listener never removes a Unix domain socket's file: whoever bound the socket owns it (for systemd, the socket
+    /// unit). Note that a <see cref="Socket"/> that .NET itself bound to a path removes that file when it is disposed, which
+    /// the listener does when it stops. The listener's <see cref="LocalEndPoint"/> is the socket's address.
+    /// </remarks>
+    public static ConnectionListener ListenOnSocket(EventLoop loop, Socket socket, ConnectionHandler handler, ListenerOptions? options = null)
+    {
+        if (loop is null)
+        {
+            socket?.Dispose();
+            throw new ArgumentNullException(nameof(loop));
+        }
+
+        ListenerOptions copy = options?.Clone() ?? new ListenerOptions();
+        return Adopt(loop, new[] { loop }, socket, handler, copy, budget: null);
+    }
+
+    internal static ConnectionListener Adopt(EventLoop loop, EventLoop[] targets, Socket socket, ConnectionHandler handler, ListenerOptions options, ConnectionBudget? budget)
+    {
+        if (socket is null)
+        {
+            throw new ArgumentNullException(nameof(socket));
+        }
+
+        if (handler is null)
+        {
+            socket.Dispose();
+            throw new ArgumentNullException(nameof(handler));
+        }
+
+        ConnectionSettings settings;
+        try
+        {
+            settings = new ConnectionSettings(options.Connection);
+            SocketSetup.AdoptListener(socket, options);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        return new ConnectionListener(loop, targets, socket, unixFile: null, handler, options, settings, budget);
     }
 
     /// <summary>Stops accepting for good and closes the listening socket; open connections are not affected. Idempotent; safe from any thread.</summary>

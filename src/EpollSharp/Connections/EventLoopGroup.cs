@@ -79,7 +79,7 @@ public sealed class EventLoopGroup : IDisposable
     /// <summary>Completes when every loop has stopped; faulted if a loop stopped on an unhandled exception.</summary>
     public Task Completion { get; }
 
-    /// <summary>The listeners created by <see cref="Listen"/>.</summary>
+    /// <summary>The listeners created by <see cref="Listen(EndPoint, ConnectionHandler, ListenerOptions?, GroupAcceptMode)"/> and <see cref="ListenOnSocket"/>.</summary>
     public IReadOnlyList<ConnectionListener> Listeners
     {
         get
@@ -209,6 +209,40 @@ public sealed class EventLoopGroup : IDisposable
         }
 
         return created.ToArray();
+    }
+
+    /// <summary>
+    /// Starts accepting on <paramref name="socket"/>, a stream socket the caller opened and bound (or inherited, see
+    /// <see cref="SocketActivation.TakeSockets"/>), with one acceptor on the first loop that spreads the connections
+    /// round-robin over all the loops (<see cref="GroupAcceptMode.SingleAcceptor"/>: one socket cannot be spread with
+    /// <c>SO_REUSEPORT</c>). The listener takes the socket over as <see cref="ConnectionListener.ListenOnSocket"/>
+    /// describes. The connection limit applies to the group as a whole.
+    /// </summary>
+    /// <param name="socket">A bound stream socket, listening or not; the listener owns it, and closes it when the call throws.</param>
+    /// <param name="handler">What to do with the connections; called on several loop threads at once.</param>
+    /// <param name="options">Options; <see langword="null"/> for the defaults. Copied.</param>
+    /// <returns>The listener.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="socket"/> or <paramref name="handler"/> is null.</exception>
+    /// <exception cref="ArgumentException">As for <see cref="ConnectionListener.ListenOnSocket"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The group or the socket was disposed.</exception>
+    /// <exception cref="System.Net.Sockets.SocketException"><c>listen</c> failed.</exception>
+    public ConnectionListener ListenOnSocket(System.Net.Sockets.Socket socket, ConnectionHandler handler, ListenerOptions? options = null)
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            socket?.Dispose();
+            throw new ObjectDisposedException(nameof(EventLoopGroup));
+        }
+
+        ListenerOptions copy = options?.Clone() ?? new ListenerOptions();
+        var budget = new ConnectionBudget(copy.MaxConnections != 0 ? copy.MaxConnections : DescriptorLimits.DefaultMaxConnections());
+        ConnectionListener listener = ConnectionListener.Adopt(_loops[0], _loops, socket!, handler, copy, budget);
+        lock (_listeners)
+        {
+            _listeners.Add(listener);
+        }
+
+        return listener;
     }
 
     /// <summary>

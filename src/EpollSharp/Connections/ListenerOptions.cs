@@ -56,7 +56,7 @@ public sealed class ListenerOptions
     /// before listening (<c>chmod</c>), e.g. <c>0b110_000_000</c> (octal 600: only the owner may connect) or
     /// <c>Convert.ToInt32("660", 8)</c>. Connecting needs write permission on the file. <see langword="null"/> (the default)
     /// leaves the mode <c>bind</c> gives, 777 less the process's umask. Setting it for another endpoint makes
-    /// <see cref="ConnectionListener.Listen"/> throw <see cref="ArgumentException"/>; on a system other than Linux,
+    /// <see cref="ConnectionListener.Listen(EventLoop, System.Net.EndPoint, ConnectionHandler, ListenerOptions?)"/> throw <see cref="ArgumentException"/>; on a system other than Linux,
     /// <see cref="PlatformNotSupportedException"/>.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The value is outside 0 to octal 777 (511).</exception>

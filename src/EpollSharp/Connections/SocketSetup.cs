@@ -120,6 +120,56 @@ internal static partial class SocketSetup
         }
     }
 
+    /// <summary>
+    /// Readies a socket the caller opened for accepting: checks it, calls <c>listen</c> unless it listens already, and makes
+    /// it non-blocking. Throws without closing it (the caller closes it).
+    /// </summary>
+    internal static void AdoptListener(Socket socket, ListenerOptions options)
+    {
+        // First, as it throws ObjectDisposedException for a closed socket.
+        bool listening = IsListening(socket);
+        if (socket.SocketType != SocketType.Stream)
+        {
+            throw new ArgumentException("A listener needs a stream socket (SocketType.Stream); this one is " + socket.SocketType + ".", nameof(socket));
+        }
+
+        if (options.ReusePort)
+        {
+            throw new ArgumentException("ListenerOptions.ReusePort applies when the listener binds the socket; this socket is bound already. Set SO_REUSEPORT on it before binding it.", nameof(options));
+        }
+
+        if (options.UnixSocketMode is not null)
+        {
+            throw new ArgumentException("ListenerOptions.UnixSocketMode applies when the listener binds the socket; this socket is bound already. Set the socket file's mode after binding it.", nameof(options));
+        }
+
+        if (!listening)
+        {
+            if (!IsBound(socket))
+            {
+                // listen() would bind a TCP socket to a random port on the any-address: never what the caller meant.
+                throw new ArgumentException("The socket is neither listening nor bound: bind it first (Socket.Bind), or give ConnectionListener.Listen an endpoint.", nameof(socket));
+            }
+
+            socket.Listen(options.Backlog);
+        }
+
+        socket.Blocking = false;
+    }
+
+    /// <summary>Whether <paramref name="socket"/> is in the listening state (<c>SO_ACCEPTCONN</c>).</summary>
+    private static bool IsListening(Socket socket) =>
+        socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.AcceptConnection) is int value && value != 0;
+
+    /// <summary>Whether <paramref name="socket"/> has an address of its own: a port other than 0, or a Unix socket name.</summary>
+    private static bool IsBound(Socket socket) => socket.LocalEndPoint switch
+    {
+        null => false,
+        IPEndPoint ip => ip.Port != 0,
+        EndPoint other when other.AddressFamily == AddressFamily.Unix => other.ToString()?.Length > 0,
+        _ => true,
+    };
+
     /// <summary>Whether options that only TCP has (no-delay, keep-alive timings) apply to <paramref name="socket"/>.</summary>
     internal static bool IsTcp(Socket socket) => socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6;
 

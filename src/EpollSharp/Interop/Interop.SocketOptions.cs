@@ -17,6 +17,7 @@ internal static partial class Interop
         internal const int SO_RCVBUF = 8;
         internal const int SO_KEEPALIVE = 9;
         internal const int SO_LINGER = 13;
+        internal const int SO_TYPE = 3;
         internal const int IPPROTO_TCP = 6;
         internal const int TCP_INFO = 11;
 

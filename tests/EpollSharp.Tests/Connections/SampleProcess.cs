@@ -69,8 +69,12 @@ public sealed partial class SampleProcess : IDisposable
         }
     }
 
-    /// <summary>Starts the sample and returns at once (for a run that is expected to end by itself, e.g. on a bad option).</summary>
-    public static SampleProcess Launch(string sample, string arguments, int? descriptorLimit = null)
+    /// <summary>
+    /// Starts the sample and returns at once (for a run that is expected to end by itself, e.g. on a bad option).
+    /// <paramref name="launcher"/>, when given, is a command that runs the sample in its own process (it must exec it, so
+    /// that <see cref="Signal"/> reaches the sample), e.g. <c>systemd-socket-activate -l ADDRESS</c>.
+    /// </summary>
+    public static SampleProcess Launch(string sample, string arguments, int? descriptorLimit = null, string[]? launcher = null)
     {
         string dll = Locate(sample);
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
@@ -81,7 +85,18 @@ public sealed partial class SampleProcess : IDisposable
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
-        if (descriptorLimit is int limit)
+        if (launcher is not null)
+        {
+            Assert.Null(descriptorLimit);
+            info.FileName = launcher[0];
+            foreach (string argument in launcher.Skip(1))
+            {
+                info.ArgumentList.Add(argument);
+            }
+
+            info.ArgumentList.Add(dotnet);
+        }
+        else if (descriptorLimit is int limit)
         {
             // bash sets the soft and hard limits, so the runtime cannot raise the soft one back.
             info.FileName = "bash";

@@ -72,6 +72,7 @@ public class SampleTests
         using SampleProcess first = SampleProcess.Start("EchoServer", "--port 0 " + loops);
         using SampleProcess second = SampleProcess.Launch("EchoServer", $"--port {first.EndPoint.Port} {loops}");
         Assert.True(second.Process.WaitForExit(30_000), "the second server did not exit");
+        second.Process.WaitForExit(); // and its output is read to the end
         Assert.Equal(1, second.Process.ExitCode);
         Assert.DoesNotContain(second.Stdout, l => l.StartsWith("listening on", StringComparison.Ordinal));
         Assert.Contains(second.Stderr, l => l.Contains($"cannot listen on 127.0.0.1:{first.EndPoint.Port}", StringComparison.Ordinal) && l.Contains("in use", StringComparison.OrdinalIgnoreCase));

@@ -26,6 +26,14 @@ internal static class Program
             ("cpu-bound-await", CpuBound.RunAwait),
             ("backpressure", Backpressure.Run),
             ("graceful-shutdown", Shutdown.Run),
+            ("dial-callback", DialingOut.RunCallback),
+            ("dial-async", DialingOut.RunAsync),
+            ("dial-timeout", DialingOut.RunTimeout),
+            ("dial-dns", DialingOut.RunDns),
+            ("unix-socket", DialingOut.RunUnix),
+            ("ipv6-dual-mode", DialingOut.RunIpv6),
+            ("address-in-use", DialingOut.RunAddressInUse),
+            ("socket-options", DialingOut.RunOptions),
         ];
 
         int passed = 0, failed = 0;

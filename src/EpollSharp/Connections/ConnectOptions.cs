@@ -1,5 +1,7 @@
 using System;
+using System.Net;
 using System.Threading;
+using System.Threading.Tasks;
 
 namespace EpollSharp.Connections;
 
@@ -30,4 +32,11 @@ public sealed class ConnectOptions
         get => _connection;
         set => _connection = value ?? throw new ArgumentNullException(nameof(value));
     }
+
+    /// <summary>
+    /// Tests only: resolves the host of a <see cref="DnsEndPoint"/> in place of <c>Dns.GetHostAddressesAsync</c>, so that a test
+    /// chooses the addresses and their order (the next-address fallback cannot be provoked otherwise where a name resolves to
+    /// one address). Called on the thread pool, as the system resolver is. Null, the default: the system resolver.
+    /// </summary>
+    internal Func<string, Task<IPAddress[]>>? Resolver { get; set; }
 }

@@ -32,6 +32,7 @@ internal sealed class Connector
     private readonly ConnectionHandler _handler;
     private readonly ConnectionSettings _settings;
     private readonly TimeSpan _timeout;
+    private readonly Func<string, Task<IPAddress[]>>? _resolver;
     private readonly object? _userState;
     private readonly TaskCompletionSource<Connection>? _completion;
     private readonly CancellationToken _cancellationToken;
@@ -58,6 +59,7 @@ internal sealed class Connector
         _handler = handler;
         _settings = new ConnectionSettings(options.Connection);
         _timeout = options.ConnectTimeout;
+        _resolver = options.Resolver;
         _userState = userState;
         _cancellationToken = cancellationToken;
         _completion = withTask ? new TaskCompletionSource<Connection>(TaskCreationOptions.RunContinuationsAsynchronously) : null;
@@ -137,7 +139,8 @@ internal sealed class Connector
         {
             // Resolution never blocks the loop: it starts on the thread pool (the resolver may block in getaddrinfo) and
             // its outcome is posted back. A loop released meanwhile has ended the attempt already (LoopDisposed).
-            _resolve = System.Threading.Tasks.Task.Run(() => Dns.GetHostAddressesAsync(dns.Host));
+            Func<string, Task<IPAddress[]>>? resolver = _resolver;
+            _resolve = System.Threading.Tasks.Task.Run(() => resolver is null ? Dns.GetHostAddressesAsync(dns.Host) : resolver(dns.Host));
             _resolve.ContinueWith(static (_, state) => ((Connector)state!)._loop.TryPost(s_resolved, state), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             return;
         }
@@ -385,8 +388,8 @@ internal sealed class Connector
         _loop.RemoveReleaseHook(_releaseHook);
     }
 
-    /// <summary>The reason for a connect that ended with <paramref name="error"/>.</summary>
-    private static ConnectFailureReason Classify(SocketError error, EndPoint? address) => error switch
+    /// <summary>The reason for a connect that ended with <paramref name="error"/> (internal for the tests of the mapping).</summary>
+    internal static ConnectFailureReason Classify(SocketError error, EndPoint? address) => error switch
     {
         SocketError.ConnectionRefused => ConnectFailureReason.Refused,
 

@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
 using System.Net;
@@ -354,6 +355,43 @@ internal static class DialingOut
             #endregion
             Program.Check(a.LocalEndPoint.Equals(b.LocalEndPoint), "both listeners hold the port");
         }
+    }
+
+    /// <summary>A listener on a socket the caller opened, and on the sockets of socket activation when there are any.</summary>
+    public static void RunOwnSocket() => RunOwnSocketCore().GetAwaiter().GetResult();
+
+    private static async Task RunOwnSocketCore()
+    {
+        using var loop = new EventLoop();
+        Task stopped = loop.Start();
+
+        #region listen-on-socket
+        // A socket with an option the library does not set, bound by the caller; the listener takes it over.
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReceiveBuffer, 64 * 1024);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        using var server = ConnectionListener.ListenOnSocket(loop, socket, new Echo());   // listen(), non-blocking, closed at stop
+        #endregion
+
+        var greeter = new Greeter();
+        Connection connection = await Connection.ConnectAsync(loop, server.LocalEndPoint, greeter);
+        connection.Loop.Post(() => greeter.Send(connection, "own socket"));
+        Program.Check(await greeter.Done.Task.WaitAsync(Limit) == "echoed: own socket", "the echo through the caller's socket");
+        server.Dispose();
+        Program.Check(WaitFor(() => socket.SafeHandle.IsClosed), "the listener closed the socket it took");
+
+        #region socket-activation
+        // Under systemd (or systemd-socket-activate), the sockets it opened for this process; elsewhere none.
+        IReadOnlyList<ActivatedSocket> passed = OperatingSystem.IsLinux() ? SocketActivation.TakeSockets() : Array.Empty<ActivatedSocket>();
+        using ConnectionListener listener = passed.Count > 0
+            ? ConnectionListener.ListenOnSocket(loop, passed[0].Socket, new Echo())
+            : ConnectionListener.Listen(loop, new IPEndPoint(IPAddress.Loopback, 0), new Echo());
+        Console.WriteLine($"listening on {listener.LocalEndPoint} ({(passed.Count > 0 ? "socket activation, " + passed[0].Name : "bound here")})");
+        #endregion
+
+        Program.Check(passed.Count == 0, "the snippet runs without socket activation");
+        loop.Stop();
+        await stopped;
     }
 
     /// <summary>Socket options for dialed and accepted connections; TCP's own options are skipped on a Unix socket.</summary>

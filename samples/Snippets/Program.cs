@@ -34,6 +34,7 @@ internal static class Program
             ("ipv6-dual-mode", DialingOut.RunIpv6),
             ("address-in-use", DialingOut.RunAddressInUse),
             ("socket-options", DialingOut.RunOptions),
+            ("listen-on-socket", DialingOut.RunOwnSocket),
         ];
 
         int passed = 0, failed = 0;

@@ -1,4 +1,5 @@
 using System;
+using System.Linq;
 using System.Net.Sockets;
 using System.Threading.Tasks;
 using EpollSharp;
@@ -45,6 +46,38 @@ internal static class CpuBound
             Console.WriteLine($"primes below 3,000,000: {primes}; the loop ticked {ticks} times meanwhile");
             Program.Check(primes == 216_816, "the right count");
         }
+    }
+
+    /// <summary>The callback budget: a callback that computes on the loop is reported while it runs and when it returns.</summary>
+    public static void RunWatchdog()
+    {
+        var reports = new System.Collections.Concurrent.ConcurrentQueue<string>();
+
+        #region callback-budget
+        using var loop = new EventLoop(new EventLoopOptions { CallbackBudget = TimeSpan.FromMilliseconds(50) });
+        loop.SlowCallback += (_, e) =>
+        {
+            // Once from the watchdog thread while the callback still runs, once on the loop thread when it returns.
+            // Keep it short: log it (e.ToString() is one line), count it, never block here.
+            Console.Error.WriteLine(e);
+            reports.Enqueue($"{e.Kind} {e.Target} ended={e.HasEnded}");
+        };
+        #endregion
+
+        Task stopped = loop.Start();
+        loop.Post(static state => System.Threading.Thread.Sleep((int)state!), 300);   // the mistake: blocking the loop for 300 ms
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (!reports.Contains("PostedWork 300 ended=True") && sw.Elapsed < TimeSpan.FromSeconds(20))
+        {
+            System.Threading.Thread.Sleep(10);
+        }
+
+        loop.Stop();
+        stopped.Wait();
+        Program.Check(reports.Contains("PostedWork 300 ended=True"), "the blocked loop was reported when the callback returned");
+
+        // The watchdog's report while it ran comes first, unless the machine held the watchdog thread back for 250 ms.
+        Program.Check(reports.Count <= 2 && reports.All(r => r.StartsWith("PostedWork 300 ", StringComparison.Ordinal)), "only that callback was reported");
     }
 
     #region offload-post

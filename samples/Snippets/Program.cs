@@ -24,6 +24,7 @@ internal static class Program
             ("exceptions", Exceptions.Run),
             ("cpu-bound", CpuBound.Run),
             ("cpu-bound-await", CpuBound.RunAwait),
+            ("callback-budget", CpuBound.RunWatchdog),
             ("backpressure", Backpressure.Run),
             ("graceful-shutdown", Shutdown.Run),
             ("dial-callback", DialingOut.RunCallback),

@@ -91,6 +91,17 @@ public sealed partial class Connection
     /// <summary>The peer's address, or <see langword="null"/> if it could not be read when the connection was made.</summary>
     public EndPoint? RemoteEndPoint { get; }
 
+    /// <summary>
+    /// Names the connection for logs and reports (such as <see cref="EventLoop.SlowCallback"/>'s, which uses it for the
+    /// connection's registration): its id, the peer's address, whether it was accepted or dialed, and the handler's type.
+    /// Safe from any thread.
+    /// </summary>
+    /// <returns>For example <c>connection 42 from 127.0.0.1:51234 (accepted), handler EchoHandler</c>.</returns>
+    public override string ToString() =>
+        "connection " + Id.ToString(System.Globalization.CultureInfo.InvariantCulture) +
+        (Listener is null ? " to " : " from ") + (RemoteEndPoint?.ToString() ?? "an unknown address") +
+        (Listener is null ? " (dialed)" : " (accepted)") + ", handler " + _handler.GetType().Name;
+
     /// <summary>Your per-connection object. The connection never touches it.</summary>
     public object? UserState { get; set; }
 

@@ -154,6 +154,10 @@ public sealed partial class ConnectionListener : IDisposable
     /// <summary>Whether accepting is paused (descriptors exhausted, connection limit, accept error).</summary>
     public bool IsAcceptPaused => Volatile.Read(ref _pauseKind) != NotPaused;
 
+    /// <summary>Names the listener for logs and reports (such as <see cref="EventLoop.SlowCallback"/>'s): its address and its handler's type.</summary>
+    /// <returns>For example <c>listener on 127.0.0.1:8080, handler EchoHandler</c>.</returns>
+    public override string ToString() => "listener on " + LocalEndPoint + ", handler " + _handler.GetType().Name;
+
     /// <summary>The handler given to the listener.</summary>
     public ConnectionHandler Handler => _handler;
 

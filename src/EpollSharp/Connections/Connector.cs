@@ -388,6 +388,9 @@ internal sealed class Connector
         _loop.RemoveReleaseHook(_releaseHook);
     }
 
+    /// <summary>Names the attempt in reports (such as <see cref="EventLoop.SlowCallback"/>'s).</summary>
+    public override string ToString() => "connecting to " + _endPoint + ", handler " + _handler.GetType().Name;
+
     /// <summary>The reason for a connect that ended with <paramref name="error"/> (internal for the tests of the mapping).</summary>
     internal static ConnectFailureReason Classify(SocketError error, EndPoint? address) => error switch
     {

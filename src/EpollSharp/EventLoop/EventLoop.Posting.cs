@@ -147,6 +147,7 @@ public sealed partial class EventLoop
         {
             WorkItem item = batch[i];
             batch[i] = default;
+            BeginCallback(LoopCallbackKind.PostedWork, item.Callback, item.State);
             try
             {
                 item.Invoke();
@@ -154,6 +155,10 @@ public sealed partial class EventLoop
             catch (Exception ex)
             {
                 OnCallbackException(ex);
+            }
+            finally
+            {
+                EndCallback();
             }
         }
     }
@@ -168,6 +173,12 @@ public sealed partial class EventLoop
             _callback = callback;
             _state = state;
         }
+
+        /// <summary>The delegate: an <see cref="Action{T}"/>, <see cref="Action"/> or <see cref="SendOrPostCallback"/>.</summary>
+        public object Callback => _callback;
+
+        /// <summary>The state passed to it.</summary>
+        public object? State => _state;
 
         public void Invoke()
         {

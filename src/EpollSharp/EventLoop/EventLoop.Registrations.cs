@@ -219,6 +219,7 @@ public sealed partial class EventLoop
         }
 
         registration.ReportedSocketError = socketError;
+        BeginCallback(LoopCallbackKind.Readiness, registration, null);
         try
         {
             registration.Invoke(readiness);
@@ -229,6 +230,7 @@ public sealed partial class EventLoop
         }
         finally
         {
+            EndCallback();
             registration.ReportedSocketError = SocketError.Success;
         }
 

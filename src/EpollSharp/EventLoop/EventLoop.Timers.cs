@@ -186,6 +186,7 @@ public sealed partial class EventLoop
                 }
             }
 
+            BeginCallback(LoopCallbackKind.Timer, timer, null);
             try
             {
                 timer.Invoke();
@@ -193,6 +194,10 @@ public sealed partial class EventLoop
             catch (Exception ex)
             {
                 OnCallbackException(ex);
+            }
+            finally
+            {
+                EndCallback();
             }
         }
     }

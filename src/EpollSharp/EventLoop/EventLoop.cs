@@ -74,6 +74,11 @@ public sealed partial class EventLoop : IDisposable
         _threadName = options.ThreadName;
         _synchronizationContext = new LoopSynchronizationContext(this);
         _taskScheduler = new LoopTaskScheduler(this);
+        _budgetTicks = ToStopwatchTicks(options.CallbackBudget);
+        if (_budgetTicks != 0)
+        {
+            CallbackWatchdog.Add(this);
+        }
     }
 
     /// <summary>The backend this loop uses (never <see cref="EventLoopBackend.Auto"/>).</summary>
@@ -436,6 +441,11 @@ public sealed partial class EventLoop : IDisposable
         finally
         {
             Volatile.Write(ref _released, true);
+            if (_budgetTicks != 0)
+            {
+                CallbackWatchdog.Remove(this);
+            }
+
             DeregisterAll();
             CancelAllTimers();
             _backend.Dispose();

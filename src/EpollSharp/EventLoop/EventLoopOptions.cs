@@ -6,6 +6,7 @@ namespace EpollSharp;
 public sealed class EventLoopOptions
 {
     private int _maxEventsPerWait = 256;
+    private TimeSpan _callbackBudget = System.Threading.Timeout.InfiniteTimeSpan;
 
     /// <summary>The readiness mechanism. <see cref="EventLoopBackend.Auto"/> (the default) picks the best one for the platform.</summary>
     public EventLoopBackend Backend { get; set; } = EventLoopBackend.Auto;
@@ -27,6 +28,22 @@ public sealed class EventLoopOptions
 
             _maxEventsPerWait = value;
         }
+    }
+
+    /// <summary>
+    /// The budget for one callback (readiness, timer or posted work): one that runs longer is reported through
+    /// <see cref="EventLoop.SlowCallback"/> while it still runs (a watchdog thread looks a few times per budget) and again
+    /// when it returns. A callback that runs long holds every other connection of the loop waiting. Default
+    /// <see cref="System.Threading.Timeout.InfiniteTimeSpan"/>: off, with no watchdog thread and nothing measured. When on,
+    /// each callback costs two clock reads. For example 50 ms.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is not <see cref="System.Threading.Timeout.InfiniteTimeSpan"/>, and below 1 ms or above 1 hour.</exception>
+    public TimeSpan CallbackBudget
+    {
+        get => _callbackBudget;
+        set => _callbackBudget = value == System.Threading.Timeout.InfiniteTimeSpan || (value >= TimeSpan.FromMilliseconds(1) && value <= TimeSpan.FromHours(1))
+            ? value
+            : throw new ArgumentOutOfRangeException(nameof(value), value, "CallbackBudget must be from 1 ms to 1 hour, or Timeout.InfiniteTimeSpan (off).");
     }
 
     /// <summary>The name of the thread that <see cref="EventLoop.Start(string?)"/> creates when it is given none. Default "EpollSharp loop".</summary>

@@ -74,4 +74,7 @@ public sealed class LoopTimer : IDisposable
     public void Dispose() => Cancel();
 
     internal void Invoke() => _callback(this);
+
+    /// <summary>The callback, for <see cref="EventLoop.SlowCallback"/> reports.</summary>
+    internal Action<LoopTimer> Callback => _callback;
 }

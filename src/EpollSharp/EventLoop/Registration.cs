@@ -66,6 +66,12 @@ public sealed class Registration : IDisposable
     public object? State { get; set; }
 
     /// <summary>
+    /// A name for reports about this registration, such as <see cref="EventLoop.SlowCallback"/>'s; when null (the default)
+    /// they use the text of <see cref="State"/>. Set it from any thread.
+    /// </summary>
+    public string? Name { get; set; }
+
+    /// <summary>
     /// The socket error that the backend reported together with the readiness being delivered, or
     /// <see cref="System.Net.Sockets.SocketError.Success"/> when it reported none. Meaningful inside the callback, on the
     /// loop thread; <see cref="System.Net.Sockets.SocketError.Success"/> outside it.
@@ -124,4 +130,7 @@ public sealed class Registration : IDisposable
     internal bool MarkDisposed() => System.Threading.Interlocked.Exchange(ref _disposed, 1) == 0;
 
     internal void Invoke(Readiness readiness) => _callback(this, readiness);
+
+    /// <summary>The callback, for <see cref="EventLoop.SlowCallback"/> reports.</summary>
+    internal ReadinessCallback Callback => _callback;
 }

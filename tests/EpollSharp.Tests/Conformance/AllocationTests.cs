@@ -23,6 +23,21 @@ public class AllocationTests
 
     [SkippableTheory]
     [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
+    public void Dispatching_readiness_with_a_callback_budget_allocates_nothing(EventLoopBackend backend)
+    {
+        // The budget's marks around every callback, with the watchdog thread looking, cost no allocation either.
+        Backends.SkipUnlessAvailable(backend);
+        using var pair = SocketPair.Create();
+        using var loop = new EventLoop(new EventLoopOptions { Backend = backend, CallbackBudget = TimeSpan.FromSeconds(10) });
+        pair.Peer.Send(new byte[] { 1 });
+        var probe = new Probe(loop);
+        loop.Register(pair.Local, Interest.Readable, static (r, _) => ((Probe)r.State!).Tick(), probe);
+        loop.Run();
+        probe.AssertAllocatesNothing();
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
     public void Posting_with_state_allocates_nothing(EventLoopBackend backend)
     {
         using var loop = Backends.CreateLoop(backend);

@@ -1,0 +1,113 @@
+using System;
+using System.Diagnostics;
+using System.Threading;
+
+namespace EpollSharp;
+
+/// <summary>
+/// One background thread for the process that looks at the loops with a callback budget, a few times per budget, and has
+/// each report a callback that has run past it (<see cref="EventLoop.CheckCallback"/>). It starts with the first such loop
+/// and ends when the last one is disposed.
+/// </summary>
+internal static class CallbackWatchdog
+{
+    private static readonly object s_lock = new();
+    private static EventLoop[] s_loops = Array.Empty<EventLoop>();
+    private static Thread? s_thread;
+
+    /// <summary>How often the watchdog looks: a quarter of the smallest budget, from 1 ms to 250 ms.</summary>
+    internal static TimeSpan Interval
+    {
+        get
+        {
+            lock (s_lock)
+            {
+                return IntervalLocked();
+            }
+        }
+    }
+
+    internal static void Add(EventLoop loop)
+    {
+        lock (s_lock)
+        {
+            var loops = new EventLoop[s_loops.Length + 1];
+            s_loops.CopyTo(loops, 0);
+            loops[s_loops.Length] = loop;
+            s_loops = loops;
+            if (s_thread is null)
+            {
+                s_thread = new Thread(Run) { IsBackground = true, Name = "EpollSharp watchdog" };
+                s_thread.Start();
+            }
+
+            Monitor.PulseAll(s_lock);
+        }
+    }
+
+    internal static void Remove(EventLoop loop)
+    {
+        lock (s_lock)
+        {
+            int index = Array.IndexOf(s_loops, loop);
+            if (index < 0)
+            {
+                return;
+            }
+
+            var loops = new EventLoop[s_loops.Length - 1];
+            Array.Copy(s_loops, 0, loops, 0, index);
+            Array.Copy(s_loops, index + 1, loops, index, s_loops.Length - index - 1);
+            s_loops = loops;
+            Monitor.PulseAll(s_lock);
+        }
+    }
+
+    private static TimeSpan IntervalLocked()
+    {
+        long smallest = long.MaxValue;
+        foreach (EventLoop loop in s_loops)
+        {
+            smallest = Math.Min(smallest, loop.BudgetTicks);
+        }
+
+        if (smallest == long.MaxValue)
+        {
+            return TimeSpan.FromMilliseconds(250);
+        }
+
+        double milliseconds = smallest * 1000.0 / Stopwatch.Frequency / 4;
+        return TimeSpan.FromMilliseconds(Math.Min(250, Math.Max(1, milliseconds)));
+    }
+
+    private static void Run()
+    {
+        while (true)
+        {
+            EventLoop[] loops;
+            TimeSpan interval;
+            lock (s_lock)
+            {
+                if (s_loops.Length == 0)
+                {
+                    s_thread = null;
+                    return;
+                }
+
+                loops = s_loops;
+                interval = IntervalLocked();
+            }
+
+            long now = Stopwatch.GetTimestamp();
+            foreach (EventLoop loop in loops)
+            {
+                loop.CheckCallback(now);
+            }
+
+            lock (s_lock)
+            {
+                Monitor.Wait(s_lock, interval);
+            }
+        }
+    }
+}

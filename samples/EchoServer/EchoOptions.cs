@@ -12,7 +12,8 @@ internal sealed class EchoOptions
     public const string Usage =
         "usage: EchoServer [--host 127.0.0.1] [--port 8080] [--backend auto|epoll|kqueue|managed] [--loops N] [--trigger level|edge]\n" +
         "                  [--accept-mode auto|reuseport|acceptor] [--max-connections N] [--idle-timeout SECONDS] [--drain-timeout SECONDS]\n" +
-        "                  [--systemd]\n" +
+        "                  [--systemd] [--callback-budget MS]\n" +
+        "  --callback-budget reports a callback that holds a loop longer than MS milliseconds on stderr (0, the default: off);\n" +
         "  --systemd serves the listening sockets passed by socket activation (LISTEN_FDS) instead of --host/--port;\n" +
         "  --loops 0 means one per processor; --max-connections 0 derives the limit from the descriptor limit;\n" +
         "  --idle-timeout 0 disables it; --port 0 picks a free port (printed).";
@@ -38,6 +39,8 @@ internal sealed class EchoOptions
     public bool Help { get; private set; }
 
     public bool SocketActivation { get; private set; }
+
+    public TimeSpan CallbackBudget { get; private set; } = System.Threading.Timeout.InfiniteTimeSpan;
 
     /// <exception cref="ArgumentException">An unknown option or a bad value.</exception>
     public static EchoOptions Parse(string[] args)
@@ -108,6 +111,10 @@ internal sealed class EchoOptions
                 case "--idle-timeout":
                     int idle = Integer(name, value, 0, 86_400);
                     options.IdleTimeout = idle == 0 ? System.Threading.Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(idle);
+                    break;
+                case "--callback-budget":
+                    int budget = Integer(name, value, 0, 3_600_000);
+                    options.CallbackBudget = budget == 0 ? System.Threading.Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(budget);
                     break;
                 case "--drain-timeout":
                     options.DrainTimeout = TimeSpan.FromSeconds(Integer(name, value, 0, 3600));

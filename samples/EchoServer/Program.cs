@@ -43,6 +43,7 @@ internal static class Program
         {
             Backend = options.Backend,
             UnhandledExceptionHandler = static ex => Console.Error.WriteLine("error: " + ex),
+            CallbackBudget = options.CallbackBudget,
         };
         var listenerOptions = new ListenerOptions
         {
@@ -72,6 +73,12 @@ internal static class Program
         {
             Console.Error.WriteLine($"backend {EchoOptions.BackendName(options.Backend)}: {e.Message}");
             return 1;
+        }
+
+        foreach (EventLoop loop in group.Loops)
+        {
+            // One line on stderr for a callback that holds its loop past the budget (while it runs, and when it returns).
+            loop.SlowCallback += static (_, e) => Console.Error.WriteLine("slow callback: " + e);
         }
 
         using var disposeGroup = group;

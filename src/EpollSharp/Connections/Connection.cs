@@ -357,6 +357,7 @@ public sealed partial class Connection
                     break;
                 }
 
+                ConnectionLog.SocketOptionFailed(_settings.Logger, Id, RemoteEndPoint, failure.Key, failure.Value);
                 _handler.OnSocketOptionFailed(this, failure.Key, failure.Value);
             }
         }

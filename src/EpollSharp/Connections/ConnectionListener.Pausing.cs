@@ -109,6 +109,7 @@ public sealed partial class ConnectionListener
 
         if (first)
         {
+            ConnectionLog.AcceptPaused(_log, LocalEndPoint, _episode!.Reason, _episode.SocketError, _episode.ShedConnections);
             _handler.OnAcceptPaused(this, _episode);
         }
     }
@@ -149,6 +150,7 @@ public sealed partial class ConnectionListener
         _episode = null;
         _retryDelay = _options.AcceptRetryDelay;
         episode.End();
+        ConnectionLog.AcceptResumed(_log, LocalEndPoint, (long)episode.Duration.TotalMilliseconds, episode.Reason, episode.ShedConnections);
         _handler.OnAcceptResumed(this, episode);
     }
 }

@@ -109,6 +109,7 @@ public sealed partial class ConnectionListener
 
         if (first)
         {
+            LoopConnectionStats.For(Loop).OnAcceptPaused(_episode!.Reason);
             ConnectionLog.AcceptPaused(_log, LocalEndPoint, _episode!.Reason, _episode.SocketError, _episode.ShedConnections);
             _handler.OnAcceptPaused(this, _episode);
         }

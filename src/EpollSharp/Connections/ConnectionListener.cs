@@ -465,6 +465,7 @@ public sealed partial class ConnectionListener : IDisposable
         }
 
         Interlocked.Increment(ref _accepted);
+        connection.CountOpened();
         if (target == Loop)
         {
             connection.Start();

@@ -338,6 +338,7 @@ internal sealed class Connector
             return;
         }
 
+        connection.CountOpened();
         _done = true;
         ReleaseResources();
         try

@@ -44,11 +44,11 @@ public sealed partial class EventLoop
     private static long ToStopwatchTicks(TimeSpan budget) =>
         budget == Timeout.InfiniteTimeSpan ? 0 : Math.Max(1, (long)(budget.Ticks * ((double)Stopwatch.Frequency / TimeSpan.TicksPerSecond)));
 
-    /// <summary>Marks the start of a callback (loop thread).</summary>
+    /// <summary>Marks the start of a callback (loop thread), when a budget is set or the callback-duration histogram is enabled.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void BeginCallback(LoopCallbackKind kind, object target, object? state)
     {
-        if (_budgetTicks == 0)
+        if (_budgetTicks == 0 && !LoopMetrics.CallbackDuration.Enabled)
         {
             return;
         }
@@ -64,14 +64,16 @@ public sealed partial class EventLoop
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void EndCallback()
     {
-        if (_budgetTicks == 0)
+        long since = _callbackSince;
+        if (since == 0)
         {
             return;
         }
 
-        long elapsed = Stopwatch.GetTimestamp() - _callbackSince;
+        long elapsed = Stopwatch.GetTimestamp() - since;
         Volatile.Write(ref _callbackSince, 0);
-        if (elapsed >= _budgetTicks)
+        RecordCallbackDuration(elapsed);
+        if (_budgetTicks != 0 && elapsed >= _budgetTicks)
         {
             ReportEnded(elapsed);
         }

@@ -83,6 +83,8 @@ public sealed partial class EventLoop : IDisposable
         {
             CallbackWatchdog.Add(this);
         }
+
+        InitializeMetrics();
     }
 
     /// <summary>The logger factory of the options (a null one when none was given), for the layers above the loop.</summary>
@@ -378,7 +380,11 @@ public sealed partial class EventLoop : IDisposable
     private void RunOnce()
     {
         int timeout = ComputeTimeout();
+        bool timing = LoopMetrics.TimingEnabled;
+        long waitStart = timing ? Stopwatch.GetTimestamp() : 0;
         int n = _backend.Wait(_events, timeout);
+        long woke = timing ? Stopwatch.GetTimestamp() : 0;
+        RecordWait(n);
         _lastWaitFilledBuffer = n == _events.Length;
         for (int i = 0; i < n; i++)
         {
@@ -387,6 +393,11 @@ public sealed partial class EventLoop : IDisposable
 
         RunDueTimers();
         RunPostedWork();
+        if (timing)
+        {
+            Volatile.Write(ref _waitTicks, _waitTicks + (woke - waitStart));
+            Volatile.Write(ref _busyTicks, _busyTicks + (Stopwatch.GetTimestamp() - woke));
+        }
     }
 
     private int ComputeTimeout()
@@ -460,6 +471,7 @@ public sealed partial class EventLoop : IDisposable
                 CallbackWatchdog.Remove(this);
             }
 
+            LoopMetrics.Remove(this);
             DeregisterAll();
             CancelAllTimers();
             _backend.Dispose();

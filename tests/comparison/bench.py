@@ -966,7 +966,7 @@ def main():
     if args.meta:
         with open(args.meta) as f:
             facts.update(json.load(f))
-    log(f"comparison benchmarks ({'quick' if quick else 'full'}): {runs} run(s) of {warmup:g} s warm-up + "
+    log(f"comparison benchmarks ({'quick' if quick else 'full'}{', proxy' if args.proxy else ''}): {runs} run(s) of {warmup:g} s warm-up + "
         f"{duration:g} s per server and workload; load average {facts['loadavg_before'][0]:.2f}")
 
     # A server that cannot start (the managed backend before it is merged) is recorded once with its message.

@@ -988,6 +988,10 @@ def proxy_section(results):
       f"{f['runs']} alternating runs of {f['warmup_s']:g} s warm-up + {f['duration_s']:g} s, measured on "
       f"{f.get('started', '?')} (commit `{f.get('commit', '?')}`{', with uncommitted changes' if f.get('dirty') else ''}).")
     w("")
+    w(f"Command: `{f.get('command', 'tests/comparison/run --proxy')}` (about 10 minutes; it rewrites only this section, "
+      "between its markers; `--no-docs` for none; `--runs`, `--warmup`, `--duration`, `--servers proxy,inbox-proxy,direct` "
+      "and `--workloads` as for the echo servers).")
+    w("")
     w("| workload | path | messages/s | p50 µs | p99 µs | p99 added µs | proxy CPU µs/msg (user + sys) | CPU vs in-box | proxy RSS MiB | threads |")
     w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     verdicts = []

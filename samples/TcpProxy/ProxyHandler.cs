@@ -18,6 +18,9 @@ internal sealed class Relay
     /// <summary>A graceful stop of the proxy reached this session: the target was sent end of stream, the client's further input is dropped.</summary>
     public bool Draining { get; set; }
 
+    /// <summary>The client's end of stream came before the target connected (not expected while the client is not read; kept for safety).</summary>
+    public bool ClientReadClosed { get; set; }
+
     public Connection? PeerOf(Connection connection) => ReferenceEquals(connection, Client) ? Target : Client;
 }
 
@@ -102,6 +105,11 @@ internal sealed class ProxyHandler : ConnectionHandler
             return;
         }
 
+        if (session.ClientReadClosed)
+        {
+            connection.Shutdown();
+        }
+
         session.Client.ResumeReceiving();
     }
 
@@ -133,7 +141,15 @@ internal sealed class ProxyHandler : ConnectionHandler
     {
         // End of stream from one side: end of stream to the other once what is buffered for it is sent. This connection
         // closes when the other side's end of stream has been passed back to it as well.
-        ((Relay)connection.UserState!).PeerOf(connection)?.Shutdown();
+        var relay = (Relay)connection.UserState!;
+        if (relay.PeerOf(connection) is { } peer)
+        {
+            peer.Shutdown();
+        }
+        else
+        {
+            relay.ClientReadClosed = true; // passed on once the target is connected
+        }
     }
 
     public override void OnShutdownRequested(Connection connection)

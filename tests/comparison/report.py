@@ -520,6 +520,7 @@ def write(results, docs):
     w("```sh")
     w("tests/comparison/run            # full run (about 20 minutes); rewrites this file and docs/images/bench-*.png")
     w("tests/comparison/run --quick    # smoke test (about 1 minute): every server must echo correctly; no document")
+    w("tests/comparison/run --proxy    # the TCP proxy comparison alone (about 13 minutes); rewrites only its section")
     w("```")
     w("")
     w("The script builds `native/` with CMake, publishes the three .NET servers to a temporary directory "
@@ -988,7 +989,7 @@ def proxy_section(results):
       f"{f['runs']} alternating runs of {f['warmup_s']:g} s warm-up + {f['duration_s']:g} s, measured on "
       f"{f.get('started', '?')} (commit `{f.get('commit', '?')}`{', with uncommitted changes' if f.get('dirty') else ''}).")
     w("")
-    w(f"Command: `{f.get('command', 'tests/comparison/run --proxy')}` (about 10 minutes; it rewrites only this section, "
+    w(f"Command: `{f.get('command', 'tests/comparison/run --proxy')}` (about 13 minutes; it rewrites only this section, "
       "between its markers; `--no-docs` for none; `--runs`, `--warmup`, `--duration`, `--servers proxy,inbox-proxy,direct` "
       "and `--workloads` as for the echo servers).")
     w("")

@@ -282,6 +282,28 @@ public class TcpProxyTests
         Assert.Equal(data.Length, StatsField(StopAndReadStats(proxy), "bytes_to_client"));
     }
 
+    /// <summary>The target given as a name (resolved by the proxy; localhost may give ::1 first, which this target refuses, then 127.0.0.1) or as [IPv6]:port.</summary>
+    [SkippableTheory]
+    [InlineData("name")]
+    [InlineData("ipv6")]
+    public void A_target_given_by_name_or_IPv6_address_is_relayed_to(string kind)
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the proxy tests run Linux processes");
+        Skip.If(kind == "ipv6" && !Socket.OSSupportsIPv6, "no IPv6 on this machine");
+        using var target = kind == "ipv6" ? ProxyTarget.TcpV6(EchoUntilEndAsync) : ProxyTarget.Tcp(EchoUntilEndAsync);
+        int port = int.Parse(target.Address.Substring(target.Address.LastIndexOf(':') + 1), System.Globalization.CultureInfo.InvariantCulture);
+        using SampleProcess proxy = StartProxy("TcpProxy", kind == "ipv6" ? $"[::1]:{port}" : $"localhost:{port}");
+
+        using Socket client = EchoServer.ConnectTo(proxy.EndPoint);
+        byte[] data = SocketTestExtensions.Pattern(8, 50_000);
+        client.Send(data);
+        client.Shutdown(SocketShutdown.Send);
+        Assert.Equal(data, client.ReceiveToEnd());
+        string stats = StopAndReadStats(proxy);
+        Assert.Equal(data.Length, StatsField(stats, "bytes_to_client"));
+        Assert.Equal(0, StatsField(stats, "connect_failures"));
+    }
+
     /// <summary>A target that refuses: the client's connection is ended (reset), and the failure is counted.</summary>
     [SkippableTheory]
     [InlineData("TcpProxy")]
@@ -547,6 +569,14 @@ public sealed class ProxyTarget : IDisposable
     {
         var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(512);
+        return new ProxyTarget(listener, serve, listener.LocalEndPoint!.ToString()!, null);
+    }
+
+    public static ProxyTarget TcpV6(Func<Socket, Task> serve)
+    {
+        var listener = new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.IPv6Loopback, 0));
         listener.Listen(512);
         return new ProxyTarget(listener, serve, listener.LocalEndPoint!.ToString()!, null);
     }

@@ -304,6 +304,45 @@ public class TcpProxyTests
         Assert.Equal(0, StatsField(stats, "connect_failures"));
     }
 
+    /// <summary>
+    /// The client sends its whole request and its end of stream while the proxy's connect to the target is still in
+    /// progress (the target's accept queue of backlog 0 holds one unaccepted connection, so Linux drops the SYN until a retransmission a second later): nothing
+    /// is lost, and the end of stream arrives after the data.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData("TcpProxy")]
+    [InlineData("InBoxTcpProxy")]
+    public void Data_sent_before_the_target_is_connected_is_relayed_whole(string sample)
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the proxy tests run Linux processes");
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(0);
+        var endPoint = (IPEndPoint)listener.LocalEndPoint!;
+        using var filler = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        Assert.True(filler.ConnectAsync(endPoint).Wait(5_000), "the filler did not connect"); // completed by the kernel, not accepted: the queue of backlog 0 is full
+
+        using SampleProcess proxy = StartProxy(sample, endPoint.ToString());
+        using Socket client = EchoServer.ConnectTo(proxy.EndPoint);
+        byte[] request = SocketTestExtensions.Pattern(9, 120_000);
+        client.Send(request);
+        client.Shutdown(SocketShutdown.Send);
+        Thread.Sleep(300); // the proxy holds the request (unread) while its SYN is being dropped
+
+        // Make room: accept and drop the filler; the proxy's retransmitted SYN then gets through.
+        listener.Accept().Dispose();
+        Assert.True(listener.Poll(15_000_000, SelectMode.SelectRead), "the proxy's connection did not arrive");
+        using Socket accepted = listener.Accept();
+        accepted.ReceiveTimeout = 10_000;
+        byte[] got = accepted.ReceiveToEnd();
+        Assert.Equal(request.Length, got.Length);
+        Assert.Equal(request, got);
+        accepted.Send(new byte[] { 42 });
+        accepted.Shutdown(SocketShutdown.Send);
+        Assert.Equal(new byte[] { 42 }, client.ReceiveToEnd());
+        Assert.Equal(0, StatsField(StopAndReadStats(proxy), "connect_failures"));
+    }
+
     /// <summary>A target that refuses: the client's connection is ended (reset), and the failure is counted.</summary>
     [SkippableTheory]
     [InlineData("TcpProxy")]

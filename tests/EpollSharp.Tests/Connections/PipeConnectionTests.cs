@@ -272,7 +272,6 @@ public class PipeConnectionTests
             }),
             Options(onLoop));
         using var server = new EchoServer(backend, handler);
-        ConnectionCloseReason reason;
         using (Socket client = server.Connect())
         {
             Assert.True(payload.AsSpan().SequenceEqual(client.ReceiveToEnd()), "the bytes before end of stream differ");
@@ -280,9 +279,7 @@ public class PipeConnectionTests
         }
 
         Connection connection = Last(started);
-        LoopHarness.WaitUntil(() => connection.IsClosed, "the connection closes");
-        reason = connection.CloseReason;
-        Assert.Equal(ConnectionCloseReason.Completed, reason);
+        Assert.Equal(ConnectionCloseReason.Completed, CloseReasonOf(server, connection));
         server.AssertNoLoopErrors();
     }
 
@@ -324,8 +321,7 @@ public class PipeConnectionTests
             });
             Assert.Equal(SocketError.ConnectionReset, error.SocketErrorCode);
             Connection connection = Last(started);
-            LoopHarness.WaitUntil(() => connection.IsClosed, "the connection closes");
-            Assert.Equal(ConnectionCloseReason.Aborted, connection.CloseReason);
+            Assert.Equal(ConnectionCloseReason.Aborted, CloseReasonOf(server, connection));
             server.AssertNoLoopErrors();
         }
     }
@@ -367,8 +363,7 @@ public class PipeConnectionTests
         client.Shutdown(SocketShutdown.Send);
         Assert.Equal($"ok {payload.Length}", System.Text.Encoding.ASCII.GetString(client.ReceiveToEnd()));
         Connection connection = Last(started);
-        LoopHarness.WaitUntil(() => connection.IsClosed, "the connection closes");
-        Assert.Equal(ConnectionCloseReason.Completed, connection.CloseReason);
+        Assert.Equal(ConnectionCloseReason.Completed, CloseReasonOf(server, connection));
         server.AssertNoLoopErrors();
     }
 
@@ -413,7 +408,7 @@ public class PipeConnectionTests
         Assert.Equal(SocketError.ConnectionReset, Assert.IsType<SocketException>(error.InnerException).SocketErrorCode);
         Assert.True(closedFired.Task.Wait(TimeSpan.FromSeconds(10)), "ConnectionClosed did not fire");
         Connection connection = Last(started);
-        Assert.Equal(ConnectionCloseReason.Reset, connection.CloseReason);
+        Assert.Equal(ConnectionCloseReason.Reset, CloseReasonOf(server, connection));
         server.Harness.Settle();
         server.AssertNoLoopErrors();
     }
@@ -445,7 +440,7 @@ public class PipeConnectionTests
         client.Shutdown(SocketShutdown.Send);
         await shutdown.WaitAsync(TimeSpan.FromSeconds(20));
         Connection connection = Last(started);
-        Assert.Equal(ConnectionCloseReason.Completed, connection.CloseReason);
+        Assert.Equal(ConnectionCloseReason.Completed, CloseReasonOf(server, connection));
         server.AssertNoLoopErrors();
     }
 
@@ -478,7 +473,7 @@ public class PipeConnectionTests
 
         LoopHarness.WaitUntil(() => !server.Errors.IsEmpty, "the exception reaches the loop");
         Assert.Equal("application bug", Assert.IsType<InvalidOperationException>(server.Errors.Single()).Message);
-        Assert.Equal(ConnectionCloseReason.HandlerFault, Last(started).CloseReason);
+        Assert.Equal(ConnectionCloseReason.HandlerFault, CloseReasonOf(server, Last(started)));
 
         using Socket good = server.Connect();
         good.Send(new byte[] { 1, 2, 3 });
@@ -508,6 +503,98 @@ public class PipeConnectionTests
         server.AssertNoLoopErrors();
     }
 
+    /// <summary>
+    /// The application completes the input: the loop stops reading the socket for good (receiving stays paused), while the
+    /// output still works; returning then closes the connection gracefully.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public void Completing_the_input_stops_reading_and_the_output_still_works(EventLoopBackend backend, bool onLoop)
+    {
+        var started = new ConcurrentQueue<PipeConnection>();
+        var go = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var inputCompleted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var handler = new PipeConnectionHandler(
+            Tracked(started, async c =>
+            {
+                ReadResult result = await c.Transport.Input.ReadAsync();
+                c.Transport.Input.AdvanceTo(result.Buffer.End);
+                await c.Transport.Input.CompleteAsync();
+                inputCompleted.SetResult();
+                await go.Task;
+                await c.Transport.Output.WriteAsync(System.Text.Encoding.ASCII.GetBytes("bye"));
+            }),
+            Options(onLoop));
+        using var server = new EchoServer(backend, handler);
+        using Socket client = server.Connect();
+        client.Send(new byte[] { 1 });
+        Connection connection = Last(started);
+        Assert.True(inputCompleted.Task.Wait(TimeSpan.FromSeconds(10)), "the application did not complete the input");
+
+        // The loop notices at the next bytes that arrive (as Kestrel's transport does): it stops reading, and they are discarded.
+        client.Send(new byte[100]);
+        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => connection.IsReceivingPaused), "receiving pauses for good");
+        long received = connection.BytesReceived;
+        client.Send(new byte[1000]);
+        server.Harness.Settle();
+        Assert.Equal(received, connection.BytesReceived);
+
+        go.SetResult();
+        Assert.Equal("bye", System.Text.Encoding.ASCII.GetString(client.ReceiveExactly(3)));
+        client.Shutdown(SocketShutdown.Send);
+        Assert.Empty(client.ReceiveToEnd());
+        Assert.Equal(ConnectionCloseReason.Completed, CloseReasonOf(server, connection));
+        server.AssertNoLoopErrors();
+    }
+
+    /// <summary>The handler plugs into what takes a ConnectionHandler: a group of loops, and Connection.Connect (the application then runs for the dialed connection).</summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public async Task A_pipe_handler_serves_a_group_and_a_dialed_connection(EventLoopBackend backend, bool onLoop)
+    {
+        Backends.SkipUnlessAvailable(backend);
+        var errors = new ConcurrentQueue<Exception>();
+        using var group = new EventLoopGroup(2, new EventLoopOptions { Backend = backend, UnhandledExceptionHandler = errors.Enqueue });
+        IReadOnlyList<ConnectionListener> listeners = group.Listen(new IPEndPoint(IPAddress.Loopback, 0), new PipeConnectionHandler(Echo, Options(onLoop)));
+        EndPoint endPoint = listeners[0].LocalEndPoint;
+
+        // Dialed with Connection.Connect: the application (a client) sends, reads the echo back, and returns.
+        byte[] data = SocketTestExtensions.Pattern(77, 200_000);
+        var verified = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var client = new PipeConnectionHandler(
+            async c =>
+            {
+                await c.Transport.Output.WriteAsync(data);
+                var received = new MemoryStream();
+                while (received.Length < data.Length)
+                {
+                    ReadResult result = await c.Transport.Input.ReadAsync();
+                    foreach (ReadOnlyMemory<byte> segment in result.Buffer)
+                    {
+                        received.Write(segment.Span);
+                    }
+
+                    c.Transport.Input.AdvanceTo(result.Buffer.End);
+                    if (result.IsCompleted)
+                    {
+                        break;
+                    }
+                }
+
+                verified.SetResult(received.ToArray().AsSpan().SequenceEqual(data));
+            },
+            Options(onLoop));
+        for (int i = 0; i < 4; i++)
+        {
+            verified = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+            Connection.Connect(group.Next(), endPoint, client);
+            Assert.True(await verified.Task.WaitAsync(TimeSpan.FromSeconds(20)), "the echo differs");
+        }
+
+        await group.ShutdownAsync(TimeSpan.FromSeconds(10)).WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Empty(errors);
+    }
+
     [Fact]
     public void Options_are_checked()
     {
@@ -535,7 +622,7 @@ public class PipeConnectionTests
     [MemberData(nameof(BackendsAndModes))]
     public void Small_message_echo_through_pipes_allocates_nothing_per_message(EventLoopBackend backend, bool onLoop)
     {
-        const int Messages = 20_000;
+        const int Messages = 10_000;
         var started = new ConcurrentQueue<PipeConnection>();
         var handler = new PipeConnectionHandler(Tracked(started, Echo), Options(onLoop));
         using var server = new EchoServer(backend, handler);
@@ -556,24 +643,35 @@ public class PipeConnectionTests
         }
 
         RoundTrips(2_000);
-        long loopBefore = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
-        long processBefore = GC.GetTotalAllocatedBytes(precise: true);
-        var sw = Stopwatch.StartNew();
-        RoundTrips(Messages);
-        sw.Stop();
-        long processAfter = GC.GetTotalAllocatedBytes(precise: true);
-        long loopAfter = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
-        Assert.Equal(message, echo);
-        long loop = loopAfter - loopBefore;
-        long process = processAfter - processBefore;
-        _output.WriteLine(
-            $"{backend} onLoop={onLoop}: {Messages:N0} echoes in {sw.ElapsedMilliseconds} ms ({sw.Elapsed.TotalMilliseconds * 1000 / Messages:F1} µs round trip); " +
-            $"loop thread {loop:N0} B ({loop / (double)Messages:F3} per message), process {process:N0} B ({process / (double)Messages:F3} per message)");
-        Assert.True(loop < 1024, $"{loop} bytes allocated on the loop thread for {Messages:N0} messages");
+
+        // Three windows: the loop thread's figure is exact; the process-wide one also counts whatever else the test host
+        // does meanwhile (threads of earlier tests winding down), which only adds, so the smallest window is the figure.
+        long loopTotal = 0;
+        long processMin = long.MaxValue;
+        for (int window = 0; window < 3; window++)
+        {
+            long loopBefore = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
+            long processBefore = GC.GetTotalAllocatedBytes(precise: true);
+            var sw = Stopwatch.StartNew();
+            RoundTrips(Messages);
+            sw.Stop();
+            long processAfter = GC.GetTotalAllocatedBytes(precise: true);
+            long loopAfter = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
+            Assert.Equal(message, echo);
+            long loop = loopAfter - loopBefore;
+            long process = processAfter - processBefore;
+            loopTotal += loop;
+            processMin = Math.Min(processMin, process);
+            _output.WriteLine(
+                $"{backend} onLoop={onLoop}: {Messages:N0} echoes in {sw.ElapsedMilliseconds} ms ({sw.Elapsed.TotalMilliseconds * 1000 / Messages:F1} µs round trip); " +
+                $"loop thread {loop:N0} B ({loop / (double)Messages:F3} per message), process {process:N0} B ({process / (double)Messages:F3} per message)");
+        }
+
+        Assert.True(loopTotal < 1024, $"{loopTotal} bytes allocated on the loop thread for {3 * Messages:N0} messages");
         if (onLoop)
         {
-            // The whole process: the loop, the application, and this test's client (the test host may add a little).
-            Assert.True(process < 64 * 1024, $"{process} bytes allocated in the process for {Messages:N0} messages");
+            // The whole process: the loop, the application, and this test's client.
+            Assert.True(processMin < 16 * 1024, $"{processMin} bytes allocated in the process for {Messages:N0} messages (the least of three windows)");
         }
 
         server.AssertNoLoopErrors();
@@ -585,6 +683,16 @@ public class PipeConnectionTests
         started.Enqueue(c);
         return application(c);
     };
+
+    /// <summary>
+    /// Waits until <paramref name="connection"/> has closed and reads why on its loop (off the loop, IsClosed can be seen a
+    /// moment before CloseReason is set).
+    /// </summary>
+    private static ConnectionCloseReason CloseReasonOf(EchoServer server, Connection connection)
+    {
+        LoopHarness.WaitUntil(() => connection.IsClosed, "the connection closes");
+        return server.Harness.Invoke(() => connection.CloseReason);
+    }
 
     /// <summary>The connection of the last application started.</summary>
     private static Connection Last(ConcurrentQueue<PipeConnection> started)

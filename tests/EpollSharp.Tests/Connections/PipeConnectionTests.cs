@@ -141,6 +141,23 @@ public class PipeConnectionTests
         Assert.Empty(loop.Errors);
     }
 
+    /// <summary>The docs' one-line server: a listener whose connections the echo application serves through pipes.</summary>
+    [SkippableTheory]
+    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
+    public void A_listener_serves_pipes_in_one_line(EventLoopBackend backend)
+    {
+        using var running = new RunningLoop(backend);
+        EventLoop loop = running.Loop;
+        var endPoint = new IPEndPoint(IPAddress.Loopback, 0);
+        using var listener = ConnectionListener.Listen(loop, endPoint, new PipeConnectionHandler(Echo));
+        using Socket client = EchoServer.ConnectTo(listener.LocalEndPoint);
+        client.Send(new byte[] { 4, 5, 6 });
+        Assert.Equal(new byte[] { 4, 5, 6 }, client.ReceiveExactly(3));
+        client.Shutdown(SocketShutdown.Send);
+        Assert.Empty(client.ReceiveToEnd());
+        Assert.Empty(running.Errors);
+    }
+
     /// <summary>
     /// The application reads nothing: the input fills to its pause threshold, the loop stops reading the socket, the
     /// kernel buffers fill and the client's send stalls; once the application reads, everything arrives in order.

@@ -164,7 +164,16 @@ public class PipeConnectionTests
     /// </summary>
     [SkippableTheory]
     [MemberData(nameof(BackendsAndModes))]
-    public void An_application_that_stops_reading_pauses_the_socket_and_resumes(EventLoopBackend backend, bool onLoop)
+    public void An_application_that_stops_reading_pauses_the_socket_and_resumes(EventLoopBackend backend, bool onLoop) =>
+        InputBackpressure(backend, onLoop, TriggerMode.Level);
+
+    /// <summary>The same, edge-triggered: resuming must read what waited in the socket, for which no new edge comes.</summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public void An_application_that_stops_reading_pauses_the_socket_and_resumes_edge_triggered(EventLoopBackend backend, bool onLoop) =>
+        InputBackpressure(backend, onLoop, TriggerMode.Edge);
+
+    private void InputBackpressure(EventLoopBackend backend, bool onLoop, TriggerMode mode)
     {
         const int Pause = 64 * 1024;
         const int ReceiveBufferSize = 16 * 1024;
@@ -195,7 +204,7 @@ public class PipeConnectionTests
                 Interlocked.Exchange(ref verified, same ? offset : -2);
             }),
             options);
-        using var server = new EchoServer(backend, handler, new ListenerOptions { Connection = { ReceiveBufferSize = ReceiveBufferSize } });
+        using var server = new EchoServer(backend, handler, new ListenerOptions { Connection = { ReceiveBufferSize = ReceiveBufferSize, TriggerMode = mode } });
         using Socket client = server.Connect(receiveTimeoutMs: 30_000);
         client.SendBufferSize = 64 * 1024;
         long sent = 0;
@@ -212,7 +221,7 @@ public class PipeConnectionTests
         Assert.True(sender.IsAlive, "all 16 MiB went through although the application reads nothing");
         Connection connection = Last(started);
         (bool paused, long received) = server.Harness.Invoke(() => (connection.IsReceivingPaused, connection.BytesReceived));
-        _output.WriteLine($"{backend} onLoop={onLoop}: client stalled after {Interlocked.Read(ref sent):N0} bytes; the server read {received:N0}");
+        _output.WriteLine($"{backend} {mode} onLoop={onLoop}: client stalled after {Interlocked.Read(ref sent):N0} bytes; the server read {received:N0}");
         Assert.True(paused, "receiving is not paused");
         Assert.InRange(received, Pause, Pause + ReceiveBufferSize);
 
@@ -610,6 +619,73 @@ public class PipeConnectionTests
 
         await group.ShutdownAsync(TimeSpan.FromSeconds(10)).WaitAsync(TimeSpan.FromSeconds(20));
         Assert.Empty(errors);
+    }
+
+    /// <summary>Many clients at once, random sizes up to 256 KiB, each echo checked byte for byte.</summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public async Task Many_concurrent_clients_echo_byte_for_byte(EventLoopBackend backend, bool onLoop)
+    {
+        const int Clients = 100;
+        var handler = new PipeConnectionHandler(Echo, Options(onLoop));
+        using var server = new EchoServer(backend, handler);
+        var sw = Stopwatch.StartNew();
+        Task[] clients = Enumerable.Range(0, Clients).Select(async i =>
+        {
+            var rng = new Random(i);
+            using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            await client.ConnectAsync(server.EndPoint);
+            for (int m = 0; m < 3; m++)
+            {
+                byte[] data = SocketTestExtensions.Pattern((i * 3) + m, rng.NextDouble() < 0.9 ? rng.Next(1, 4097) : rng.Next(4097, 256 * 1024));
+                Task send = client.SendAllAsync(data);
+                byte[] echo = await client.ReceiveExactlyAsync(data.Length);
+                await send;
+                Assert.True(data.AsSpan().SequenceEqual(echo), $"client {i} message {m}: echo differs");
+            }
+
+            client.Shutdown(SocketShutdown.Send);
+            Assert.Equal(0, await client.ReceiveAsync(new byte[1], SocketFlags.None));
+        }).ToArray();
+        await Task.WhenAll(clients).WaitAsync(TimeSpan.FromSeconds(60));
+        _output.WriteLine($"{backend} onLoop={onLoop}: {Clients} clients in {sw.ElapsedMilliseconds} ms");
+        LoopHarness.WaitUntil(() => server.Listener.ConnectionCount == 0, "every connection closes");
+        server.AssertNoLoopErrors();
+    }
+
+    /// <summary>The loop is disposed under open pipe connections: the application's read ends with an IOException and ConnectionClosed fires; nothing is thrown anywhere else.</summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public void Disposing_the_loop_ends_the_pipes_of_its_connections(EventLoopBackend backend, bool onLoop)
+    {
+        var seen = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var closed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var started = new ConcurrentQueue<PipeConnection>();
+        var handler = new PipeConnectionHandler(
+            Tracked(started, async c =>
+            {
+                c.ConnectionClosed.Register(() => closed.TrySetResult());
+                try
+                {
+                    await Echo(c);
+                    seen.SetResult(null);
+                }
+                catch (Exception ex)
+                {
+                    seen.SetResult(ex);
+                }
+            }),
+            Options(onLoop));
+        var server = new EchoServer(backend, handler);
+        using Socket client = server.Connect();
+        client.Send(new byte[] { 1 });
+        Assert.Equal(new byte[] { 1 }, client.ReceiveExactly(1));
+        server.Dispose();
+        Assert.True(seen.Task.Wait(TimeSpan.FromSeconds(10)), "the application's read did not end");
+        Assert.IsType<IOException>(seen.Task.Result);
+        Assert.True(closed.Task.Wait(TimeSpan.FromSeconds(10)), "ConnectionClosed did not fire");
+        Assert.Equal(ConnectionCloseReason.ListenerDisposed, Last(started).CloseReason);
+        server.AssertNoLoopErrors();
     }
 
     [Fact]

@@ -770,6 +770,55 @@ public class PipeConnectionTests
         server.AssertNoLoopErrors();
     }
 
+    /// <summary>
+    /// The continuation trade-off under a little load (epoll, 16 connections of 64-byte ping-pong for 1.5 s per mode, the
+    /// clients blocking threads of this process): messages per second and process CPU per message, reported, not asserted
+    /// beyond sanity (the docs quote a run).
+    /// </summary>
+    [SkippableFact]
+    public void Continuation_modes_compared_under_load()
+    {
+        foreach (bool onLoop in new[] { false, true, false, true })
+        {
+            var handler = new PipeConnectionHandler(Echo, Options(onLoop));
+            using var server = new EchoServer(EventLoopBackend.Epoll, handler);
+            const int Connections = 16;
+            long messages = 0;
+            using var stop = new ManualResetEventSlim();
+            var threads = Enumerable.Range(0, Connections).Select(i => new Thread(() =>
+            {
+                using Socket client = server.Connect();
+                var message = new byte[64];
+                var echo = new byte[64];
+                while (!stop.IsSet)
+                {
+                    client.Send(message);
+                    int total = 0;
+                    while (total < echo.Length)
+                    {
+                        total += client.Receive(echo, total, echo.Length - total, SocketFlags.None);
+                    }
+
+                    Interlocked.Increment(ref messages);
+                }
+            }) { IsBackground = true }).ToList();
+            threads.ForEach(t => t.Start());
+            Thread.Sleep(300);
+            long before = Interlocked.Read(ref messages);
+            TimeSpan cpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
+            var sw = Stopwatch.StartNew();
+            Thread.Sleep(1500);
+            long count = Interlocked.Read(ref messages) - before;
+            TimeSpan cpu = Process.GetCurrentProcess().TotalProcessorTime - cpuBefore;
+            sw.Stop();
+            stop.Set();
+            threads.ForEach(t => t.Join());
+            _output.WriteLine($"onLoop={onLoop}: {count / sw.Elapsed.TotalSeconds:N0} messages/s, {cpu.TotalMilliseconds * 1000 / count:F1} µs of process CPU per message ({Connections} connections)");
+            Assert.True(count > 0);
+            server.AssertNoLoopErrors();
+        }
+    }
+
     /// <summary>Records each PipeConnection the application is started with, then runs <paramref name="application"/>.</summary>
     private static Func<PipeConnection, Task> Tracked(ConcurrentQueue<PipeConnection> started, Func<PipeConnection, Task> application) => c =>
     {

@@ -220,6 +220,7 @@ public class PipeConnectionTests
         WaitForStall(() => Interlocked.Read(ref sent), "the client's send");
         Assert.True(sender.IsAlive, "all 16 MiB went through although the application reads nothing");
         Connection connection = Last(started);
+        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => connection.IsReceivingPaused), "receiving pauses");
         (bool paused, long received) = server.Harness.Invoke(() => (connection.IsReceivingPaused, connection.BytesReceived));
         _output.WriteLine($"{backend} {mode} onLoop={onLoop}: client stalled after {Interlocked.Read(ref sent):N0} bytes; the server read {received:N0}");
         Assert.True(paused, "receiving is not paused");

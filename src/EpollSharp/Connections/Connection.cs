@@ -81,6 +81,15 @@ public sealed partial class Connection
         {
             // The peer may already be gone; the endpoint is informational.
         }
+
+        try
+        {
+            LocalEndPoint = socket.LocalEndPoint;
+        }
+        catch (SocketException)
+        {
+            // Informational, as the remote one.
+        }
     }
 
     /// <summary>A number unique to this connection within the process.</summary>
@@ -94,6 +103,9 @@ public sealed partial class Connection
 
     /// <summary>The peer's address, or <see langword="null"/> if it could not be read when the connection was made.</summary>
     public EndPoint? RemoteEndPoint { get; }
+
+    /// <summary>This side's address (for an accepted connection, the address the client reached, which a wildcard listener does not know), or <see langword="null"/> if it could not be read when the connection was made.</summary>
+    public EndPoint? LocalEndPoint { get; }
 
     /// <summary>
     /// Names the connection for logs and reports (such as <see cref="EventLoop.SlowCallback"/>'s, which uses it for the

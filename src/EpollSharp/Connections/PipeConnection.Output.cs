@@ -1,0 +1,251 @@
+using System;
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Threading.Tasks;
+
+namespace EpollSharp.Connections;
+
+// The output pipe: the application writes, the loop reads and hands the bytes to Connection.Write. The pump runs on the
+// loop thread; OnOutputReadable (the pipe's continuation, on the thread that flushed) only posts to the loop.
+public sealed partial class PipeConnection
+{
+    /// <summary>The most one <see cref="Connection.Write(ReadOnlySpan{byte})"/> call takes, so that backpressure is checked often and the backlog stays within <see cref="ConnectionOptions.HighWatermark"/> plus this.</summary>
+    private const int MaxWriteChunk = 64 * 1024;
+
+    private static readonly Action<object?> s_outputReadableOnLoop = static state => ((PipeConnection)state!).OutputReadableOnLoop();
+
+    /// <summary>The continuation of a read that waited (created once per connection, so awaiting allocates nothing).</summary>
+    private readonly Action _onOutputReadable;
+
+    private PumpState _pump;
+
+    /// <summary>The connection closed: the pump completes the output reader at its next step (with <see cref="_closeError"/>).</summary>
+    private bool _outputStopRequested;
+
+    private ValueTask<ReadResult> _pendingRead;
+
+    private enum PumpState
+    {
+        /// <summary>On the loop's stack now (reading or writing).</summary>
+        Running,
+
+        /// <summary>A <c>ReadAsync</c> waits for the application to flush.</summary>
+        WaitingForData,
+
+        /// <summary>The connection's backlog is at its high watermark: waiting for <see cref="ConnectionHandler.OnWriteResumed"/>.</summary>
+        WaitingForResume,
+
+        /// <summary>The output reader is completed; the pump is over.</summary>
+        Done,
+    }
+
+    /// <summary>The backlog drained to the low watermark: pump again, if the pump was waiting for it.</summary>
+    internal void OnWriteResumed()
+    {
+        if (_pump == PumpState.WaitingForResume)
+        {
+            PumpOutput();
+        }
+    }
+
+    /// <summary>Reads the output pipe and writes what it holds until it is empty, the backlog is full, or the output ends.</summary>
+    private void PumpOutput()
+    {
+        _pump = PumpState.Running;
+        while (true)
+        {
+            if (_outputStopRequested)
+            {
+                FinishOutput(_closeError);
+                return;
+            }
+
+            if (Connection.IsWritePaused)
+            {
+                _pump = PumpState.WaitingForResume;
+                return;
+            }
+
+            ValueTask<ReadResult> read;
+            try
+            {
+                read = _output.Reader.ReadAsync();
+                if (!read.IsCompleted)
+                {
+                    _pump = PumpState.WaitingForData;
+                    _pendingRead = read;
+                    read.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onOutputReadable);
+                    return;
+                }
+            }
+            catch (Exception)
+            {
+                OutputFaulted();
+                return;
+            }
+
+            if (!Consume(read))
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>The waiting read completed (the application flushed or completed, or the pump was stopped): on to the loop.</summary>
+    private void OnOutputReadable()
+    {
+        if (!Connection.Loop.TryPost(s_outputReadableOnLoop, this))
+        {
+            // The loop is gone, and the connection with it: nothing will read the output any more.
+            _pump = PumpState.Done;
+            _output.Reader.Complete(_closeError);
+        }
+    }
+
+    private void OutputReadableOnLoop()
+    {
+        if (_pump != PumpState.WaitingForData)
+        {
+            return;
+        }
+
+        ValueTask<ReadResult> read = _pendingRead;
+        _pendingRead = default;
+        _pump = PumpState.Running;
+        if (Consume(read))
+        {
+            PumpOutput();
+        }
+    }
+
+    /// <summary>Writes one read's bytes to the connection, as far as backpressure lets it. False when the pump is over, or waits.</summary>
+    private bool Consume(ValueTask<ReadResult> read)
+    {
+        ReadResult result;
+        try
+        {
+            result = read.GetAwaiter().GetResult();
+        }
+        catch (Exception)
+        {
+            OutputFaulted();
+            return false;
+        }
+
+        ReadOnlySequence<byte> buffer = result.Buffer;
+        if (_outputStopRequested)
+        {
+            _output.Reader.AdvanceTo(buffer.End);
+            FinishOutput(_closeError);
+            return false;
+        }
+
+        long written = 0;
+        bool refused = false;
+        foreach (ReadOnlyMemory<byte> segment in buffer)
+        {
+            ReadOnlySpan<byte> span = segment.Span;
+            while (!span.IsEmpty && !Connection.IsWritePaused)
+            {
+                int n = Math.Min(span.Length, MaxWriteChunk);
+                if (!Connection.Write(span.Slice(0, n)))
+                {
+                    refused = true;
+                    break;
+                }
+
+                written += n;
+                span = span.Slice(n);
+            }
+
+            if (refused || !span.IsEmpty)
+            {
+                break;
+            }
+        }
+
+        bool all = written == buffer.Length;
+        _output.Reader.AdvanceTo(all ? buffer.End : buffer.GetPosition(written));
+        if (_outputStopRequested || refused)
+        {
+            // The connection closed (inside a Write, whose OnClosed stopped the output), or its output is shut.
+            FinishOutput(_closeError);
+            return false;
+        }
+
+        if (all && result.IsCompleted)
+        {
+            // The application completed the output and everything is handed over: close gracefully.
+            FinishOutput(null);
+            CloseFromOutput();
+            return false;
+        }
+
+        if (!all)
+        {
+            // Backpressure: the rest waits in the pipe (the application's FlushAsync waits once it holds the threshold).
+            _pump = PumpState.WaitingForResume;
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>The application completed the output with an exception: reset, as Kestrel's abort does.</summary>
+    private void OutputFaulted()
+    {
+        FinishOutput(_closeError);
+        AbortOnLoop();
+    }
+
+    /// <summary>
+    /// The application completed the output and all of it went to the connection: the input completes (no more is added)
+    /// and the connection closes gracefully, reading and discarding what still arrives (<see cref="Connection.Close()"/>).
+    /// </summary>
+    private void CloseFromOutput()
+    {
+        if (Connection.IsClosed)
+        {
+            return;
+        }
+
+        CompleteInputWriter(null);
+        if (Connection.IsReceivingPaused)
+        {
+            // A graceful close delivers what had arrived before it shuts down: with receiving paused it would wait.
+            Connection.ResumeReceiving();
+        }
+
+        Connection.Close();
+    }
+
+    /// <summary>The connection closed: stops the pump (now if it waits for the backlog, or through its pending read).</summary>
+    private void StopOutput()
+    {
+        _outputStopRequested = true;
+        switch (_pump)
+        {
+            case PumpState.WaitingForResume:
+                FinishOutput(_closeError);
+                break;
+            case PumpState.WaitingForData:
+                // Its continuation posts OutputReadableOnLoop, which finishes the output.
+                _output.Reader.CancelPendingRead();
+                break;
+        }
+
+        // Running: the pump is below on this stack (a Write closed the connection) and sees the flag when the Write returns.
+    }
+
+    /// <summary>Completes the output reader, once: the application's flushes then end with <c>IsCompleted</c>, or throw <paramref name="error"/>.</summary>
+    private void FinishOutput(Exception? error)
+    {
+        if (_pump == PumpState.Done)
+        {
+            return;
+        }
+
+        _pump = PumpState.Done;
+        _output.Reader.Complete(error);
+    }
+}

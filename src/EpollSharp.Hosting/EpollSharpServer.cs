@@ -200,17 +200,17 @@ public sealed partial class EpollSharpServer : IHostedService, IDisposable
         TimeSpan drain = _options.Value.DrainTimeout;
         LogStopping(group.ConnectionCount, drain);
         Task shutdown = group.ShutdownAsync(drain);
-        if (!shutdown.IsCompleted)
+        var deadline = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using (cancellationToken.Register(static state => ((TaskCompletionSource<bool>)state!).TrySetResult(true), deadline))
         {
-            var deadline = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-            using (cancellationToken.Register(static state => ((TaskCompletionSource<bool>)state!).TrySetResult(true), deadline))
+            if (await Task.WhenAny(shutdown, deadline.Task).ConfigureAwait(false) != shutdown)
             {
-                if (await Task.WhenAny(shutdown, deadline.Task).ConfigureAwait(false) != shutdown)
-                {
-                    LogDeadline(group.ConnectionCount);
-                    group.Dispose();
-                }
+                LogDeadline(group.ConnectionCount);
+                group.Dispose();
             }
+
+            // The group is disposed by now; its loop threads finish their last iteration.
+            await Task.WhenAny(group.Completion, deadline.Task).ConfigureAwait(false);
         }
 
         LogStopped(group.AcceptedCount);
@@ -264,12 +264,13 @@ public sealed partial class EpollSharpServer : IHostedService, IDisposable
 
     private void OnLoopsEnded(Task completion)
     {
+        AggregateException? exception = completion.Exception; // observed, whether it is logged or not
         if (Volatile.Read(ref _stopping) != 0)
         {
             return;
         }
 
-        if (completion.Exception is AggregateException e)
+        if (exception is AggregateException e)
         {
             LogLoopFaulted(e.InnerExceptions.Count == 1 ? e.InnerExceptions[0] : e);
         }

@@ -25,6 +25,8 @@ internal static class Program
             ("cpu-bound", CpuBound.Run),
             ("cpu-bound-await", CpuBound.RunAwait),
             ("callback-budget", CpuBound.RunWatchdog),
+            ("logging", Operating.RunLogging),
+            ("meter-listener", Operating.RunMeterListener),
             ("backpressure", Backpressure.Run),
             ("graceful-shutdown", Shutdown.Run),
             ("dial-callback", DialingOut.RunCallback),

@@ -8,6 +8,7 @@ using System.Threading.Tasks;
 using EpollSharp.Connections;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
 namespace EpollSharp.Hosting;
@@ -39,17 +40,19 @@ public sealed partial class EpollSharpServer : IHostedService, IDisposable
     private readonly IOptions<EpollSharpServerOptions> _options;
     private readonly IHostApplicationLifetime? _lifetime;
     private readonly ILogger _logger;
+    private readonly ILoggerFactory? _loggerFactory;
     private readonly object _gate = new();
     private EventLoopGroup? _group;
     private IReadOnlyList<ConnectionListener> _listeners = Array.Empty<ConnectionListener>();
     private int _stopping;
 
-    internal EpollSharpServer(IOptions<EpollSharpServerOptions> options, ConnectionHandler handler, IHostApplicationLifetime? lifetime, ILogger<EpollSharpServer> logger)
+    internal EpollSharpServer(IOptions<EpollSharpServerOptions> options, ConnectionHandler handler, IHostApplicationLifetime? lifetime, ILoggerFactory? loggerFactory)
     {
         _options = options;
         Handler = handler;
         _lifetime = lifetime;
-        _logger = logger;
+        _loggerFactory = loggerFactory;
+        _logger = loggerFactory?.CreateLogger<EpollSharpServer>() ?? (ILogger)NullLogger.Instance;
     }
 
     /// <summary>The handler of every connection (a singleton, called on several loop threads at once).</summary>
@@ -98,9 +101,12 @@ public sealed partial class EpollSharpServer : IHostedService, IDisposable
                 throw new InvalidOperationException("The EpollSharp server was started already.");
             }
 
+            // The host's logger factory: the loops and connections log through it (categories EpollSharp.EventLoop and
+            // EpollSharp.Connections), a handler's exception and slow callbacks included.
             var loopOptions = new EventLoopOptions
             {
                 Backend = options.Backend,
+                LoggerFactory = _loggerFactory,
                 UnhandledExceptionHandler = options.StopOnUnhandledException ? null : OnHandlerException,
             };
             if (options.CallbackBudget is TimeSpan budget && budget != TimeSpan.Zero)
@@ -120,13 +126,6 @@ public sealed partial class EpollSharpServer : IHostedService, IDisposable
             options.ConfigureListener?.Invoke(listenerOptions);
 
             var group = new EventLoopGroup(options.Loops, loopOptions);
-            if (loopOptions.CallbackBudget != Timeout.InfiniteTimeSpan)
-            {
-                foreach (EventLoop loop in group.Loops)
-                {
-                    loop.SlowCallback += OnSlowCallback;
-                }
-            }
 
             var listeners = new List<ConnectionListener>();
             try
@@ -258,9 +257,14 @@ public sealed partial class EpollSharpServer : IHostedService, IDisposable
         return listeners;
     }
 
-    private void OnHandlerException(Exception exception) => LogHandlerException(exception);
-
-    private void OnSlowCallback(object? sender, SlowCallbackEventArgs e) => LogSlowCallback(e.ToString());
+    private void OnHandlerException(Exception exception)
+    {
+        // The loop has logged it already (EpollSharp.EventLoop, CallbackException) when it has the host's logger factory.
+        if (_loggerFactory is null)
+        {
+            LogHandlerException(exception);
+        }
+    }
 
     private void OnLoopsEnded(Task completion)
     {
@@ -303,6 +307,4 @@ public sealed partial class EpollSharpServer : IHostedService, IDisposable
     [LoggerMessage(7, LogLevel.Error, "The event loops stopped while the host was running; stopping the application")]
     private partial void LogLoopsEnded();
 
-    [LoggerMessage(8, LogLevel.Warning, "Slow callback: {Report}")]
-    private partial void LogSlowCallback(string report);
 }

@@ -79,14 +79,14 @@ public sealed class EpollSharpServerOptions
 
     /// <summary>
     /// The budget of one loop callback (<see cref="EventLoopOptions.CallbackBudget"/>): a callback that runs longer is logged
-    /// as a warning. <see langword="null"/> (the default) or <see cref="TimeSpan.Zero"/>: off. 1 ms to 1 hour.
+    /// as a warning (category <c>EpollSharp.EventLoop</c>), while it runs and when it returns. <see langword="null"/> (the default) or <see cref="TimeSpan.Zero"/>: off. 1 ms to 1 hour.
     /// </summary>
     public TimeSpan? CallbackBudget { get; set; }
 
     /// <summary>
     /// What happens when a connection handler throws. The connection is reset either way
     /// (<see cref="ConnectionCloseReason.HandlerFault"/>). <see langword="false"/> (the default): the exception is logged as
-    /// an error and the loop goes on serving its other connections. <see langword="true"/>: the loop stops, its
+    /// an error (category <c>EpollSharp.EventLoop</c>) and the loop goes on serving its other connections. <see langword="true"/>: the loop stops, its
     /// connections are reset, and the application is stopped (<c>IHostApplicationLifetime.StopApplication</c>) with the
     /// exception logged, for a supervisor (systemd's <c>Restart=</c>) to start a clean process.
     /// </summary>

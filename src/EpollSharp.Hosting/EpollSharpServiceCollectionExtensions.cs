@@ -6,7 +6,6 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
 namespace EpollSharp.Hosting;
@@ -132,7 +131,7 @@ public static class EpollSharpServiceCollectionExtensions
             provider.GetRequiredService<IOptions<EpollSharpServerOptions>>(),
             handlerFactory(provider) ?? throw new InvalidOperationException("The handler factory of the EpollSharp server returned null."),
             provider.GetService<IHostApplicationLifetime>(),
-            provider.GetService<ILogger<EpollSharpServer>>() ?? NullLogger<EpollSharpServer>.Instance));
+            provider.GetService<ILoggerFactory>()));
         services.AddHostedService(static provider => provider.GetRequiredService<EpollSharpServer>());
         return services;
     }

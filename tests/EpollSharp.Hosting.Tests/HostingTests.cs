@@ -45,6 +45,39 @@ public class HostingTests
         Assert.Equal(100_000, ((TestEchoHandler)server.Handler).BytesEchoed);
         Assert.True(server.Group.Completion.IsCompletedSuccessfully);
         Assert.Contains(log.Lines, l => l.Contains("Stopped after 1 connections", StringComparison.Ordinal));
+
+        // The library's own logs go through the host's logger factory.
+        Assert.Contains(log.Lines, l => l.StartsWith("Information EpollSharp.Connections:", StringComparison.Ordinal) && l.Contains($"127.0.0.1:{endPoint.Port}", StringComparison.Ordinal));
+    }
+
+    [SkippableFact]
+    public async Task A_callback_past_the_budget_is_logged_through_the_host()
+    {
+        HostApplicationBuilder builder = HostKit.Builder(out MemoryLog log);
+        builder.Services.AddEpollSharpServer(_ => new SleepyHandler());
+        builder.Services.Configure<EpollSharpServerOptions>(options =>
+        {
+            options.Endpoints.Add("127.0.0.1:0");
+            options.Loops = 1;
+            options.CallbackBudget = TimeSpan.FromMilliseconds(20);
+        });
+        using IHost host = builder.Build();
+        await host.StartAsync();
+        EpollSharpServer server = host.Services.GetRequiredService<EpollSharpServer>();
+        using (Socket client = HostKit.Connect(server.LocalEndPoints[0]))
+        {
+            client.Send(new byte[] { 3 });
+            Assert.Equal(3, client.ReceiveExactly(1)[0]);
+        }
+
+        var sw = Stopwatch.StartNew();
+        while (!log.Lines.Any(l => l.StartsWith("Warning EpollSharp.EventLoop: A loop callback ran", StringComparison.Ordinal)) && sw.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Contains(log.Lines, l => l.StartsWith("Warning EpollSharp.EventLoop: A loop callback ran", StringComparison.Ordinal) && l.Contains("budget of 20 ms", StringComparison.Ordinal));
+        await host.StopAsync();
     }
 
     [SkippableTheory]
@@ -454,7 +487,7 @@ public class HostingTests
         Assert.False(string.IsNullOrEmpty(error));
     }
 
-    private static int CountThrown(MemoryLog log) => log.Lines.Count(l => l.Contains("A connection handler threw", StringComparison.Ordinal) && l.Contains("boom", StringComparison.Ordinal));
+    private static int CountThrown(MemoryLog log) => log.Lines.Count(l => l.StartsWith("Error EpollSharp.EventLoop: A loop callback threw", StringComparison.Ordinal) && l.Contains("boom", StringComparison.Ordinal));
 
     /// <summary>Holds what it receives (one connection) until the shutdown is requested, then echoes it all and closes.</summary>
     private sealed class SlowEchoHandler : ConnectionHandler
@@ -490,6 +523,15 @@ public class HostingTests
 
         public override void OnShutdownRequested(Connection connection)
         {
+        }
+    }
+
+    private sealed class SleepyHandler : ConnectionHandler
+    {
+        public override void OnReceived(Connection connection, ReadOnlySpan<byte> data)
+        {
+            Thread.Sleep(100);
+            connection.Write(data);
         }
     }
 

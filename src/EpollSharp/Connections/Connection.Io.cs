@@ -126,6 +126,7 @@ public sealed partial class Connection
             if (sent > 0)
             {
                 Volatile.Write(ref _bytesSent, _bytesSent + sent);
+                _stats.AddSent(sent);
                 _lastActivity = Stopwatch.GetTimestamp();
             }
 
@@ -154,6 +155,7 @@ public sealed partial class Connection
         MarkInterestDirty();
         if (queue.Length >= _settings.HighWatermark && TryPauseWrites())
         {
+            _stats.OnWritePaused();
             _handler.OnWritePaused(this);
         }
 
@@ -181,6 +183,7 @@ public sealed partial class Connection
 
             queue.Consume(n);
             Volatile.Write(ref _bytesSent, _bytesSent + n);
+            _stats.AddSent(n);
             _lastActivity = Stopwatch.GetTimestamp();
             if (n < segment.Count)
             {
@@ -276,6 +279,7 @@ public sealed partial class Connection
                 }
 
                 Volatile.Write(ref _bytesReceived, _bytesReceived + n);
+                _stats.AddReceived(n);
                 _lastActivity = Stopwatch.GetTimestamp();
                 if (!discard)
                 {

@@ -352,6 +352,12 @@ public sealed partial class Connection
     /// </summary>
     private void CallOnClosed()
     {
+        _stats.OnClosed(CloseReason);
+        if (CloseReason is not (ConnectionCloseReason.Completed or ConnectionCloseReason.Aborted))
+        {
+            ConnectionLog.ConnectionFailed(_settings.Logger, Id, RemoteEndPoint, CloseReason, SocketError);
+        }
+
         try
         {
             _handler.OnClosed(this);

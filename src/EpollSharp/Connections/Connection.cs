@@ -42,6 +42,9 @@ public sealed partial class Connection
     private readonly SocketTransfer _transfer;
     private readonly ConnectionHandler _handler;
     private readonly ConnectionSettings _settings;
+
+    /// <summary>The counts of this connection's loop for the metrics.</summary>
+    private readonly LoopConnectionStats _stats;
     private Registration? _registration;
     private LoopTimer? _timer;
     private SendQueue? _sendQueue;
@@ -68,6 +71,7 @@ public sealed partial class Connection
         _transfer = new SocketTransfer(socket);
         _handler = handler;
         _settings = settings;
+        _stats = LoopConnectionStats.For(loop);
         Id = Interlocked.Increment(ref s_lastId);
         try
         {
@@ -101,6 +105,9 @@ public sealed partial class Connection
         "connection " + Id.ToString(System.Globalization.CultureInfo.InvariantCulture) +
         (Listener is null ? " to " : " from ") + (RemoteEndPoint?.ToString() ?? "an unknown address") +
         (Listener is null ? " (dialed)" : " (accepted)") + ", handler " + _handler.GetType().Name;
+
+    /// <summary>Counts the connection opened in the metrics, once its listener or dial has taken it on (from then on it ends in <see cref="CallOnClosed"/>, which counts it closed).</summary>
+    internal void CountOpened() => _stats.OnOpened();
 
     /// <summary>Your per-connection object. The connection never touches it.</summary>
     public object? UserState { get; set; }
@@ -357,6 +364,7 @@ public sealed partial class Connection
                     break;
                 }
 
+                ConnectionLog.SocketOptionFailed(_settings.Logger, Id, RemoteEndPoint, failure.Key, failure.Value);
                 _handler.OnSocketOptionFailed(this, failure.Key, failure.Value);
             }
         }

@@ -109,6 +109,8 @@ public sealed partial class ConnectionListener
 
         if (first)
         {
+            LoopConnectionStats.For(Loop).OnAcceptPaused(_episode!.Reason);
+            ConnectionLog.AcceptPaused(_log, LocalEndPoint, _episode!.Reason, _episode.SocketError, _episode.ShedConnections);
             _handler.OnAcceptPaused(this, _episode);
         }
     }
@@ -149,6 +151,7 @@ public sealed partial class ConnectionListener
         _episode = null;
         _retryDelay = _options.AcceptRetryDelay;
         episode.End();
+        ConnectionLog.AcceptResumed(_log, LocalEndPoint, (long)episode.Duration.TotalMilliseconds, episode.Reason, episode.ShedConnections);
         _handler.OnAcceptResumed(this, episode);
     }
 }

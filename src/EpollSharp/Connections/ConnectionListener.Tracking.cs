@@ -34,6 +34,11 @@ public sealed partial class ConnectionListener
             connection.ListPrevious = null;
             connection.ListNext = null;
             _count--;
+            if (connection.CloseReason == ConnectionCloseReason.ShutdownTimeout)
+            {
+                _resetAtDrainDeadline++;
+            }
+
             if (_count == 0 && _drained is not null)
             {
                 drained = _drained;
@@ -58,6 +63,12 @@ public sealed partial class ConnectionListener
         if (drained is not null)
         {
             drainTimer?.Cancel();
+            int reset = Volatile.Read(ref _resetAtDrainDeadline);
+            if (reset > 0)
+            {
+                ConnectionLog.DrainTimedOut(_log, LocalEndPoint, reset);
+            }
+
             drained.TrySetResult(true);
         }
     }
@@ -94,6 +105,9 @@ public sealed partial class ConnectionListener
 
         return connections;
     }
+
+    /// <summary>The drain deadline of a graceful shutdown passed: reset what is still open (logged when the last one has closed).</summary>
+    private void OnDrainExpired() => AbortAll(ConnectionCloseReason.ShutdownTimeout);
 
     private void AbortAll(ConnectionCloseReason reason)
     {

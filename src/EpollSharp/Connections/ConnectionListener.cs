@@ -5,6 +5,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Threading;
 using System.Threading.Tasks;
+using Microsoft.Extensions.Logging;
 
 namespace EpollSharp.Connections;
 
@@ -32,7 +33,7 @@ public sealed partial class ConnectionListener : IDisposable
 
     private static readonly ReadinessCallback s_onAcceptReady = static (registration, _) => ((ConnectionListener)registration.State!).OnAcceptReady();
     private static readonly Action<LoopTimer> s_onRetry = static timer => ((ConnectionListener)timer.State!).Resume();
-    private static readonly Action<LoopTimer> s_onDrainExpired = static timer => ((ConnectionListener)timer.State!).AbortAll(ConnectionCloseReason.ShutdownTimeout);
+    private static readonly Action<LoopTimer> s_onDrainExpired = static timer => ((ConnectionListener)timer.State!).OnDrainExpired();
     private static readonly Action<object?> s_resume = static state => ((ConnectionListener)state!).OnResumeSignal();
     private static readonly Action<object?> s_stop = static state => ((ConnectionListener)state!).StopAcceptingOnLoop();
     private static readonly Action<object?> s_start = static state => ((Connection)state!).Start();
@@ -60,6 +61,7 @@ public sealed partial class ConnectionListener : IDisposable
     private readonly Registration _registration;
     private readonly EventLoop.ReleaseHook?[] _releaseHooks = Array.Empty<EventLoop.ReleaseHook?>();
     private readonly object _trackLock = new();
+    private readonly Microsoft.Extensions.Logging.ILogger _log;
 
     // Loop-thread state.
     private LoopTimer? _retryTimer;
@@ -81,6 +83,7 @@ public sealed partial class ConnectionListener : IDisposable
     private bool _closedToNewConnections;
     private bool _acceptingEnded;
     private TaskCompletionSource<bool>? _drained;
+    private int _resetAtDrainDeadline;
     private LoopTimer? _drainTimer;
 
     /// <summary>Takes <paramref name="socket"/> (listening, non-blocking) and the socket file to remove at stop; closes both if it throws.</summary>
@@ -94,6 +97,8 @@ public sealed partial class ConnectionListener : IDisposable
         _retryDelay = options.AcceptRetryDelay;
         _socket = socket;
         _unixFile = unixFile;
+        _log = loop.LoggerFactory.CreateLogger(ConnectionLog.Category);
+        settings.Logger = _log;
         try
         {
             LocalEndPoint = _socket.LocalEndPoint!;
@@ -113,6 +118,7 @@ public sealed partial class ConnectionListener : IDisposable
 
             // Last: from here on the loop may call back.
             _registration = loop.Register(_socket, Interest.Readable, s_onAcceptReady, this);
+            ConnectionLog.ListenerStarted(_log, LocalEndPoint, loop.Backend, targets.Length, handler.GetType().Name, _budget.Max);
         }
         catch
         {
@@ -330,6 +336,8 @@ public sealed partial class ConnectionListener : IDisposable
             }
         }
 
+        ConnectionLog.ShutdownStarted(_log, LocalEndPoint, connections.Length, drainTimeout);
+
         StopAccepting();
         foreach (Connection connection in connections)
         {
@@ -457,6 +465,7 @@ public sealed partial class ConnectionListener : IDisposable
         }
 
         Interlocked.Increment(ref _accepted);
+        connection.CountOpened();
         if (target == Loop)
         {
             connection.Start();
@@ -475,6 +484,7 @@ public sealed partial class ConnectionListener : IDisposable
         }
 
         _stopped = true;
+        ConnectionLog.ListenerStopped(_log, LocalEndPoint, AcceptedCount, ConnectionCount);
         if (Interlocked.Exchange(ref _pauseKind, NotPaused) == PausedAtLimit)
         {
             _budget.LeaveWaiting();

@@ -32,6 +32,9 @@ internal sealed class ConnectionSettings
 
     public int ReceiveBufferSize { get; }
 
+    /// <summary>The connection layer's logger (category <c>EpollSharp.Connections</c>) of the loop that owns the listener or dial.</summary>
+    public Microsoft.Extensions.Logging.ILogger Logger { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+
     /// <summary>
     /// The longest finite timeout or delay the connection layer takes: 3,650 days. Each is scheduled as a loop timer, and a
     /// longer one (TimeSpan.MaxValue, say) could not be; it is refused where it is given rather than failing each connection.

@@ -58,6 +58,7 @@ internal sealed class Connector
         _endPoint = endPoint;
         _handler = handler;
         _settings = new ConnectionSettings(options.Connection);
+        _settings.Logger = loop.LoggerFactory.CreateLogger(ConnectionLog.Category);
         _timeout = options.ConnectTimeout;
         _resolver = options.Resolver;
         _userState = userState;
@@ -337,6 +338,7 @@ internal sealed class Connector
             return;
         }
 
+        connection.CountOpened();
         _done = true;
         ReleaseResources();
         try
@@ -363,6 +365,7 @@ internal sealed class Connector
         _socket = null;
         ReleaseResources();
         var failure = new ConnectFailure(_endPoint, reason, error, _current, _userState);
+        ConnectionLog.ConnectFailed(_settings.Logger, _endPoint, reason, error, _current);
         if (_completion is null)
         {
             _handler.OnConnectFailed(failure);

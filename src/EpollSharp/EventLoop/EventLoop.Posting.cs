@@ -102,8 +102,13 @@ public sealed partial class EventLoop
     /// <summary>Wakes the backend unless a wake-up is already outstanding.</summary>
     internal void RequestWake()
     {
-        if (Interlocked.Exchange(ref _wakeRequested, 1) == 0)
+        if (Interlocked.Exchange(ref _wakeRequested, 1) != 0)
         {
+            Interlocked.Increment(ref _wakeupsCoalesced);
+        }
+        else
+        {
+            Interlocked.Increment(ref _wakeupsSent);
             try
             {
                 _backend.Wake();

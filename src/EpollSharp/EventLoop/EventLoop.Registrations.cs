@@ -190,6 +190,7 @@ public sealed partial class EventLoop
         Registration? registration = _registrations.Find(token);
         if (registration is null || registration.IsDisposed)
         {
+            System.Threading.Volatile.Write(ref _staleEvents, _staleEvents + 1);
             return;
         }
 
@@ -219,6 +220,7 @@ public sealed partial class EventLoop
         }
 
         registration.ReportedSocketError = socketError;
+        System.Threading.Volatile.Write(ref _eventsDispatched, _eventsDispatched + 1);
         BeginCallback(LoopCallbackKind.Readiness, registration, null);
         try
         {

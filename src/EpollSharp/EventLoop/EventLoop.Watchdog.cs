@@ -44,11 +44,11 @@ public sealed partial class EventLoop
     private static long ToStopwatchTicks(TimeSpan budget) =>
         budget == Timeout.InfiniteTimeSpan ? 0 : Math.Max(1, (long)(budget.Ticks * ((double)Stopwatch.Frequency / TimeSpan.TicksPerSecond)));
 
-    /// <summary>Marks the start of a callback (loop thread).</summary>
+    /// <summary>Marks the start of a callback (loop thread), when a budget is set or the callback-duration histogram is enabled.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void BeginCallback(LoopCallbackKind kind, object target, object? state)
     {
-        if (_budgetTicks == 0)
+        if (_budgetTicks == 0 && !LoopMetrics.CallbackDuration.Enabled)
         {
             return;
         }
@@ -64,14 +64,16 @@ public sealed partial class EventLoop
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void EndCallback()
     {
-        if (_budgetTicks == 0)
+        long since = _callbackSince;
+        if (since == 0)
         {
             return;
         }
 
-        long elapsed = Stopwatch.GetTimestamp() - _callbackSince;
+        long elapsed = Stopwatch.GetTimestamp() - since;
         Volatile.Write(ref _callbackSince, 0);
-        if (elapsed >= _budgetTicks)
+        RecordCallbackDuration(elapsed);
+        if (_budgetTicks != 0 && elapsed >= _budgetTicks)
         {
             ReportEnded(elapsed);
         }
@@ -83,14 +85,21 @@ public sealed partial class EventLoop
     private void ReportEnded(long elapsed)
     {
         EventHandler<SlowCallbackEventArgs>? handler = SlowCallback;
-        if (handler is null)
+        bool log = _logger.IsEnabled(Microsoft.Extensions.Logging.LogLevel.Warning);
+        if (handler is null && !log)
         {
             return;
         }
 
+        SlowCallbackEventArgs report = Describe(_callbackKind, _callbackTarget, _callbackState, elapsed, hasEnded: true);
+        if (log)
+        {
+            LoopLog.SlowCallbackEnded(_logger, (long)report.Elapsed.TotalMilliseconds, (long)report.Budget.TotalMilliseconds, report.Kind, report.Target, MethodName(report));
+        }
+
         try
         {
-            handler(this, Describe(_callbackKind, _callbackTarget, _callbackState, elapsed, hasEnded: true));
+            handler?.Invoke(this, report);
         }
         catch (Exception ex)
         {
@@ -119,14 +128,21 @@ public sealed partial class EventLoop
 
         _reportedSequence = sequence;
         EventHandler<SlowCallbackEventArgs>? handler = SlowCallback;
-        if (handler is null)
+        bool log = _logger.IsEnabled(Microsoft.Extensions.Logging.LogLevel.Warning);
+        if (handler is null && !log)
         {
             return;
         }
 
+        SlowCallbackEventArgs report = Describe(kind, target, state, now - since, hasEnded: false);
+        if (log)
+        {
+            LoopLog.SlowCallbackRunning(_logger, (long)report.Elapsed.TotalMilliseconds, (long)report.Budget.TotalMilliseconds, report.Kind, report.Target, MethodName(report));
+        }
+
         try
         {
-            handler(this, Describe(kind, target, state, now - since, hasEnded: false));
+            handler?.Invoke(this, report);
         }
         catch (Exception ex)
         {
@@ -165,6 +181,9 @@ public sealed partial class EventLoop
         var elapsed = TimeSpan.FromTicks((long)(elapsedTicks * ((double)TimeSpan.TicksPerSecond / Stopwatch.Frequency)));
         return new SlowCallbackEventArgs(this, kind, name, method, elapsed, CallbackBudget, hasEnded);
     }
+
+    private static string MethodName(SlowCallbackEventArgs report) =>
+        report.Method is null ? "method unknown" : report.Method.DeclaringType?.FullName + "." + report.Method.Name;
 
     /// <summary>The text of a state object, or null for none (or one whose <c>ToString</c> fails or says nothing).</summary>
     private static string? TextOf(object? state)

@@ -39,6 +39,8 @@ public sealed partial class EventLoop : IDisposable
     private readonly ManualResetEventSlim _runExited = new(initialState: true);
     private readonly LoopSynchronizationContext _synchronizationContext;
     private readonly LoopTaskScheduler _taskScheduler;
+    private readonly Microsoft.Extensions.Logging.ILoggerFactory _loggerFactory;
+    private readonly Microsoft.Extensions.Logging.ILogger _logger;
 
     private volatile bool _stopRequested;
     private bool _running;
@@ -74,12 +76,22 @@ public sealed partial class EventLoop : IDisposable
         _threadName = options.ThreadName;
         _synchronizationContext = new LoopSynchronizationContext(this);
         _taskScheduler = new LoopTaskScheduler(this);
+        _loggerFactory = options.LoggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance;
+        _logger = _loggerFactory.CreateLogger(LoopLog.Category);
         _budgetTicks = ToStopwatchTicks(options.CallbackBudget);
         if (_budgetTicks != 0)
         {
             CallbackWatchdog.Add(this);
         }
+
+        InitializeMetrics();
     }
+
+    /// <summary>The logger factory of the options (a null one when none was given), for the layers above the loop.</summary>
+    internal Microsoft.Extensions.Logging.ILoggerFactory LoggerFactory => _loggerFactory;
+
+    /// <summary>The loop's own logger (category <c>EpollSharp.EventLoop</c>).</summary>
+    internal Microsoft.Extensions.Logging.ILogger Logger => _logger;
 
     /// <summary>The backend this loop uses (never <see cref="EventLoopBackend.Auto"/>).</summary>
     public EventLoopBackend Backend => _backend.Kind;
@@ -287,6 +299,7 @@ public sealed partial class EventLoop : IDisposable
         Volatile.Write(ref _loopThreadId, Environment.CurrentManagedThreadId);
         SynchronizationContext? previous = SynchronizationContext.Current;
         SynchronizationContext.SetSynchronizationContext(_synchronizationContext);
+        LoopLog.LoopStarted(_logger, Backend, Thread.CurrentThread.Name);
         try
         {
             // At least one iteration: a stop requested before Run still runs the work posted so far.
@@ -299,6 +312,7 @@ public sealed partial class EventLoop : IDisposable
         finally
         {
             _stopRequested = false;
+            LoopLog.LoopStopped(_logger, Backend);
             bool release;
             bool closePosting = false;
             lock (_lifecycleLock)
@@ -366,7 +380,11 @@ public sealed partial class EventLoop : IDisposable
     private void RunOnce()
     {
         int timeout = ComputeTimeout();
+        bool timing = LoopMetrics.TimingEnabled;
+        long waitStart = timing ? Stopwatch.GetTimestamp() : 0;
         int n = _backend.Wait(_events, timeout);
+        long woke = timing ? Stopwatch.GetTimestamp() : 0;
+        RecordWait(n);
         _lastWaitFilledBuffer = n == _events.Length;
         for (int i = 0; i < n; i++)
         {
@@ -375,6 +393,11 @@ public sealed partial class EventLoop : IDisposable
 
         RunDueTimers();
         RunPostedWork();
+        if (timing)
+        {
+            Volatile.Write(ref _waitTicks, _waitTicks + (woke - waitStart));
+            Volatile.Write(ref _busyTicks, _busyTicks + (Stopwatch.GetTimestamp() - woke));
+        }
     }
 
     private int ComputeTimeout()
@@ -390,6 +413,7 @@ public sealed partial class EventLoop : IDisposable
     /// <summary>Handles an exception thrown by a callback; never lets it escape the iteration.</summary>
     private void OnCallbackException(Exception ex)
     {
+        LoopLog.CallbackException(_logger, ex, _exceptionHandler is null ? "no UnhandledExceptionHandler: the loop stops and Run rethrows it" : "passed to the UnhandledExceptionHandler");
         if (_exceptionHandler is not null)
         {
             try
@@ -441,11 +465,13 @@ public sealed partial class EventLoop : IDisposable
         finally
         {
             Volatile.Write(ref _released, true);
+            LoopLog.LoopDisposed(_logger, Backend, RegistrationCount, ActiveTimerCount);
             if (_budgetTicks != 0)
             {
                 CallbackWatchdog.Remove(this);
             }
 
+            LoopMetrics.Remove(this);
             DeregisterAll();
             CancelAllTimers();
             _backend.Dispose();

@@ -56,4 +56,11 @@ public sealed class EventLoopOptions
     /// and <see cref="EventLoop.Run"/> rethrows the exception: an exception is never swallowed.
     /// </summary>
     public Action<Exception>? UnhandledExceptionHandler { get; set; }
+
+    /// <summary>
+    /// Where the loop, and the listeners and connections on it, log what an operator needs (see docs/articles/operating.md
+    /// for the events): categories <c>EpollSharp.EventLoop</c> and <c>EpollSharp.Connections</c>. <see langword="null"/> (the
+    /// default) logs nothing. A message whose level is off costs one check and allocates nothing.
+    /// </summary>
+    public Microsoft.Extensions.Logging.ILoggerFactory? LoggerFactory { get; set; }
 }

@@ -381,10 +381,15 @@ public class HostingTests
         {
             options.Backend = backend;
             options.Endpoints.Add("unix:" + path);
+            options.ConfigureListener = listener => listener.UnixSocketMode = Convert.ToInt32("600", 8);
         });
         using IHost host = builder.Build();
         await host.StartAsync();
         Assert.True(System.IO.File.Exists(path));
+        if (OperatingSystem.IsLinux())
+        {
+            Assert.Equal(System.IO.UnixFileMode.UserRead | System.IO.UnixFileMode.UserWrite, System.IO.File.GetUnixFileMode(path));
+        }
         using (Socket client = HostKit.Connect(new UnixDomainSocketEndPoint(path)))
         {
             client.Send(new byte[] { 5, 6 });
@@ -393,6 +398,20 @@ public class HostingTests
 
         await host.StopAsync();
         Assert.False(System.IO.File.Exists(path));
+    }
+
+    [SkippableFact]
+    public async Task Socket_activation_without_passed_sockets_fails_the_start_saying_so()
+    {
+        HostKit.SkipUnlessLinux();
+        Skip.If(Environment.GetEnvironmentVariable("LISTEN_FDS") is not null, "this test process was given sockets by socket activation");
+        HostApplicationBuilder builder = HostKit.Builder(out _);
+        builder.Services.AddEpollSharpServer<TestEchoHandler>(options => options.SocketActivation = true);
+        using IHost host = builder.Build();
+        InvalidOperationException e = await Assert.ThrowsAsync<InvalidOperationException>(() => host.StartAsync());
+        Assert.Contains("no sockets were passed", e.Message, StringComparison.Ordinal);
+        Assert.Contains("LISTEN_FDS", e.Message, StringComparison.Ordinal);
+        Assert.Empty(host.Services.GetRequiredService<EpollSharpServer>().Listeners);
     }
 
     [SkippableFact]

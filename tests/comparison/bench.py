@@ -40,6 +40,8 @@ class Server:
         self.argv = argv  # command line; {pub} and {native} are filled in
         self.dotnet = dotnet
         self.unavailable = None  # the server's own message when it cannot start
+        self.core = 0  # the core it is pinned to (loadgen and this script are on core 1)
+        self.target = None  # for a proxy: the Server it relays to, started (on core 1) for each run; "{target}" in argv
 
 
 def make_servers(pub, native):
@@ -66,6 +68,27 @@ def make_servers(pub, native):
     ]
 
 
+def make_proxy_servers(pub, native):
+    """The proxy comparison (--proxy): TcpProxy and InBoxTcpProxy on core 0, each in front of echo_ref, which runs on core
+    1 with loadgen; and loadgen straight to echo_ref, placed the same, as the baseline for the latency a proxy adds."""
+    def d(project, *extra):
+        return ["dotnet", os.path.join(pub, project, project + ".dll"), "--listen", "127.0.0.1:0", "--target", "{target}",
+                *extra]
+
+    def ref(key, name):
+        r = Server(key, name, "direct to echo_ref", [os.path.join(native, "echo_ref"), "--port", "0"], False)
+        r.core = 1
+        return r
+
+    proxy = Server("proxy", "TcpProxy (EpollSharp, epoll backend, level-triggered, 1 loop) → echo_ref", "EpollSharp TcpProxy",
+                   d("TcpProxy", "--backend", "epoll", "--loops", "1", "--idle-timeout", "0"), True)
+    inbox = Server("inbox-proxy", "InBoxTcpProxy (.NET async sockets) → echo_ref", ".NET async proxy",
+                   d("InBoxTcpProxy"), True)
+    proxy.target = ref("target", "echo_ref as the target")
+    inbox.target = ref("target", "echo_ref as the target")
+    return [proxy, inbox, ref("direct", "echo_ref, no proxy (C, raw epoll, on loadgen's core)")]
+
+
 class Workload:
     def __init__(self, connections, size):
         self.connections = connections
@@ -80,6 +103,8 @@ def size_label(size):
 
 FULL_WORKLOADS = [Workload(1, 64), Workload(64, 64), Workload(1000, 64), Workload(10000, 64), Workload(64, 16384)]
 QUICK_WORKLOADS = [Workload(64, 64), Workload(1000, 64), Workload(64, 16384)]
+PROXY_WORKLOADS = [Workload(64, 64), Workload(1000, 64), Workload(64, 16384)]
+QUICK_PROXY_WORKLOADS = [Workload(64, 64)]
 
 
 # ---- /proc ----------------------------------------------------------------------------------------------------------
@@ -138,8 +163,8 @@ class Context:
         self.work = args.work
         self.seq = 0
 
-    def server_cmd(self, server):
-        return (["taskset", "-c", "0"] if self.pin else []) + server.argv
+    def server_cmd(self, server, argv=None):
+        return (["taskset", "-c", str(server.core)] if self.pin else []) + (argv or server.argv)
 
     def client_cmd(self, argv):
         return (["taskset", "-c", "1"] if self.pin else []) + argv
@@ -156,6 +181,7 @@ class RunningServer:
         self.port = port
         self.line = line
         self.err_path = err_path
+        self.target_rs = None
 
 
 def read_line(fd, deadline, buf):
@@ -176,10 +202,17 @@ def read_line(fd, deadline, buf):
 
 
 def start_server(ctx, server, timeout=20.0, env=None):
-    """Starts a server and waits for its 'listening on HOST:PORT' line. Returns (RunningServer, None) or (None, message)."""
+    """Starts a server and waits for its 'listening on HOST:PORT' line. Returns (RunningServer, None) or (None, message).
+    A proxy's target is started first (RunningServer.target_rs), and stopped with it by stop_server."""
+    target_rs, argv = None, None
+    if server.target is not None:
+        target_rs, message = start_server(ctx, server.target, timeout)
+        if target_rs is None:
+            return None, f"its target did not start: {message}"
+        argv = [a.replace("{target}", f"127.0.0.1:{target_rs.port}") for a in server.argv]
     err_path = ctx.next_log(server.key) + ".stderr"
     err = open(err_path, "wb")
-    proc = subprocess.Popen(ctx.server_cmd(server), stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(ctx.server_cmd(server, argv), stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                             env={**os.environ, **env} if env else None)
     err.close()
     line, rest = read_line(proc.stdout.fileno(), time.monotonic() + timeout, b"")
@@ -190,9 +223,12 @@ def start_server(ctx, server, timeout=20.0, env=None):
         rc = proc.wait()
         with open(err_path, errors="replace") as f:
             message = " ".join(f.read().split())[:300]
+        if target_rs is not None:
+            stop_server(target_rs)
         return None, f"exit code {rc}: {message or line or 'no output'}"
     rs = RunningServer(proc, int(m.group(2)), line, err_path)
     rs.stdout_rest = rest
+    rs.target_rs = target_rs
     return rs, None
 
 
@@ -210,14 +246,26 @@ def stop_server(rs, timeout=25.0):
     result["rc"] = rs.proc.returncode
     out = (rs.stdout_rest + rs.proc.stdout.read()).decode(errors="replace")
     rs.proc.stdout.close()
-    m = re.search(r"^stats: connections=(\d+) bytes=(\d+)(?: allocated=(\d+))?$", out, re.M)
-    if m:
-        result["stats"] = {"connections": int(m.group(1)), "bytes": int(m.group(2)),
-                           "allocated": int(m.group(3)) if m.group(3) else None}
+    # "stats: connections=N bytes=B [allocated=A]" (echo servers), or the proxies' "stats: connections=N
+    # bytes_to_target=T bytes_to_client=C connect_failures=F resets_passed=R allocated=A" (bytes: what reached the clients)
+    m = re.search(r"^stats: ((?:\w+=\d+ ?)+)$", out, re.M)
+    fields = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))} if m else {}
+    if "connections" in fields and ("bytes" in fields or "bytes_to_client" in fields):
+        result["stats"] = {"connections": fields["connections"], "bytes": fields.get("bytes", fields.get("bytes_to_client")),
+                           "allocated": fields.get("allocated"), "fields": fields}
     elif not result["problem"]:
         result["problem"] = "no stats line"
     if rs.proc.returncode != 0 and not result["problem"]:
         result["problem"] = f"exit code {rs.proc.returncode} after SIGTERM"
+    if result["stats"] and not result["problem"]:
+        bad = {k: v for k, v in result["stats"]["fields"].items() if k in ("connect_failures", "resets_passed") and v}
+        if bad:
+            result["problem"] = "stats: " + ", ".join(f"{k}={v}" for k, v in bad.items())
+    if rs.target_rs is not None:
+        t = stop_server(rs.target_rs)
+        result["target_stats"] = t["stats"]
+        if t["problem"] and not result["problem"]:
+            result["problem"] = "its target: " + t["problem"]
     return result
 
 
@@ -353,6 +401,7 @@ def pingpong_run(ctx, server, wl, warmup, duration):
                 l0 = cpu_ticks(lg.proc.pid)
             except OSError:
                 l0 = None
+            tg0 = cpu_ticks(rs.target_rs.pid) if rs.target_rs else 0  # a proxy's target, on core 1
             rss, thr = [], []
             while time.monotonic() < w1 and lg.running():
                 r, t = status(rs.pid)
@@ -366,14 +415,19 @@ def pingpong_run(ctx, server, wl, warmup, duration):
                 l1 = cpu_ticks(lg.proc.pid)
             except OSError:
                 l1 = None
+            tg1 = cpu_ticks(rs.target_rs.pid) if rs.target_rs else 0
+            if rs.target_rs:
+                row["target_cpu_s"] = (tg1 - tg0) / CLK_TCK
             row["window_s"] = round(t1 - t0, 3)
             # What other processes took from each core meanwhile: the server runs on core 0, loadgen (and this
             # script, whose sampling is a few milliseconds) on core 1.
             ticks = (t1 - t0) * CLK_TCK
             if ctx.pin and 0 in b0 and 1 in b0:
-                row["other_core0"] = max(0.0, (b1[0] - b0[0] - (c1 - c0)) / ticks)
+                own = {0: 0, 1: tg1 - tg0}
+                own[server.core] += c1 - c0
+                row["other_core0"] = max(0.0, (b1[0] - b0[0] - own[0]) / ticks)
                 if l0 is not None and l1 is not None:
-                    row["other_core1"] = max(0.0, (b1[1] - b0[1] - (l1 - l0)) / ticks)
+                    row["other_core1"] = max(0.0, (b1[1] - b0[1] - own[1] - (l1 - l0)) / ticks)
             if l0 is not None and l1 is not None:
                 row["loadgen_window_util"] = (l1 - l0) / ticks
             row["cpu_s"] = (c1 - c0) / CLK_TCK
@@ -852,6 +906,8 @@ def describe_row(row):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: short runs, 1 run each, correctness checks only")
+    ap.add_argument("--proxy", action="store_true",
+                    help="the TCP proxy comparison only: TcpProxy and InBoxTcpProxy in front of echo_ref, and direct")
     ap.add_argument("--pub", required=True, help="directory with the published servers (one folder per project)")
     ap.add_argument("--native", required=True, help="directory with echo_ref and loadgen")
     ap.add_argument("--work", required=True, help="directory for logs and results.json")
@@ -878,17 +934,26 @@ def main():
     skip = set(filter(None, args.skip.split(",")))
     if quick:
         skip |= {"alloc", "profile"}
+    if args.proxy:
+        skip |= {"idle", "profile"}
     os.makedirs(args.work, exist_ok=True)
     ctx = Context(args)
 
-    servers = make_servers(args.pub, args.native)
+    servers = make_proxy_servers(args.pub, args.native) if args.proxy else make_servers(args.pub, args.native)
     if args.servers:
         wanted = args.servers.split(",")
         servers = [s for s in servers if s.key in wanted]
-    workloads = QUICK_WORKLOADS if quick else FULL_WORKLOADS
+    if args.proxy:
+        workloads = QUICK_PROXY_WORKLOADS if quick else PROXY_WORKLOADS
+    else:
+        workloads = QUICK_WORKLOADS if quick else FULL_WORKLOADS
     if args.workloads:
         wanted = args.workloads.split(",")
         workloads = [w for w in FULL_WORKLOADS if w.key in wanted]
+    # The smoke test checks the two proxies as well (one short run each, 64 x 64 B through them to echo_ref).
+    extra_quick = []
+    if quick and not args.proxy and not args.servers:
+        extra_quick = [s for s in make_proxy_servers(args.pub, args.native) if s.target is not None]
 
     started = time.time()
     facts = {"quick": quick, "warmup_s": warmup, "duration_s": duration, "runs": runs, "pinned": ctx.pin,
@@ -897,10 +962,11 @@ def main():
                  timespec="seconds"), "nofile": open_files_limit()}
     facts.update(machine_facts())
     facts["idle_batch"] = IDLE_BATCH
+    facts["proxy"] = args.proxy
     if args.meta:
         with open(args.meta) as f:
             facts.update(json.load(f))
-    log(f"comparison benchmarks ({'quick' if quick else 'full'}): {runs} run(s) of {warmup:g} s warm-up + "
+    log(f"comparison benchmarks ({'quick' if quick else 'full'}{', proxy' if args.proxy else ''}): {runs} run(s) of {warmup:g} s warm-up + "
         f"{duration:g} s per server and workload; load average {facts['loadavg_before'][0]:.2f}")
 
     # A server that cannot start (the managed backend before it is merged) is recorded once with its message.
@@ -931,6 +997,12 @@ def main():
                         log(f"  {'':>9} disturbed by other work: once more")
                         continue
                     break
+    for s in extra_quick:
+        for wl in QUICK_PROXY_WORKLOADS:
+            row = pingpong_run(ctx, s, wl, warmup, duration)
+            row["round"] = 1
+            rows.append(row)
+            log(f"  {wl.key:>9} run 1 {s.key:>7}: {describe_row(row)}")
     facts["quiet_gate"] = gate.report()
 
     idle_rows = []
@@ -953,7 +1025,7 @@ def main():
             if not s.dotnet or s.pingpong_only:
                 continue
             target = 1_000_000
-            a = alloc_test(ctx, s, 64, 64, target, 60 if s.key == "epoll" else 25)
+            a = alloc_test(ctx, s, 64, 64, target, 60 if s.key in ("epoll", "proxy") else 25)
             allocs.append(a)
             if a.get("per_message") is not None:
                 log(f"  alloc {s.key:>7}: {a['allocated']:,} B over {a['messages']:,.0f} messages = "
@@ -977,7 +1049,7 @@ def main():
     facts["loadavg_after"] = os.getloadavg()
     facts["elapsed_s"] = round(time.time() - started)
     results = {"facts": facts, "servers": [{"key": s.key, "name": s.name, "short": s.short, "argv": s.argv,
-                                            "unavailable": s.unavailable} for s in servers],
+                                            "unavailable": s.unavailable} for s in servers + extra_quick],
                "workloads": [{"key": w.key, "label": w.label, "connections": w.connections, "size": w.size}
                              for w in workloads],
                "rows": rows, "idle": idle_rows, "alloc": allocs, "profiles": profiles}
@@ -992,7 +1064,16 @@ def main():
     log(f"finished in {facts['elapsed_s']} s; load average {facts['loadavg_after'][0]:.2f}; "
         f"results in {os.path.join(args.work, 'results.json')}")
 
-    if args.docs:
+    if args.proxy:
+        import report  # tests/comparison/report.py
+        section = report.proxy_section(results)
+        with open(os.path.join(args.work, "proxy.md"), "w") as f:
+            f.write(section)
+        log(section)
+        if args.docs:
+            report.write_proxy_section(section, args.docs)
+            log(f"wrote the TCP proxy section of {os.path.join(args.docs, 'benchmarks.md')}")
+    elif args.docs:
         import report  # tests/comparison/report.py
         report.write(results, args.docs)
         log(f"wrote {os.path.join(args.docs, 'benchmarks.md')} and {os.path.join(args.docs, 'images')}/bench-*.png")

@@ -520,6 +520,7 @@ def write(results, docs):
     w("```sh")
     w("tests/comparison/run            # full run (about 20 minutes); rewrites this file and docs/images/bench-*.png")
     w("tests/comparison/run --quick    # smoke test (about 1 minute): every server must echo correctly; no document")
+    w("tests/comparison/run --proxy    # the TCP proxy comparison alone (about 13 minutes); rewrites only its section")
     w("```")
     w("")
     w("The script builds `native/` with CMake, publishes the three .NET servers to a temporary directory "
@@ -530,8 +531,13 @@ def write(results, docs):
       "moves the numbers.")
     w("")
 
+    text = "\n".join(md)
+    # The TCP proxy section comes from its own run (run --proxy): carried over as it is.
+    old = read_proxy_section(docs)
+    if old:
+        text = insert_proxy_section(text, old)
     with open(os.path.join(docs, "benchmarks.md"), "w") as f:
-        f.write("\n".join(md))
+        f.write(text)
 
 
 def targets(results, t):
@@ -921,3 +927,135 @@ def noise_text(results, t):
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:
         write(json.load(f), sys.argv[2])
+
+
+# ---- the TCP proxy section (tests/comparison/run --proxy) -----------------------------------------------------------
+
+PROXY_BEGIN = "<!-- proxy:begin (written by tests/comparison/run --proxy) -->"
+PROXY_END = "<!-- proxy:end -->"
+
+
+def read_proxy_section(docs):
+    try:
+        with open(os.path.join(docs, "benchmarks.md")) as f:
+            text = f.read()
+    except OSError:
+        return None
+    i, j = text.find(PROXY_BEGIN), text.find(PROXY_END)
+    return text[i:j + len(PROXY_END)] if i >= 0 and j > i else None
+
+
+def insert_proxy_section(text, block):
+    """Replaces the block in text, or puts it before "## Reproduce" (at the end without one)."""
+    i, j = text.find(PROXY_BEGIN), text.find(PROXY_END)
+    if i >= 0 and j > i:
+        return text[:i] + block + text[j + len(PROXY_END):]
+    k = text.find("\n## Reproduce")
+    if k < 0:
+        return text.rstrip("\n") + "\n\n" + block + "\n"
+    return text[:k + 1] + block + "\n\n" + text[k + 1:]
+
+
+def write_proxy_section(section, docs):
+    path = os.path.join(docs, "benchmarks.md")
+    with open(path) as f:
+        text = f.read()
+    block = PROXY_BEGIN + "\n" + section.rstrip("\n") + "\n" + PROXY_END
+    with open(path, "w") as f:
+        f.write(insert_proxy_section(text, block))
+
+
+PROXY_TARGET = 0.6  # the proxy's CPU per relayed message at most this times the in-box proxy's
+
+
+def proxy_section(results):
+    """The "TCP proxy" section of docs/benchmarks.md, in Markdown."""
+    t = table_of(results)
+    f = results["facts"]
+    names = {s["key"]: s["name"] for s in results["servers"]}
+    wls = results["workloads"]
+    md = []
+    w = md.append
+    w("## TCP proxy")
+    w("")
+    w("`samples/TcpProxy` (EpollSharp, one loop, epoll, level-triggered) and `samples/InBoxTcpProxy` (the same proxy on "
+      "`Socket` async APIs: an accept loop, `ConnectAsync`, two `ReceiveAsync`/`SendAsync` copy loops per session with "
+      "pooled 16 KiB buffers) in front of the C reference server `echo_ref`, against loadgen straight to `echo_ref`. "
+      "The proxy runs on core 0; `echo_ref` and loadgen share core 1, in the proxied runs and in the direct one alike. "
+      "A message is one ping-pong: loadgen's message goes through the proxy to `echo_ref` and its echo comes back "
+      "through the proxy, so the proxy relays it twice (once each way). CPU per message is the proxy process's "
+      "CPU time (user + system, all threads, from `/proc/PID/stat`) over loadgen's measured window divided by the "
+      "messages; p99 added is the median proxied p99 minus the median direct p99. Medians of "
+      f"{f['runs']} alternating runs of {f['warmup_s']:g} s warm-up + {f['duration_s']:g} s, measured on "
+      f"{f.get('started', '?')} (commit `{f.get('commit', '?')}`{', with uncommitted changes' if f.get('dirty') else ''}).")
+    w("")
+    w(f"Command: `{f.get('command', 'tests/comparison/run --proxy')}` (about 13 minutes; it rewrites only this section, "
+      "between its markers; `--no-docs` for none; `--runs`, `--warmup`, `--duration`, `--servers proxy,inbox-proxy,direct` "
+      "and `--workloads` as for the echo servers).")
+    w("")
+    w("| workload | path | messages/s | p50 µs | p99 µs | p99 added µs | proxy CPU µs/msg (user + sys) | CPU vs in-box | proxy RSS MiB | threads |")
+    w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    verdicts = []
+    for wl in wls:
+        k = wl["key"]
+        direct_p99 = med(t, "direct", k, "p99_us")
+        inbox_cpu = med(t, "inbox-proxy", k, "cpu_us_per_msg")
+        for key in ("proxy", "inbox-proxy", "direct"):
+            if (key, k) not in t:
+                continue
+            row = t[(key, k)]
+            mps, p50, p99 = med(t, key, k, "messages_per_s"), med(t, key, k, "p50_us"), med(t, key, k, "p99_us")
+            cpu, cu, cs = (med(t, key, k, m) for m in ("cpu_us_per_msg", "cpu_user_us_per_msg", "cpu_sys_us_per_msg"))
+            added = f"{p99 - direct_p99:,.0f}" if key != "direct" and p99 is not None and direct_p99 is not None else "–"
+            if key == "direct":
+                cpu_text, vs = "– (no proxy)", "–"
+            else:
+                cpu_text = f"{cpu:.2f} ({cu:.2f} + {cs:.2f})" if cpu is not None else "–"
+                vs = f"{cpu / inbox_cpu:.2f}x" if cpu is not None and inbox_cpu else "–"
+            rss = med(t, key, k, "rss_kib")
+            thr = med(t, key, k, "threads")
+            failed = f" ({row['failed']} of {row['runs']} runs failed)" if row["failed"] else ""
+            w(f"| {wl['label']} | {names.get(key, key)}{failed} | {fmt(mps)} | {fmt(p50)} | {fmt(p99)} | {added} | "
+              f"{cpu_text} | {vs} | {'–' if key == 'direct' or rss is None else f'{rss / 1024:.1f}'} | "
+              f"{'–' if key == 'direct' or thr is None else fmt(thr)} |")
+        pc = med(t, "proxy", k, "cpu_us_per_msg")
+        if pc is not None and inbox_cpu:
+            verdicts.append((wl["label"], pc / inbox_cpu))
+    w("")
+    w("CPU per message of each run (µs, proxy process), in run order:")
+    w("")
+    w("| workload | EpollSharp TcpProxy | in-box proxy | ratio per round |")
+    w("| --- | --- | --- | --- |")
+    for wl in wls:
+        k = wl["key"]
+        runs = {}
+        for r in results["rows"]:
+            if r["workload"] == k and r["server"] in ("proxy", "inbox-proxy"):
+                runs.setdefault(r["server"], {})[r.get("round")] = r
+        rounds = sorted(set(runs.get("proxy", {})) | set(runs.get("inbox-proxy", {})), key=lambda x: x or 0)
+
+        def v(key, rd):
+            r = runs.get(key, {}).get(rd)
+            return r.get("cpu_us_per_msg") if r and r.get("ok") else None
+        a = ", ".join(fmt(v("proxy", rd), 2) for rd in rounds)
+        b = ", ".join(fmt(v("inbox-proxy", rd), 2) for rd in rounds)
+        ratios = ", ".join((f"{v('proxy', rd) / v('inbox-proxy', rd):.2f}" if v("proxy", rd) and v("inbox-proxy", rd) else "–")
+                           for rd in rounds)
+        w(f"| {wl['label']} | {a} | {b} | {ratios} |")
+    w("")
+    allocs = [a for a in results.get("alloc", []) if a.get("per_message") is not None]
+    if allocs:
+        w("Managed allocation per relayed message, measured as for the echo servers (a short and a long run from fresh "
+          "processes; the difference of their `allocated=` over the difference of their messages): " +
+          "; ".join(f"{names.get(a['server'], a['server'])}: {a['allocated']:,} B over {a['messages']:,.0f} messages = "
+                    f"**{a['per_message']:.4f} B/message**" for a in allocs) +
+          (", i.e. none per message (a difference of a few KB either way is start-up and shutdown noise)."
+           if all(abs(a["per_message"]) < 0.01 for a in allocs) else "."))
+        w("")
+    if verdicts:
+        met = all(r <= PROXY_TARGET for _, r in verdicts)
+        w(f"Target: the proxy's CPU per relayed message at most {PROXY_TARGET}x the in-box proxy's: "
+          + ", ".join(f"{label} {r:.2f}x" for label, r in verdicts) + f" (ratios of the medians): {yes(met)}"
+          + (" on every workload." if met else " on " + ", ".join(l for l, r in verdicts if r > PROXY_TARGET) + "."))
+        w("")
+    return "\n".join(md) + "\n"

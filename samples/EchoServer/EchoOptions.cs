@@ -1,130 +1,200 @@
 using System;
+using System.Collections.Generic;
 using System.Globalization;
 using System.Net;
+using System.Text;
+using System.Threading;
 using EpollSharp;
 using EpollSharp.Connections;
+using EpollSharp.Hosting;
 
 namespace EchoServer;
 
-/// <summary>The command line of the echo server.</summary>
+/// <summary>
+/// The echo server's settings: the configuration section <c>EchoServer</c>, read by the host from appsettings.json,
+/// appsettings.{Environment}.json, environment variables (<c>EchoServer__Port=9000</c>) and the command line, where each
+/// setting also has the flag it always had (<c>--port 9000</c>). Later sources win, so a flag overrides the file.
+/// </summary>
 internal sealed class EchoOptions
 {
-    public const string Usage =
-        "usage: EchoServer [--host 127.0.0.1] [--port 8080] [--backend auto|epoll|kqueue|managed] [--loops N] [--trigger level|edge]\n" +
-        "                  [--accept-mode auto|reuseport|acceptor] [--max-connections N] [--idle-timeout SECONDS] [--drain-timeout SECONDS]\n" +
-        "                  [--systemd] [--callback-budget MS]\n" +
-        "  --callback-budget reports a callback that holds a loop longer than MS milliseconds on stderr (0, the default: off);\n" +
-        "  --systemd serves the listening sockets passed by socket activation (LISTEN_FDS) instead of --host/--port;\n" +
-        "  --loops 0 means one per processor; --max-connections 0 derives the limit from the descriptor limit;\n" +
-        "  --idle-timeout 0 disables it; --port 0 picks a free port (printed).";
+    public const string SectionName = "EchoServer";
 
-    public IPAddress Host { get; private set; } = IPAddress.Loopback;
-
-    public int Port { get; private set; } = 8080;
-
-    public EventLoopBackend Backend { get; private set; } = EventLoopBackend.Auto;
-
-    public int Loops { get; private set; } = 1;
-
-    public TriggerMode Trigger { get; private set; } = TriggerMode.Level;
-
-    public GroupAcceptMode AcceptMode { get; private set; } = GroupAcceptMode.Auto;
-
-    public int MaxConnections { get; private set; }
-
-    public TimeSpan IdleTimeout { get; private set; } = TimeSpan.FromMinutes(2);
-
-    public TimeSpan DrainTimeout { get; private set; } = TimeSpan.FromSeconds(5);
-
-    public bool Help { get; private set; }
-
-    public bool SocketActivation { get; private set; }
-
-    public TimeSpan CallbackBudget { get; private set; } = System.Threading.Timeout.InfiniteTimeSpan;
-
-    /// <exception cref="ArgumentException">An unknown option or a bad value.</exception>
-    public static EchoOptions Parse(string[] args)
+    /// <summary>Every flag: its setting (the configuration key under <see cref="SectionName"/>), its value and what it does.</summary>
+    private static readonly (string Flag, string Key, string Value, string Default, string Meaning)[] s_flags =
     {
-        var options = new EchoOptions();
+        ("--host", nameof(Host), "ADDRESS", "127.0.0.1", "IP address to listen on"),
+        ("--port", nameof(Port), "PORT", "8080", "port; 0 picks a free one (printed)"),
+        ("--backend", nameof(Backend), "auto|epoll|kqueue|managed", "auto", "the loops' readiness mechanism"),
+        ("--loops", nameof(Loops), "N", "1", "event loops, one thread each; 0: one per processor"),
+        ("--trigger", nameof(Trigger), "level|edge", "level", "trigger mode of the connections"),
+        ("--accept-mode", nameof(AcceptMode), "auto|reuseport|acceptor", "auto", "how connections are spread over the loops"),
+        ("--max-connections", nameof(MaxConnections), "N", "0", "connections held at once; 0: derived from the descriptor limit"),
+        ("--idle-timeout", nameof(IdleTimeout), "SECONDS", "120", "close a connection idle this long; 0: never"),
+        ("--drain-timeout", nameof(DrainTimeout), "SECONDS", "5", "on SIGTERM/SIGINT, how long connections may take to finish"),
+        ("--systemd", nameof(Systemd), "", "false", "serve the sockets passed by socket activation (LISTEN_FDS) instead of --host/--port"),
+        ("--callback-budget", nameof(CallbackBudget), "MS", "0", "log a callback that holds a loop longer than MS milliseconds; 0: off"),
+    };
+
+    public string Host { get; set; } = "127.0.0.1";
+
+    public int Port { get; set; } = 8080;
+
+    public EventLoopBackend Backend { get; set; } = EventLoopBackend.Auto;
+
+    public int Loops { get; set; } = 1;
+
+    public TriggerMode Trigger { get; set; } = TriggerMode.Level;
+
+    public string AcceptMode { get; set; } = "auto";
+
+    public int MaxConnections { get; set; }
+
+    /// <summary>Seconds; 0 turns the idle timeout off.</summary>
+    public int IdleTimeout { get; set; } = 120;
+
+    /// <summary>Seconds.</summary>
+    public int DrainTimeout { get; set; } = 5;
+
+    public bool Systemd { get; set; }
+
+    /// <summary>Milliseconds; 0 turns the budget off.</summary>
+    public int CallbackBudget { get; set; }
+
+    /// <summary>The flags mapped to their configuration keys, for the command-line configuration source.</summary>
+    public static Dictionary<string, string> SwitchMappings()
+    {
+        var mappings = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var flag in s_flags)
+        {
+            mappings[flag.Flag] = SectionName + ":" + flag.Key;
+        }
+
+        return mappings;
+    }
+
+    /// <summary>
+    /// The arguments as the command-line configuration source reads them: a flag without a value (<c>--systemd</c>) gets
+    /// <c>=true</c>. An unknown flag, or a flag that needs a value and has none, is an error; arguments that are
+    /// configuration keys (<c>--EchoServer:Port=9000</c>, <c>--Logging:LogLevel:Default=Information</c>) and the host's
+    /// own (<c>--environment</c>, <c>--contentRoot</c>, <c>--applicationName</c>) pass through.
+    /// </summary>
+    /// <exception cref="ArgumentException">An unknown flag, or one without its value.</exception>
+    public static string[] NormalizeArguments(string[] args)
+    {
+        var result = new List<string>(args.Length);
         for (int i = 0; i < args.Length; i++)
         {
-            string name = args[i];
-            if (name is "-h" or "--help")
-            {
-                options.Help = true;
-                continue;
-            }
-
+            string arg = args[i];
+            int equals = arg.IndexOf('=', StringComparison.Ordinal);
+            string name = equals < 0 ? arg : arg.Substring(0, equals);
             if (name == "--systemd")
             {
-                options.SocketActivation = true;
+                if (equals < 0 && i + 1 < args.Length && bool.TryParse(args[i + 1], out _))
+                {
+                    result.Add("--systemd=" + args[++i]);
+                }
+                else
+                {
+                    result.Add(equals < 0 ? "--systemd=true" : arg);
+                }
+
                 continue;
             }
 
-            if (i + 1 >= args.Length)
+            bool known = Array.Exists(s_flags, f => f.Flag == name);
+            bool hostKey = name.Equals("--environment", StringComparison.OrdinalIgnoreCase) || name.Equals("--contentRoot", StringComparison.OrdinalIgnoreCase)
+                || name.Equals("--applicationName", StringComparison.OrdinalIgnoreCase);
+            if (!known && !hostKey && !name.Contains(':', StringComparison.Ordinal))
             {
-                throw new ArgumentException($"{name} needs a value (or is unknown).");
+                throw new ArgumentException(arg.StartsWith('-') ? $"Unknown option {name}." : $"Unexpected argument '{arg}'.");
             }
 
-            string value = args[++i];
-            switch (name)
+            result.Add(arg);
+            if (equals < 0)
             {
-                case "--host":
-                    options.Host = IPAddress.TryParse(value, out IPAddress? host) ? host : throw new ArgumentException($"--host: '{value}' is not an IP address.");
-                    break;
-                case "--port":
-                    options.Port = Integer(name, value, 0, 65535);
-                    break;
-                case "--backend":
-                    options.Backend = value switch
-                    {
-                        "auto" => EventLoopBackend.Auto,
-                        "epoll" => EventLoopBackend.Epoll,
-                        "kqueue" => EventLoopBackend.Kqueue,
-                        "managed" => EventLoopBackend.Managed,
-                        _ => throw new ArgumentException($"--backend: '{value}' is not one of auto, epoll, kqueue, managed."),
-                    };
-                    break;
-                case "--loops":
-                    options.Loops = Integer(name, value, 0, 1024);
-                    break;
-                case "--trigger":
-                    options.Trigger = value switch
-                    {
-                        "level" => TriggerMode.Level,
-                        "edge" => TriggerMode.Edge,
-                        _ => throw new ArgumentException($"--trigger: '{value}' is not one of level, edge."),
-                    };
-                    break;
-                case "--accept-mode":
-                    options.AcceptMode = value switch
-                    {
-                        "auto" => GroupAcceptMode.Auto,
-                        "reuseport" => GroupAcceptMode.ReusePort,
-                        "acceptor" => GroupAcceptMode.SingleAcceptor,
-                        _ => throw new ArgumentException($"--accept-mode: '{value}' is not one of auto, reuseport, acceptor."),
-                    };
-                    break;
-                case "--max-connections":
-                    options.MaxConnections = Integer(name, value, 0, int.MaxValue);
-                    break;
-                case "--idle-timeout":
-                    int idle = Integer(name, value, 0, 86_400);
-                    options.IdleTimeout = idle == 0 ? System.Threading.Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(idle);
-                    break;
-                case "--callback-budget":
-                    int budget = Integer(name, value, 0, 3_600_000);
-                    options.CallbackBudget = budget == 0 ? System.Threading.Timeout.InfiniteTimeSpan : TimeSpan.FromMilliseconds(budget);
-                    break;
-                case "--drain-timeout":
-                    options.DrainTimeout = TimeSpan.FromSeconds(Integer(name, value, 0, 3600));
-                    break;
-                default:
-                    throw new ArgumentException($"Unknown option {name}.");
+                if (i + 1 >= args.Length)
+                {
+                    throw new ArgumentException($"{name} needs a value.");
+                }
+
+                result.Add(args[++i]);
             }
         }
 
-        return options;
+        return result.ToArray();
+    }
+
+    /// <summary>Checks the values; the message names the flag and the configuration key of a bad one.</summary>
+    /// <exception cref="ArgumentException">A value is out of range or not one of the choices.</exception>
+    public void Validate()
+    {
+        if (!IPAddress.TryParse(Host, out _))
+        {
+            throw Bad(nameof(Host), Host, "is not an IP address.");
+        }
+
+        Range(nameof(Port), Port, 0, 65535);
+        Range(nameof(Loops), Loops, 0, 1024);
+        Range(nameof(MaxConnections), MaxConnections, 0, int.MaxValue);
+        Range(nameof(IdleTimeout), IdleTimeout, 0, 86_400);
+        Range(nameof(DrainTimeout), DrainTimeout, 0, 3600);
+        Range(nameof(CallbackBudget), CallbackBudget, 0, 3_600_000);
+        if (Backend is not (EventLoopBackend.Auto or EventLoopBackend.Epoll or EventLoopBackend.Kqueue or EventLoopBackend.Managed))
+        {
+            throw Bad(nameof(Backend), Backend, "is not one of auto, epoll, kqueue, managed.");
+        }
+
+        if (Trigger is not (TriggerMode.Level or TriggerMode.Edge))
+        {
+            throw Bad(nameof(Trigger), Trigger, "is not one of level, edge.");
+        }
+
+        _ = ParseAcceptMode();
+    }
+
+    /// <summary>The server's options from these settings.</summary>
+    public void Configure(EpollSharpServerOptions server)
+    {
+        if (!Systemd)
+        {
+            server.Endpoints.Add(new IPEndPoint(IPAddress.Parse(Host), Port).ToString());
+        }
+
+        server.SocketActivation = Systemd;
+        server.Loops = Loops;
+        server.Backend = Backend;
+        server.TriggerMode = Trigger;
+        server.AcceptMode = ParseAcceptMode();
+        server.MaxConnections = MaxConnections;
+        server.IdleTimeout = IdleTimeout == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(IdleTimeout);
+        server.DrainTimeout = TimeSpan.FromSeconds(DrainTimeout);
+        server.CallbackBudget = CallbackBudget == 0 ? null : TimeSpan.FromMilliseconds(CallbackBudget);
+    }
+
+    /// <summary>What <c>--help</c> prints: every flag with its configuration key and environment variable.</summary>
+    public static string Help()
+    {
+        var text = new StringBuilder();
+        text.AppendLine("usage: EchoServer [--host 127.0.0.1] [--port 8080] [--backend auto|epoll|kqueue|managed] [--loops N] [--trigger level|edge]");
+        text.AppendLine("                  [--accept-mode auto|reuseport|acceptor] [--max-connections N] [--idle-timeout SECONDS] [--drain-timeout SECONDS]");
+        text.AppendLine("                  [--systemd] [--callback-budget MS] [--help]");
+        text.AppendLine();
+        text.AppendLine("An echo server on EpollSharp's event loops, run by the .NET Generic Host. Each option is a setting of the");
+        text.AppendLine("configuration section \"" + SectionName + "\", read from (later ones win) appsettings.json next to the executable,");
+        text.AppendLine("appsettings.{Environment}.json, environment variables and the command line (the flag, or --" + SectionName + ":Key=value).");
+        text.AppendLine("--contentRoot DIR reads the appsettings files from DIR instead; --environment NAME picks appsettings.NAME.json.");
+        text.AppendLine();
+        text.AppendLine(string.Format(CultureInfo.InvariantCulture, "  {0,-38} {1,-27} {2,-29} {3,-9} {4}", "option", "configuration key", "environment variable", "default", "meaning"));
+        foreach (var flag in s_flags)
+        {
+            string option = flag.Value.Length == 0 ? flag.Flag : flag.Flag + " " + flag.Value;
+            text.AppendLine(string.Format(CultureInfo.InvariantCulture, "  {0,-38} {1,-27} {2,-29} {3,-9} {4}", option, SectionName + ":" + flag.Key, SectionName + "__" + flag.Key, flag.Default, flag.Meaning));
+        }
+
+        text.AppendLine();
+        text.AppendLine("Logging: the Logging section (Logging__LogLevel__Default=Information shows the server's start and stop); logs go to stderr.");
+        text.Append("Prints 'listening on HOST:PORT backend=B loops=N' when ready and, after SIGTERM or SIGINT, 'stats: connections=N bytes=N allocated=N'.");
+        return text.ToString();
     }
 
     public static string BackendName(EventLoopBackend backend) => backend switch
@@ -135,13 +205,25 @@ internal sealed class EchoOptions
         _ => "auto",
     };
 
-    private static int Integer(string name, string value, int min, int max)
+    private GroupAcceptMode ParseAcceptMode() => AcceptMode.ToLowerInvariant() switch
     {
-        if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int n) || n < min || n > max)
-        {
-            throw new ArgumentException($"{name}: '{value}' is not a whole number from {min} to {max}.");
-        }
+        "auto" => GroupAcceptMode.Auto,
+        "reuseport" => GroupAcceptMode.ReusePort,
+        "acceptor" or "singleacceptor" => GroupAcceptMode.SingleAcceptor,
+        _ => throw Bad(nameof(AcceptMode), AcceptMode, "is not one of auto, reuseport, acceptor."),
+    };
 
-        return n;
+    private static void Range(string key, int value, int min, int max)
+    {
+        if (value < min || value > max)
+        {
+            throw Bad(key, value, string.Format(CultureInfo.InvariantCulture, "is not a whole number from {0} to {1}.", min, max));
+        }
+    }
+
+    private static ArgumentException Bad(string key, object value, string problem)
+    {
+        string flag = Array.Find(s_flags, f => f.Key == key).Flag;
+        return new ArgumentException(string.Format(CultureInfo.InvariantCulture, "{0} ({1}:{2}): '{3}' {4}", flag, SectionName, key, value, problem));
     }
 }

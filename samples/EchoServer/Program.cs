@@ -1,125 +1,103 @@
 using System;
-using System.Collections.Generic;
-using System.Net;
-using System.Runtime.InteropServices;
-using System.Threading.Tasks;
-using EpollSharp;
-using EpollSharp.Connections;
+using System.IO;
+using System.Net.Sockets;
+using EpollSharp.Hosting;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
 
 namespace EchoServer;
 
 /// <summary>
-/// An echo server on EpollSharp: N event loops (one thread each), a listener per loop with SO_REUSEPORT or one acceptor,
-/// graceful shutdown on SIGINT/SIGTERM, and one line of statistics at the end.
+/// An echo server on EpollSharp, run by the .NET Generic Host (the EpollSharp.Hosting package): N event loops (one thread
+/// each), a listener per loop with SO_REUSEPORT or one acceptor, settings from appsettings.json, the environment and the
+/// command line, a graceful shutdown on SIGINT/SIGTERM, and one line of statistics at the end.
 /// </summary>
 internal static class Program
 {
     private static int Main(string[] args)
     {
-        EchoOptions options;
+        if (Array.Exists(args, a => a is "-h" or "--help" or "-?"))
+        {
+            Console.WriteLine(EchoOptions.Help());
+            return 0;
+        }
+
+        string[] commandLine;
         try
         {
-            options = EchoOptions.Parse(args);
+            commandLine = EchoOptions.NormalizeArguments(args);
         }
         catch (ArgumentException e)
         {
             Console.Error.WriteLine(e.Message);
-            Console.Error.WriteLine(EchoOptions.Usage);
+            Console.Error.WriteLine("EchoServer --help lists the options.");
             return 2;
-        }
-
-        if (options.Help)
-        {
-            Console.WriteLine(EchoOptions.Usage);
-            return 0;
         }
 
         // Open stderr now: .NET opens the console streams lazily (dup of the descriptor), and the handler writes to it when
         // accepting pauses, which is when the process may have no descriptor left to give.
         Console.Error.Flush();
 
+        // appsettings.json is read next to the executable, wherever it is started from (unless --contentRoot DIR or
+        // DOTNET_CONTENTROOT names another folder); the flags map to the section's keys.
+        bool contentRootGiven = Array.Exists(commandLine, a => a.StartsWith("--contentRoot", StringComparison.OrdinalIgnoreCase))
+            || Environment.GetEnvironmentVariable("DOTNET_CONTENTROOT") is { Length: > 0 };
+        HostApplicationBuilder builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
+        {
+            Args = commandLine,
+            ContentRootPath = contentRootGiven ? null : AppContext.BaseDirectory,
+        });
+        builder.Configuration.AddCommandLine(commandLine, EchoOptions.SwitchMappings());
+
+        // Standard output is the server's own: its ready line and its statistics. Logs go to standard error.
+        builder.Services.Configure<ConsoleLoggerOptions>(options => options.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.Services.Configure<ConsoleLifetimeOptions>(options => options.SuppressStatusMessages = true);
+
+        var options = new EchoOptions();
+        try
+        {
+            builder.Configuration.GetSection(EchoOptions.SectionName).Bind(options);
+            options.Validate();
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
+        {
+            Console.Error.WriteLine(e.Message);
+            Console.Error.WriteLine("EchoServer --help lists the options.");
+            return 2;
+        }
+
         var handler = new EchoHandler();
-        var loopOptions = new EventLoopOptions
-        {
-            Backend = options.Backend,
-            UnhandledExceptionHandler = static ex => Console.Error.WriteLine("error: " + ex),
-            CallbackBudget = options.CallbackBudget,
-        };
-        var listenerOptions = new ListenerOptions
-        {
-            MaxConnections = options.MaxConnections,
-            Connection = { TriggerMode = options.Trigger, IdleTimeout = options.IdleTimeout },
-        };
+        builder.Services.AddSingleton(handler);
+        builder.Services.AddEpollSharpServer<EchoHandler>(options.Configure);
 
-        // SIGINT (Ctrl+C) and SIGTERM start a graceful shutdown instead of ending the process.
-        var stop = new TaskCompletionSource<PosixSignal>(TaskCreationOptions.RunContinuationsAsynchronously);
-        using PosixSignalRegistration sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, context =>
-        {
-            context.Cancel = true;
-            stop.TrySetResult(context.Signal);
-        });
-        using PosixSignalRegistration sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
-        {
-            context.Cancel = true;
-            stop.TrySetResult(context.Signal);
-        });
+        // The host's deadline for the whole stop: the drain, and some time to close what is left.
+        builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.FromSeconds(options.DrainTimeout + 10));
 
-        EventLoopGroup group;
+        using IHost app = builder.Build();
         try
         {
-            group = new EventLoopGroup(options.Loops, loopOptions);
+            app.Start();
         }
-        catch (PlatformNotSupportedException e)
+        catch (Exception e) when (e is IOException or InvalidOperationException or PlatformNotSupportedException)
         {
-            Console.Error.WriteLine($"backend {EchoOptions.BackendName(options.Backend)}: {e.Message}");
+            string where = options.Systemd ? "the sockets passed by socket activation" : $"{options.Host}:{options.Port}";
+            string message = e is PlatformNotSupportedException
+                ? $"backend {EchoOptions.BackendName(options.Backend)}: {e.Message}"
+                : $"cannot listen on {where}: {(e.InnerException as SocketException)?.Message ?? e.Message}";
+            Console.Error.WriteLine(message);
             return 1;
         }
 
-        foreach (EventLoop loop in group.Loops)
-        {
-            // One line on stderr for a callback that holds its loop past the budget (while it runs, and when it returns).
-            loop.SlowCallback += static (_, e) => Console.Error.WriteLine("slow callback: " + e);
-        }
+        EpollSharpServer server = app.Services.GetRequiredService<EpollSharpServer>();
+        Console.WriteLine($"listening on {server.Listeners[0].LocalEndPoint} backend={EchoOptions.BackendName(server.Group.Backend)} loops={server.Group.Loops.Count}");
 
-        using var disposeGroup = group;
-        IReadOnlyList<ConnectionListener> listeners;
-        try
-        {
-            listeners = options.SocketActivation
-                ? ListenOnActivatedSockets(group, handler, listenerOptions)
-                : group.Listen(new IPEndPoint(options.Host, options.Port), handler, listenerOptions, options.AcceptMode);
-        }
-        catch (Exception e) when (e is System.Net.Sockets.SocketException or PlatformNotSupportedException or InvalidOperationException)
-        {
-            string where = options.SocketActivation ? "the sockets passed by socket activation" : $"{options.Host}:{options.Port}";
-            Console.Error.WriteLine($"cannot listen on {where}: {e.Message}");
-            return 1;
-        }
-
-        Console.WriteLine($"listening on {listeners[0].LocalEndPoint} backend={EchoOptions.BackendName(group.Backend)} loops={group.Loops.Count}");
-
-        // Until a signal, or until a loop dies (an exception the handler let through stops it).
-        Task.WaitAny(stop.Task, group.Completion);
-        bool graceful = group.ShutdownAsync(options.DrainTimeout).Wait(options.DrainTimeout + TimeSpan.FromSeconds(10));
-        Console.WriteLine($"stats: connections={group.AcceptedCount} bytes={handler.BytesEchoed} allocated={GC.GetTotalAllocatedBytes(true)}");
-        return graceful && !group.Completion.IsFaulted ? 0 : 1;
-    }
-
-    /// <summary>Serves every socket that socket activation passed (systemd, or systemd-socket-activate).</summary>
-    private static IReadOnlyList<ConnectionListener> ListenOnActivatedSockets(EventLoopGroup group, ConnectionHandler handler, ListenerOptions listenerOptions)
-    {
-        IReadOnlyList<ActivatedSocket> sockets = SocketActivation.TakeSockets();
-        if (sockets.Count == 0)
-        {
-            throw new InvalidOperationException("--systemd: no sockets were passed (LISTEN_FDS and LISTEN_PID are not set for this process).");
-        }
-
-        var listeners = new List<ConnectionListener>();
-        foreach (ActivatedSocket socket in sockets)
-        {
-            listeners.Add(group.ListenOnSocket(socket.Socket, handler, listenerOptions));
-        }
-
-        return listeners;
+        // Until SIGTERM or SIGINT (the host's console lifetime), or until the loops die; then the host stops the server,
+        // which drains the connections for --drain-timeout.
+        app.WaitForShutdown();
+        Console.WriteLine($"stats: connections={server.Group.AcceptedCount} bytes={handler.BytesEchoed} allocated={GC.GetTotalAllocatedBytes(true)}");
+        return server.Group.Completion.IsFaulted ? 1 : 0;
     }
 }

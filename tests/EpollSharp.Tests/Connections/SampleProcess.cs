@@ -50,9 +50,9 @@ public sealed partial class SampleProcess : IDisposable
     public IReadOnlyCollection<string> Stdout => _allStdout.ToArray();
 
     /// <summary>Starts the sample and waits for its "listening on HOST:PORT ..." line.</summary>
-    public static SampleProcess Start(string sample, string arguments, int? descriptorLimit = null)
+    public static SampleProcess Start(string sample, string arguments, int? descriptorLimit = null, IReadOnlyDictionary<string, string>? environment = null)
     {
-        SampleProcess sampleProcess = Launch(sample, arguments, descriptorLimit);
+        SampleProcess sampleProcess = Launch(sample, arguments, descriptorLimit, environment: environment);
         try
         {
             string line = sampleProcess.WaitForLine(l => l.StartsWith("listening on ", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
@@ -72,9 +72,10 @@ public sealed partial class SampleProcess : IDisposable
     /// <summary>
     /// Starts the sample and returns at once (for a run that is expected to end by itself, e.g. on a bad option).
     /// <paramref name="launcher"/>, when given, is a command that runs the sample in its own process (it must exec it, so
-    /// that <see cref="Signal"/> reaches the sample), e.g. <c>systemd-socket-activate -l ADDRESS</c>.
+    /// that <see cref="Signal"/> reaches the sample), e.g. <c>systemd-socket-activate -l ADDRESS</c>. <paramref name="environment"/>
+    /// adds variables to the sample's environment.
     /// </summary>
-    public static SampleProcess Launch(string sample, string arguments, int? descriptorLimit = null, string[]? launcher = null)
+    public static SampleProcess Launch(string sample, string arguments, int? descriptorLimit = null, string[]? launcher = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         string dll = Locate(sample);
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
@@ -85,6 +86,11 @@ public sealed partial class SampleProcess : IDisposable
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        foreach (KeyValuePair<string, string> variable in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[variable.Key] = variable.Value;
+        }
+
         if (launcher is not null)
         {
             Assert.Null(descriptorLimit);

@@ -83,6 +83,90 @@ public class SampleTests
         Assert.Equal(9, client.ReceiveExactly(1)[0]);
     }
 
+    /// <summary>The echo server runs on the Generic Host: its settings come from the environment as the issue asks (<c>EchoServer__Port</c>).</summary>
+    [SkippableFact]
+    public void EchoServer_takes_its_settings_from_the_environment()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the sample test runs a Linux process");
+        int port = FreePort();
+        var environment = new Dictionary<string, string> { ["EchoServer__Port"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture), ["EchoServer__Loops"] = "2" };
+        using SampleProcess server = SampleProcess.Start("EchoServer", "", environment: environment);
+        Assert.Equal($"listening on 127.0.0.1:{port} backend=epoll loops=2", server.ListeningLine);
+        AssertEchoes(server, 11);
+        server.Signal(SigTerm);
+        Assert.StartsWith("stats: connections=1 bytes=1 ", server.WaitForLine(l => l.StartsWith("stats:", StringComparison.Ordinal), TimeSpan.FromSeconds(20)), StringComparison.Ordinal);
+        Assert.True(server.Process.WaitForExit(20_000), "the sample did not exit");
+        Assert.Equal(0, server.Process.ExitCode);
+        Assert.Empty(server.Stderr);
+    }
+
+    /// <summary>appsettings.json (here from --contentRoot) is overridden by the environment, which a flag overrides in turn.</summary>
+    [SkippableFact]
+    public void EchoServer_flags_override_the_environment_which_overrides_appsettings()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the sample test runs a Linux process");
+        string folder = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "echoserver-settings-" + Guid.NewGuid().ToString("N"));
+        System.IO.Directory.CreateDirectory(folder);
+        try
+        {
+            int filePort = FreePort();
+            System.IO.File.WriteAllText(System.IO.Path.Combine(folder, "appsettings.json"), $$"""
+                { "EchoServer": { "Port": {{filePort}}, "Loops": 3, "Backend": "managed", "IdleTimeout": 0 } }
+                """);
+            var environment = new Dictionary<string, string> { ["EchoServer__Loops"] = "2" };
+            using SampleProcess server = SampleProcess.Start("EchoServer", $"--contentRoot {folder} --port 0", environment: environment);
+            _output.WriteLine(server.ListeningLine);
+            Assert.Matches(@"^listening on 127\.0\.0\.1:\d+ backend=managed loops=2$", server.ListeningLine);
+            Assert.NotEqual(filePort, server.EndPoint.Port);
+            AssertEchoes(server, 12);
+            server.Signal(SigTerm);
+            server.WaitForLine(l => l.StartsWith("stats:", StringComparison.Ordinal), TimeSpan.FromSeconds(20));
+            Assert.True(server.Process.WaitForExit(20_000), "the sample did not exit");
+            Assert.Equal(0, server.Process.ExitCode);
+        }
+        finally
+        {
+            System.IO.Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [SkippableFact]
+    public void EchoServer_help_lists_every_option_with_its_configuration_key_and_environment_variable()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the sample test runs a Linux process");
+        using SampleProcess help = SampleProcess.Launch("EchoServer", "--help");
+        Assert.True(help.Process.WaitForExit(30_000), "the sample did not exit");
+        help.Process.WaitForExit();
+        Assert.Equal(0, help.Process.ExitCode);
+        string text = string.Join("\n", help.Stdout);
+        _output.WriteLine(text);
+        foreach ((string flag, string key) in new[]
+        {
+            ("--host", "Host"), ("--port", "Port"), ("--backend", "Backend"), ("--loops", "Loops"), ("--trigger", "Trigger"),
+            ("--accept-mode", "AcceptMode"), ("--max-connections", "MaxConnections"), ("--idle-timeout", "IdleTimeout"),
+            ("--drain-timeout", "DrainTimeout"), ("--systemd", "Systemd"), ("--callback-budget", "CallbackBudget"),
+        })
+        {
+            Assert.Contains(help.Stdout, l => l.TrimStart().StartsWith(flag + " ", StringComparison.Ordinal) && l.Contains("EchoServer:" + key + " ", StringComparison.Ordinal) && l.Contains("EchoServer__" + key + " ", StringComparison.Ordinal));
+        }
+    }
+
+    [SkippableTheory]
+    [InlineData("--port 70000", "--port (EchoServer:Port)")]
+    [InlineData("--accept-mode sideways", "--accept-mode (EchoServer:AcceptMode)")]
+    [InlineData("--loops many", "EchoServer:Loops")]
+    [InlineData("--frobnicate 1", "Unknown option --frobnicate")]
+    [InlineData("--port", "--port needs a value")]
+    public void EchoServer_rejects_a_bad_option_naming_it(string arguments, string expected)
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the sample test runs a Linux process");
+        using SampleProcess server = SampleProcess.Launch("EchoServer", arguments);
+        Assert.True(server.Process.WaitForExit(30_000), "the sample did not exit");
+        server.Process.WaitForExit();
+        Assert.Equal(2, server.Process.ExitCode);
+        Assert.Contains(server.Stderr, l => l.Contains(expected, StringComparison.Ordinal));
+    }
+
     [SkippableFact]
     public void ThreadedEchoServer_serves_at_most_max_connections_and_the_next_once_one_ends()
     {
@@ -129,6 +213,19 @@ public class SampleTests
         server.Process.WaitForExit(); // and its output has been read
         Assert.Equal(2, server.Process.ExitCode);
         Assert.Contains(server.Stderr, l => l.Contains("--max-connections", StringComparison.Ordinal));
+    }
+
+    private static int FreePort()
+    {
+        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)probe.LocalEndPoint!).Port;
+    }
+
+    private static void AssertEchoes(SampleProcess server, byte value)
+    {
+        using Socket client = EchoServer.ConnectTo(server.EndPoint);
+        AssertEchoes(client, value);
     }
 
     private static void AssertEchoes(Socket socket, byte value)

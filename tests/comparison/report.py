@@ -536,6 +536,10 @@ def write(results, docs):
     old = read_proxy_section(docs)
     if old:
         text = insert_proxy_section(text, old)
+    # So does the metrics-listener section (from MetricsBenchmarks, written by hand), after the proxy's.
+    kept = read_kept_section(docs, METRICS_BEGIN, METRICS_END)
+    if kept:
+        text = insert_kept_section(text, kept, METRICS_BEGIN, METRICS_END)
     with open(os.path.join(docs, "benchmarks.md"), "w") as f:
         f.write(text)
 
@@ -933,6 +937,32 @@ if __name__ == "__main__":
 
 PROXY_BEGIN = "<!-- proxy:begin (written by tests/comparison/run --proxy) -->"
 PROXY_END = "<!-- proxy:end -->"
+
+
+METRICS_BEGIN = "<!-- metrics:begin (written by hand from tests/EpollSharp.Benchmarks MetricsBenchmarks) -->"
+METRICS_END = "<!-- metrics:end -->"
+
+
+def read_kept_section(docs, begin, end):
+    """The block between begin and end in docs/benchmarks.md, markers included; None when absent."""
+    try:
+        with open(os.path.join(docs, "benchmarks.md")) as f:
+            text = f.read()
+    except OSError:
+        return None
+    i, j = text.find(begin), text.find(end)
+    return text[i:j + len(end)] if i >= 0 and j > i else None
+
+
+def insert_kept_section(text, block, begin, end):
+    """Replaces the block in text, or puts it before "## Reproduce" (at the end without one)."""
+    i, j = text.find(begin), text.find(end)
+    if i >= 0 and j > i:
+        return text[:i] + block + text[j + len(end):]
+    k = text.find("\n## Reproduce")
+    if k < 0:
+        return text.rstrip("\n") + "\n\n" + block + "\n"
+    return text[:k + 1] + block + "\n\n" + text[k + 1:]
 
 
 def read_proxy_section(docs):

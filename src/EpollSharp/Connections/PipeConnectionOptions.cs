@@ -13,7 +13,7 @@ namespace EpollSharp.Connections;
 /// called); changing them afterwards has no effect on it. Each threshold is checked when set; that a resume threshold is
 /// not above its pause threshold is checked then too (<see cref="Validate"/>).
 /// </remarks>
-public sealed class PipeConnectionOptions
+public sealed partial class PipeConnectionOptions
 {
     private long _inputPauseThreshold = 1024 * 1024;
     private long _inputResumeThreshold = 512 * 1024;
@@ -96,7 +96,12 @@ public sealed class PipeConnectionOptions
         {
             throw new ArgumentOutOfRangeException(nameof(OutputResumeThreshold), OutputResumeThreshold, $"OutputResumeThreshold must not be above OutputPauseThreshold ({OutputPauseThreshold}).");
         }
+
+        ValidateTls();
     }
+
+    /// <summary>Checks the TLS settings (only where they exist: see PipeConnectionOptions.Tls.cs).</summary>
+    partial void ValidateTls();
 
     internal PipeConnectionOptions Clone() => (PipeConnectionOptions)MemberwiseClone();
 

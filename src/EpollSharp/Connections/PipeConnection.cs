@@ -133,7 +133,8 @@ public sealed partial class PipeConnection : IAsyncDisposable
     /// Dials <paramref name="endPoint"/> from <paramref name="loop"/> and returns the connection as pipes, for the caller to
     /// drive: write to <see cref="Transport"/>'s output, read its input, and end with <see cref="DisposeAsync"/> (graceful)
     /// or <see cref="Abort"/>. The task completes once the connection is made, faults with a <see cref="ConnectException"/>,
-    /// or is canceled, as <see cref="Connection.ConnectAsync"/>'s does.
+    /// or is canceled, as <see cref="Connection.ConnectAsync"/>'s does. With <see cref="PipeConnectionOptions.RunContinuationsOnLoop"/>,
+    /// code after an <c>await</c> on the pipes resumes on the loop thread, where it must never block.
     /// </summary>
     /// <param name="loop">The loop the connection will live on.</param>
     /// <param name="endPoint">An <see cref="IPEndPoint"/>, a <see cref="DnsEndPoint"/>, or a <c>UnixDomainSocketEndPoint</c>.</param>

@@ -220,6 +220,7 @@ public class PipeConnectionTests
         WaitForStall(() => Interlocked.Read(ref sent), "the client's send");
         Assert.True(sender.IsAlive, "all 16 MiB went through although the application reads nothing");
         Connection connection = Last(started);
+        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => connection.IsReceivingPaused), "receiving pauses");
         (bool paused, long received) = server.Harness.Invoke(() => (connection.IsReceivingPaused, connection.BytesReceived));
         _output.WriteLine($"{backend} {mode} onLoop={onLoop}: client stalled after {Interlocked.Read(ref sent):N0} bytes; the server read {received:N0}");
         Assert.True(paused, "receiving is not paused");
@@ -651,6 +652,100 @@ public class PipeConnectionTests
         _output.WriteLine($"{backend} onLoop={onLoop}: {Clients} clients in {sw.ElapsedMilliseconds} ms");
         LoopHarness.WaitUntil(() => server.Listener.ConnectionCount == 0, "every connection closes");
         server.AssertNoLoopErrors();
+    }
+
+    /// <summary>
+    /// 250 connections at once, each ending its own way (the client half-closes, the client resets, the application aborts,
+    /// completes its output early, or throws): every application finishes, every ConnectionClosed fires, every connection
+    /// closes, and only the exceptions the applications threw reach the loop.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public async Task Many_connections_ending_every_way_at_once(EventLoopBackend backend, bool onLoop)
+    {
+        const int Clients = 250;
+        int appsDone = 0;
+        int closedFired = 0;
+        var handler = new PipeConnectionHandler(
+            async c =>
+            {
+                c.ConnectionClosed.Register(() => Interlocked.Increment(ref closedFired));
+                try
+                {
+                    PipeReader input = c.Transport.Input;
+                    ReadResult first = await input.ReadAsync();
+                    byte command = first.Buffer.FirstSpan[0];
+                    input.AdvanceTo(first.Buffer.Start);
+                    switch (command)
+                    {
+                        case 2:
+                            c.Abort();
+                            break;
+                        case 3:
+                            ReadResult again = await input.ReadAtLeastAsync(1000);
+                            await c.Transport.Output.WriteAsync(again.Buffer.ToArray());
+                            input.AdvanceTo(again.Buffer.End);
+                            await c.Transport.Output.CompleteAsync();
+                            break;
+                        case 4:
+                            throw new InvalidOperationException("command 4");
+                        default:
+                            await Echo(c);
+                            break;
+                    }
+                }
+                finally
+                {
+                    Interlocked.Increment(ref appsDone);
+                }
+            },
+            Options(onLoop));
+        using var server = new EchoServer(backend, handler);
+        Task[] clients = Enumerable.Range(0, Clients).Select(async i =>
+        {
+            byte command = (byte)(i % 5);
+            using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            await client.ConnectAsync(server.EndPoint);
+            byte[] data = SocketTestExtensions.Pattern(i, command == 3 ? 1000 : 1 + (i * 997 % 20_000));
+            data[0] = command;
+            await client.SendAllAsync(data);
+            var buffer = new byte[65536];
+            try
+            {
+                switch (command)
+                {
+                    case 0:
+                        Assert.Equal(data, await client.ReceiveExactlyAsync(data.Length));
+                        client.Shutdown(SocketShutdown.Send);
+                        Assert.Equal(0, await client.ReceiveAsync(buffer, SocketFlags.None));
+                        break;
+                    case 1:
+                        Assert.Equal(data, await client.ReceiveExactlyAsync(data.Length));
+                        client.LingerState = new LingerOption(true, 0);
+                        break;
+                    case 3:
+                        Assert.Equal(data, await client.ReceiveExactlyAsync(data.Length));
+                        Assert.Equal(0, await client.ReceiveAsync(buffer, SocketFlags.None));
+                        break;
+                    default:
+                        // Aborted or faulted: a reset (or, had it raced, an end of stream), never data.
+                        while (await client.ReceiveAsync(buffer, SocketFlags.None) > 0)
+                        {
+                        }
+
+                        break;
+                }
+            }
+            catch (SocketException e) when (command is 2 or 4 && e.SocketErrorCode == SocketError.ConnectionReset)
+            {
+            }
+        }).ToArray();
+        await Task.WhenAll(clients).WaitAsync(TimeSpan.FromSeconds(60));
+        LoopHarness.WaitUntil(() => Volatile.Read(ref appsDone) == Clients, $"every application finishes ({Volatile.Read(ref appsDone)} of {Clients})", 20);
+        LoopHarness.WaitUntil(() => Volatile.Read(ref closedFired) == Clients, $"every ConnectionClosed fires ({Volatile.Read(ref closedFired)} of {Clients})", 20);
+        LoopHarness.WaitUntil(() => server.Listener.ConnectionCount == 0, "every connection closes", 20);
+        Assert.Equal(Clients / 5, server.Errors.Count);
+        Assert.All(server.Errors, e => Assert.Equal("command 4", Assert.IsType<InvalidOperationException>(e).Message));
     }
 
     /// <summary>The loop is disposed under open pipe connections: the application's read ends with an IOException and ConnectionClosed fires; nothing is thrown anywhere else.</summary>

@@ -556,6 +556,67 @@ public class TlsTests
 
     [SkippableTheory]
     [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
+    public void A_forged_record_after_the_handshake_resets_the_connection_and_fails_the_read(EventLoopBackend backend)
+    {
+        Measured("forged record", () =>
+        {
+            var outcome = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
+            using var server = new Server(backend, async c =>
+            {
+                PipeReader input = c.Transport.Input;
+                try
+                {
+                    while (true)
+                    {
+                        ReadResult result = await input.ReadAsync();
+                        input.AdvanceTo(result.Buffer.End);
+                        if (result.IsCompleted)
+                        {
+                            outcome.TrySetResult(null);
+                            return;
+                        }
+                    }
+                }
+                catch (Exception ex)
+                {
+                    outcome.TrySetResult(ex);
+                }
+            }, ServerOptions());
+
+            using (Socket client = server.Connect())
+            using (var ssl = new SslStream(new NetworkStream(client, ownsSocket: false)))
+            {
+                ssl.AuthenticateAsClient(ClientSsl(SslProtocols.Tls12));
+                ssl.Write(new byte[100]);
+
+                // A whole application-data record of 100 bytes that were never encrypted with the session's keys.
+                byte[] forged = SocketTestExtensions.Pattern(99, 105);
+                forged[0] = 0x17;
+                forged[1] = 0x03;
+                forged[2] = 0x03;
+                forged[3] = 0x00;
+                forged[4] = 100;
+                client.Send(forged);
+                Exception? error = outcome.Task.WaitAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
+                _output.WriteLine("the application's read: " + error);
+                Assert.IsAssignableFrom<IOException>(error);
+                try
+                {
+                    client.ReceiveToEnd();
+                }
+                catch (SocketException ex)
+                {
+                    Assert.Equal(SocketError.ConnectionReset, ex.SocketErrorCode);
+                }
+            }
+
+            server.AssertClosedAndClean(expectedStarts: 1);
+            Assert.Equal(ConnectionCloseReason.Aborted, Assert.Single(server.CloseReasons));
+        });
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
     public void Sixteen_MiB_each_way_through_TLS(EventLoopBackend backend)
     {
         Measured("16 MiB TLS", () =>

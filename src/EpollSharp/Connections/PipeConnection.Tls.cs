@@ -116,11 +116,13 @@ public sealed partial class PipeConnection
             pauseWriterThreshold: _options.OutputPauseThreshold,
             resumeWriterThreshold: _options.OutputPauseThreshold == 0 ? 0 : _options.OutputResumeThreshold,
             useSynchronizationContext: false));
-        _tlsOutputReader = output.Reader;
+        Volatile.Write(ref _tlsOutputReader, output.Reader);
         Transport = new DuplexPipe(input.Reader, output.Writer);
         _tlsPumps = 2;
         _ = PumpTlsInputAsync(ssl, input.Writer);
         _ = PumpTlsOutputAsync(ssl, output.Reader);
+        // Either this sees the close, or OnClosedTls sees the output reader (the barriers order each side's store before its load).
+        Interlocked.MemoryBarrier();
         if (_closedForTls)
         {
             // Closed while the pipes were being made: OnClosedTls may have missed the output reader.
@@ -281,7 +283,8 @@ public sealed partial class PipeConnection
     partial void OnClosedTls()
     {
         _closedForTls = true;
-        _tlsOutputReader?.CancelPendingRead();
+        Interlocked.MemoryBarrier();
+        Volatile.Read(ref _tlsOutputReader)?.CancelPendingRead();
     }
 }
 #endif

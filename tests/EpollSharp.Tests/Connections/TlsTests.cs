@@ -324,6 +324,9 @@ public class TlsTests
 
             server.AssertClosedAndClean(expectedStarts: 1);
             Assert.Equal(ClientCertificate.Thumbprint, Assert.Single(seen));
+
+            // Reported after the reset: the connection may be counted out a moment before.
+            LoopHarness.WaitUntil(() => !failures.IsEmpty, "the failure is reported");
             Exception failure = Assert.Single(failures);
             _output.WriteLine("reported: " + failure);
         });

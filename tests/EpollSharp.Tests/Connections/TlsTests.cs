@@ -819,7 +819,11 @@ public class TlsTests
         public void AssertClosedAndClean(int expectedStarts, int? maxStarts = null)
         {
             LoopHarness.WaitUntil(() => _inner.Listener.ConnectionCount == 0, "every connection closes", seconds: 15);
-            Assert.InRange(Volatile.Read(ref _starts), expectedStarts, maxStarts ?? expectedStarts);
+            int starts = Volatile.Read(ref _starts);
+            Assert.InRange(starts, expectedStarts, maxStarts ?? expectedStarts);
+
+            // ConnectionClosed fires on the thread pool, just after the listener has counted the connection out.
+            LoopHarness.WaitUntil(() => CloseReasons.Count == starts, "every started connection's ConnectionClosed fires");
             _inner.AssertNoLoopErrors();
         }
 

@@ -136,15 +136,17 @@ internal sealed class DuplexPipeStream : Stream
     private async ValueTask<int> ReadCoreAsync(Memory<byte> destination, CancellationToken cancellationToken)
     {
         ThrowIfDisposed();
-        if (destination.IsEmpty)
-        {
-            return 0;
-        }
-
         while (true)
         {
             ReadResult result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
             ReadOnlySequence<byte> buffer = result.Buffer;
+            if (destination.IsEmpty && !buffer.IsEmpty)
+            {
+                // A zero-byte read (SslStream's and others' way to wait for data without a buffer): data is there; take none.
+                _input.AdvanceTo(buffer.Start);
+                return 0;
+            }
+
             if (!buffer.IsEmpty)
             {
                 int n = (int)Math.Min(buffer.Length, destination.Length);

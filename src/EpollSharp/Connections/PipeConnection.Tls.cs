@@ -209,8 +209,12 @@ public sealed partial class PipeConnection
                     break;
                 }
 
-                System.Buffers.ReadOnlySequence<byte> buffer = result.Buffer;
-                if (buffer.IsSingleSegment)
+                ReadOnlySequence<byte> buffer = result.Buffer;
+                if (buffer.IsEmpty)
+                {
+                    // A flush of nothing, or the completion alone: no empty record.
+                }
+                else if (buffer.IsSingleSegment)
                 {
                     await ssl.WriteAsync(buffer.First).ConfigureAwait(false);
                 }

@@ -17,12 +17,20 @@ internal sealed class DuplexPipeStream : Stream
 {
     private readonly PipeReader _input;
     private readonly PipeWriter _output;
+
+    /// <summary>
+    /// Taken around each write when writes may overlap: under an SslStream, which may answer the peer (a key update, a
+    /// renegotiation) from inside a read while the application's data is being written; a PipeWriter takes one writer at
+    /// a time. Null for the application's stream, whose writes are the application's to order.
+    /// </summary>
+    private readonly SemaphoreSlim? _writeLock;
     private int _disposed;
 
-    public DuplexPipeStream(IDuplexPipe pipe)
+    public DuplexPipeStream(IDuplexPipe pipe, bool serializeWrites = false)
     {
         _input = pipe.Input;
         _output = pipe.Output;
+        _writeLock = serializeWrites ? new SemaphoreSlim(1, 1) : null;
     }
 
     public override bool CanRead => true;
@@ -85,11 +93,8 @@ internal sealed class DuplexPipeStream : Stream
 
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => ReadCoreAsync(buffer, cancellationToken);
 
-    public override void Write(ReadOnlySpan<byte> buffer)
-    {
-        _output.Write(buffer);
-        FlushCoreAsync(CancellationToken.None).AsTask().GetAwaiter().GetResult();
-    }
+    public override void Write(ReadOnlySpan<byte> buffer) =>
+        WriteCoreAsync(buffer.ToArray(), CancellationToken.None).AsTask().GetAwaiter().GetResult();
 
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) => WriteCoreAsync(buffer, cancellationToken);
 
@@ -173,15 +178,21 @@ internal sealed class DuplexPipeStream : Stream
     private async ValueTask WriteCoreAsync(ReadOnlyMemory<byte> source, CancellationToken cancellationToken)
     {
         ThrowIfDisposed();
-        FlushResult result = await _output.WriteAsync(source, cancellationToken).ConfigureAwait(false);
-        Check(result);
-    }
+        if (_writeLock is null)
+        {
+            Check(await _output.WriteAsync(source, cancellationToken).ConfigureAwait(false));
+            return;
+        }
 
-    private async ValueTask FlushCoreAsync(CancellationToken cancellationToken)
-    {
-        ThrowIfDisposed();
-        FlushResult result = await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
-        Check(result);
+        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            Check(await _output.WriteAsync(source, cancellationToken).ConfigureAwait(false));
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
     }
 
     /// <summary>A flush that found the output's reader completed: the connection is closing, and the bytes will not be sent.</summary>

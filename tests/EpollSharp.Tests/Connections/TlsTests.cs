@@ -252,6 +252,44 @@ public class TlsTests
         });
     }
 
+    /// <summary>With RunContinuationsOnLoop on both sides: the application (pipes, not the stream) and the dialing caller's awaits on the loops.</summary>
+    [SkippableTheory]
+    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
+    public void Tls_with_the_application_on_the_loop_both_sides(EventLoopBackend backend)
+    {
+        Measured("TLS on the loop", () =>
+        {
+            PipeConnectionOptions serverOptions = ServerOptions();
+            serverOptions.RunContinuationsOnLoop = true;
+            var onLoop = new ConcurrentQueue<bool>();
+            using var server = new Server(backend, async c =>
+            {
+                onLoop.Enqueue(c.Connection.Loop.IsOnLoopThread);
+                await PipeConnectionTests.Echo(c);
+                onLoop.Enqueue(c.Connection.Loop.IsOnLoopThread);
+            }, serverOptions);
+            using (var loop = new RunningLoop(backend))
+            {
+                var options = new PipeConnectionOptions { RunContinuationsOnLoop = true, TlsClient = new TlsClientOptions(ClientSsl(SslProtocols.Tls13)) };
+                PipeConnection connection = PipeConnection.ConnectAsync(loop.Loop, server.EndPoint, options).WaitAsync(TimeSpan.FromSeconds(20)).GetAwaiter().GetResult();
+                Assert.Equal(SslProtocols.Tls13, connection.Tls!.SslProtocol);
+                int seed = 20;
+                foreach (int size in new[] { 1, 16 * 1024 + 1, 1024 * 1024, 4 * 1024 * 1024 + 3 })
+                {
+                    byte[] data = SocketTestExtensions.Pattern(seed++, size);
+                    Assert.True(data.AsSpan().SequenceEqual(RoundTripAsync(connection.AsStream(), data).GetAwaiter().GetResult()), $"echo of {size:N0} bytes differs");
+                }
+
+                connection.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
+                Assert.Equal(ConnectionCloseReason.Completed, connection.Connection.CloseReason);
+                Assert.Empty(loop.Errors);
+            }
+
+            server.AssertClosedAndClean(expectedStarts: 1);
+            Assert.Equal(new[] { true, true }, onLoop.ToArray());
+        });
+    }
+
     [SkippableTheory]
     [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
     public void Alpn_selects_the_servers_first_protocol_the_client_offers(EventLoopBackend backend)

@@ -40,6 +40,7 @@ public sealed class PipeConnectionHandler : ConnectionHandler
     /// <param name="options">The pipes' settings; null for the defaults. Read once, here.</param>
     /// <exception cref="ArgumentNullException"><paramref name="application"/> is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A resume threshold of <paramref name="options"/> is above its pause threshold.</exception>
+    /// <exception cref="ArgumentException">The <c>TlsServer</c> options of <paramref name="options"/> have no server certificate.</exception>
     public PipeConnectionHandler(Func<PipeConnection, Task> application, PipeConnectionOptions? options = null)
         : this(options)
     {

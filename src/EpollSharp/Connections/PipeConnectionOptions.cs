@@ -83,8 +83,9 @@ public sealed partial class PipeConnectionOptions
     /// </summary>
     public bool RunContinuationsOnLoop { get; set; }
 
-    /// <summary>Checks that each resume threshold is not above its pause threshold (when that one is not 0).</summary>
+    /// <summary>Checks that each resume threshold is not above its pause threshold (when that one is not 0), and that TLS server options have a certificate.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A resume threshold is above its pause threshold.</exception>
+    /// <exception cref="ArgumentException">The <c>TlsServer</c> options have no server certificate.</exception>
     public void Validate()
     {
         if (InputPauseThreshold > 0 && InputResumeThreshold > InputPauseThreshold)

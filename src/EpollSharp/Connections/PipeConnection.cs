@@ -38,6 +38,7 @@ public sealed partial class PipeConnection : IAsyncDisposable
     private readonly Pipe _input;
     private readonly Pipe _output;
     private readonly bool _continuationsOnLoop;
+    private readonly PipeConnectionOptions _options;
     private readonly CancellationTokenSource _closed = new();
     private readonly CancellationTokenSource _closeRequested = new();
     private readonly TaskCompletionSource<bool> _closedTask = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -52,6 +53,7 @@ public sealed partial class PipeConnection : IAsyncDisposable
     internal PipeConnection(Connection connection, PipeConnectionOptions options)
     {
         Connection = connection;
+        _options = options;
         _continuationsOnLoop = options.RunContinuationsOnLoop;
         PipeScheduler application = _continuationsOnLoop ? new LoopPipeScheduler(connection.Loop) : PipeScheduler.ThreadPool;
 
@@ -88,7 +90,19 @@ public sealed partial class PipeConnection : IAsyncDisposable
     /// The application's ends of the two pipes: <see cref="IDuplexPipe.Input"/> yields what the peer sent;
     /// <see cref="IDuplexPipe.Output"/> takes what to send (sent once flushed).
     /// </summary>
-    public IDuplexPipe Transport { get; }
+    public IDuplexPipe Transport { get; private set; }
+
+    /// <summary>
+    /// A duplex <see cref="Stream"/> over <see cref="Transport"/>, for code that wants a stream: a read returns what the
+    /// input holds (0 at the peer's end of stream), a write goes to the output and is flushed at once (waiting while the
+    /// output is at its pause threshold), <c>Flush</c> does nothing more, and disposing the stream ends the connection
+    /// gracefully as <see cref="DisposeAsync"/> does. Reads and writes take a cancellation token; a reset or another error
+    /// makes them throw the pipes' <see cref="IOException"/>, and a write after the connection closed throws an
+    /// <see cref="IOException"/> too. Over TLS the stream carries the decrypted bytes. Make one stream per connection, and
+    /// do not use <see cref="Transport"/> beside it.
+    /// </summary>
+    /// <returns>A new stream over <see cref="Transport"/>.</returns>
+    public Stream AsStream() => new DuplexPipeStream(Transport);
 
     /// <summary>
     /// Fires when the connection has closed (in order, reset, or aborted) and both pipes are completed. Its callbacks run on
@@ -138,7 +152,18 @@ public sealed partial class PipeConnection : IAsyncDisposable
         Task<Connection> connecting = Connection.ConnectAsync(loop, endPoint, handler, connectOptions, cancellationToken);
         return Connected(connecting);
 
-        static async Task<PipeConnection> Connected(Task<Connection> connecting) => (PipeConnection)(await connecting.ConfigureAwait(false)).UserState!;
+        static async Task<PipeConnection> Connected(Task<Connection> connecting)
+        {
+            var connection = (PipeConnection)(await connecting.ConfigureAwait(false)).UserState!;
+#if NET5_0_OR_GREATER
+            if (connection.TlsReady is { } handshake)
+            {
+                // With PipeConnectionOptions.TlsClient: returned once the handshake succeeded; its failure is the task's.
+                await handshake.ConfigureAwait(false);
+            }
+#endif
+            return connection;
+        }
     }
 
     /// <summary>
@@ -166,8 +191,8 @@ public sealed partial class PipeConnection : IAsyncDisposable
     /// <returns>A task that completes when the connection has closed.</returns>
     public ValueTask DisposeAsync()
     {
-        _output.Writer.Complete();
-        _input.Reader.Complete();
+        Transport.Output.Complete();
+        Transport.Input.Complete();
         return new ValueTask(_closedTask.Task);
     }
 
@@ -175,8 +200,35 @@ public sealed partial class PipeConnection : IAsyncDisposable
     internal void Start(Func<PipeConnection, Task>? application)
     {
         PumpOutput();
+#if NET5_0_OR_GREATER
+        TlsOptions? tls = Connection.Listener is null ? _options.TlsClient : _options.TlsServer;
+        if (tls is not null)
+        {
+            // The handshake first; the application only once it succeeded (PipeConnection.Tls.cs).
+            StartTls(tls, application);
+            return;
+        }
+#endif
+        StartApplication(application);
+    }
+
+    /// <summary>Starts the application: inline when its continuations run on the loop and this is the loop thread, else where they run.</summary>
+    private void StartApplication(Func<PipeConnection, Task>? application)
+    {
         if (application is null)
         {
+            return;
+        }
+
+        if (_continuationsOnLoop && !Connection.Loop.IsOnLoopThread)
+        {
+            if (!Connection.Loop.TryPost(static state => { var (c, a) = ((PipeConnection, Func<PipeConnection, Task>))state!; c.StartApplication(a); }, (this, application)))
+            {
+                // The loop is gone, and the connection with it.
+                Transport.Output.Complete();
+                Transport.Input.Complete();
+            }
+
             return;
         }
 
@@ -211,6 +263,7 @@ public sealed partial class PipeConnection : IAsyncDisposable
     {
         _isClosed = true;
         _closeError = CloseError(Connection);
+        OnClosedTls();
         CompleteInputWriter(_closeError);
         StopOutput();
         Dispatch(s_fireClosed, s_fireClosedOnPool);
@@ -240,6 +293,9 @@ public sealed partial class PipeConnection : IAsyncDisposable
             : new IOException(message, new SocketException((int)connection.SocketError));
     }
 
+    /// <summary>The connection closed: the TLS layer's output pump stops (only when TLS is on; see PipeConnection.Tls.cs).</summary>
+    partial void OnClosedTls();
+
     private void AbortOnLoop()
     {
         if (!Connection.IsClosed)
@@ -254,8 +310,8 @@ public sealed partial class PipeConnection : IAsyncDisposable
         if (!Connection.Loop.TryPost(s_applicationCompletedOnLoop, this))
         {
             // The loop is gone (and the connection with it): release the pipes here.
-            _output.Writer.Complete();
-            _input.Reader.Complete();
+            Transport.Output.Complete();
+            Transport.Input.Complete();
         }
     }
 
@@ -284,8 +340,8 @@ public sealed partial class PipeConnection : IAsyncDisposable
             Connection.AbortFor(ConnectionCloseReason.HandlerFault);
         }
 
-        _output.Writer.Complete();
-        _input.Reader.Complete();
+        Transport.Output.Complete();
+        Transport.Input.Complete();
         if (fault is not null)
         {
             ExceptionDispatchInfo.Capture(fault).Throw();

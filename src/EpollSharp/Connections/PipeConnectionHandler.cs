@@ -19,6 +19,10 @@ namespace EpollSharp.Connections;
 /// <see cref="PipeConnection.Abort"/>, resets it; a task that faults resets it as well
 /// (<see cref="ConnectionCloseReason.HandlerFault"/>) and its exception goes to the loop, as a handler callback's would.
 /// See <c>docs/connections.md</c>, "Pipes", for every rule and how it compares with Kestrel's.</para>
+/// <para>TLS (net8.0 and later): with <c>PipeConnectionOptions.TlsServer</c> (accepted connections) or <c>TlsClient</c>
+/// (dialed ones) the handler runs the handshake first and starts the application only once it succeeded, with a
+/// <see cref="PipeConnection.Transport"/> that carries the decrypted bytes; a handshake that fails or times out resets the
+/// connection without calling the application. See <c>docs/connections.md</c>, "Streams and TLS".</para>
 /// <para>The handler keeps each connection's <see cref="PipeConnection"/> in <see cref="Connection.UserState"/>: leave that
 /// property alone (a <c>userState</c> given to <see cref="Connection.Connect"/> is replaced).</para>
 /// </remarks>
@@ -36,6 +40,7 @@ public sealed class PipeConnectionHandler : ConnectionHandler
     /// <param name="options">The pipes' settings; null for the defaults. Read once, here.</param>
     /// <exception cref="ArgumentNullException"><paramref name="application"/> is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A resume threshold of <paramref name="options"/> is above its pause threshold.</exception>
+    /// <exception cref="ArgumentException">The <c>TlsServer</c> options of <paramref name="options"/> have no server certificate.</exception>
     public PipeConnectionHandler(Func<PipeConnection, Task> application, PipeConnectionOptions? options = null)
         : this(options)
     {

@@ -13,7 +13,7 @@ namespace EpollSharp.Connections;
 /// called); changing them afterwards has no effect on it. Each threshold is checked when set; that a resume threshold is
 /// not above its pause threshold is checked then too (<see cref="Validate"/>).
 /// </remarks>
-public sealed class PipeConnectionOptions
+public sealed partial class PipeConnectionOptions
 {
     private long _inputPauseThreshold = 1024 * 1024;
     private long _inputResumeThreshold = 512 * 1024;
@@ -83,8 +83,9 @@ public sealed class PipeConnectionOptions
     /// </summary>
     public bool RunContinuationsOnLoop { get; set; }
 
-    /// <summary>Checks that each resume threshold is not above its pause threshold (when that one is not 0).</summary>
+    /// <summary>Checks that each resume threshold is not above its pause threshold (when that one is not 0), and that TLS server options have a certificate.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A resume threshold is above its pause threshold.</exception>
+    /// <exception cref="ArgumentException">The <c>TlsServer</c> options have no server certificate.</exception>
     public void Validate()
     {
         if (InputPauseThreshold > 0 && InputResumeThreshold > InputPauseThreshold)
@@ -96,7 +97,12 @@ public sealed class PipeConnectionOptions
         {
             throw new ArgumentOutOfRangeException(nameof(OutputResumeThreshold), OutputResumeThreshold, $"OutputResumeThreshold must not be above OutputPauseThreshold ({OutputPauseThreshold}).");
         }
+
+        ValidateTls();
     }
+
+    /// <summary>Checks the TLS settings (only where they exist: see PipeConnectionOptions.Tls.cs).</summary>
+    partial void ValidateTls();
 
     internal PipeConnectionOptions Clone() => (PipeConnectionOptions)MemberwiseClone();
 

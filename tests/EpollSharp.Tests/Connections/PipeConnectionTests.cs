@@ -49,7 +49,7 @@ public class PipeConnectionTests
         }
     }
 
-    private static PipeConnectionOptions Options(bool onLoop) => new() { RunContinuationsOnLoop = onLoop };
+    internal static PipeConnectionOptions Options(bool onLoop) => new() { RunContinuationsOnLoop = onLoop };
 
     /// <summary>Sends <paramref name="data"/> on a thread of its own while this one reads the echo: no deadlock for any size.</summary>
     private static byte[] RoundTrip(Socket client, byte[] data)
@@ -802,70 +802,6 @@ public class PipeConnectionTests
     }
 
     /// <summary>
-    /// Steady-state echo of 64-byte messages through the pipes allocates nothing per message with the application on the
-    /// loop (every continuation there; measured on the loop thread, and process-wide). With thread-pool continuations
-    /// the process-wide figure is reported.
-    /// </summary>
-    [SkippableTheory]
-    [MemberData(nameof(BackendsAndModes))]
-    public void Small_message_echo_through_pipes_allocates_nothing_per_message(EventLoopBackend backend, bool onLoop)
-    {
-        const int Messages = 10_000;
-        var started = new ConcurrentQueue<PipeConnection>();
-        var handler = new PipeConnectionHandler(Tracked(started, Echo), Options(onLoop));
-        using var server = new EchoServer(backend, handler);
-        using Socket client = server.Connect();
-        byte[] message = SocketTestExtensions.Pattern(1, 64);
-        byte[] echo = new byte[64];
-        void RoundTrips(int count)
-        {
-            for (int i = 0; i < count; i++)
-            {
-                client.Send(message);
-                int total = 0;
-                while (total < echo.Length)
-                {
-                    total += client.Receive(echo, total, echo.Length - total, SocketFlags.None);
-                }
-            }
-        }
-
-        RoundTrips(2_000);
-
-        // Three windows: the loop thread's figure is exact; the process-wide one also counts whatever else the test host
-        // does meanwhile (threads of earlier tests winding down), which only adds, so the smallest window is the figure.
-        long loopTotal = 0;
-        long processMin = long.MaxValue;
-        for (int window = 0; window < 3; window++)
-        {
-            long loopBefore = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
-            long processBefore = GC.GetTotalAllocatedBytes(precise: true);
-            var sw = Stopwatch.StartNew();
-            RoundTrips(Messages);
-            sw.Stop();
-            long processAfter = GC.GetTotalAllocatedBytes(precise: true);
-            long loopAfter = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
-            Assert.Equal(message, echo);
-            long loop = loopAfter - loopBefore;
-            long process = processAfter - processBefore;
-            loopTotal += loop;
-            processMin = Math.Min(processMin, process);
-            _output.WriteLine(
-                $"{backend} onLoop={onLoop}: {Messages:N0} echoes in {sw.ElapsedMilliseconds} ms ({sw.Elapsed.TotalMilliseconds * 1000 / Messages:F1} µs round trip); " +
-                $"loop thread {loop:N0} B ({loop / (double)Messages:F3} per message), process {process:N0} B ({process / (double)Messages:F3} per message)");
-        }
-
-        Assert.True(loopTotal < 1024, $"{loopTotal} bytes allocated on the loop thread for {3 * Messages:N0} messages");
-        if (onLoop)
-        {
-            // The whole process: the loop, the application, and this test's client.
-            Assert.True(processMin < 16 * 1024, $"{processMin} bytes allocated in the process for {Messages:N0} messages (the least of three windows)");
-        }
-
-        server.AssertNoLoopErrors();
-    }
-
-    /// <summary>
     /// The continuation trade-off under a little load (epoll, 16 connections of 64-byte ping-pong for 1.5 s per mode, the
     /// clients blocking threads of this process): messages per second and process CPU per message, reported, not asserted
     /// beyond sanity (the docs quote a run).
@@ -915,7 +851,7 @@ public class PipeConnectionTests
     }
 
     /// <summary>Records each PipeConnection the application is started with, then runs <paramref name="application"/>.</summary>
-    private static Func<PipeConnection, Task> Tracked(ConcurrentQueue<PipeConnection> started, Func<PipeConnection, Task> application) => c =>
+    internal static Func<PipeConnection, Task> Tracked(ConcurrentQueue<PipeConnection> started, Func<PipeConnection, Task> application) => c =>
     {
         started.Enqueue(c);
         return application(c);

@@ -106,8 +106,7 @@ internal static class ConnectionMetrics
     internal const int CloseReasonCount = (int)ConnectionCloseReason.LoopDisposed + 1;
     internal const int PauseReasonCount = (int)AcceptPauseReason.Error + 1;
 
-    private static readonly object s_lock = new();
-    private static LoopConnectionStats[] s_stats = Array.Empty<LoopConnectionStats>();
+    private static readonly Native.CopyOnWriteList<LoopConnectionStats> s_stats = new();
 
     private static readonly KeyValuePair<string, object?>[] s_closeReasonTags = Tags("epollsharp.connection.close_reason", CloseReasonCount, i => Snake(((ConnectionCloseReason)i).ToString()));
     private static readonly KeyValuePair<string, object?>[] s_pauseReasonTags = Tags("epollsharp.accept_pause.reason", PauseReasonCount, i => Snake(((AcceptPauseReason)i).ToString()));
@@ -124,35 +123,13 @@ internal static class ConnectionMetrics
         meter.CreateObservableCounter("epollsharp.accept_pauses", ObserveAcceptPauses, "{pause}", "Times a listener paused accepting, by reason (epollsharp.accept_pause.reason).");
     }
 
-    internal static void Add(LoopConnectionStats stats)
-    {
-        lock (s_lock)
-        {
-            var all = new LoopConnectionStats[s_stats.Length + 1];
-            s_stats.CopyTo(all, 0);
-            all[s_stats.Length] = stats;
-            s_stats = all;
-        }
-    }
+    internal static void Add(LoopConnectionStats stats) => s_stats.Add(stats);
 
-    internal static void Remove(LoopConnectionStats stats)
-    {
-        lock (s_lock)
-        {
-            int index = Array.IndexOf(s_stats, stats);
-            if (index >= 0)
-            {
-                var all = new LoopConnectionStats[s_stats.Length - 1];
-                Array.Copy(s_stats, 0, all, 0, index);
-                Array.Copy(s_stats, index + 1, all, index, s_stats.Length - index - 1);
-                s_stats = all;
-            }
-        }
-    }
+    internal static void Remove(LoopConnectionStats stats) => s_stats.Remove(stats);
 
     private static IEnumerable<Measurement<long>> Observe(Func<LoopConnectionStats, long> read)
     {
-        LoopConnectionStats[] all = s_stats;
+        LoopConnectionStats[] all = s_stats.Snapshot;
         var measurements = new Measurement<long>[all.Length];
         for (int i = 0; i < all.Length; i++)
         {
@@ -170,7 +147,7 @@ internal static class ConnectionMetrics
     private static IEnumerable<Measurement<long>> ObserveByReason(Func<LoopConnectionStats, long[]> counts, KeyValuePair<string, object?>[] tags)
     {
         var measurements = new List<Measurement<long>>();
-        foreach (LoopConnectionStats stats in s_stats)
+        foreach (LoopConnectionStats stats in s_stats.Snapshot)
         {
             long[] byReason = counts(stats);
             for (int reason = 1; reason < byReason.Length; reason++)

@@ -12,7 +12,7 @@ namespace EpollSharp;
 internal static class CallbackWatchdog
 {
     private static readonly object s_lock = new();
-    private static EventLoop[] s_loops = Array.Empty<EventLoop>();
+    private static readonly Native.CopyOnWriteList<EventLoop> s_loops = new();
     private static Thread? s_thread;
 
     /// <summary>How often the watchdog looks: a quarter of the smallest budget, from 1 ms to 250 ms.</summary>
@@ -31,10 +31,7 @@ internal static class CallbackWatchdog
     {
         lock (s_lock)
         {
-            var loops = new EventLoop[s_loops.Length + 1];
-            s_loops.CopyTo(loops, 0);
-            loops[s_loops.Length] = loop;
-            s_loops = loops;
+            s_loops.Add(loop);
             if (s_thread is null)
             {
                 s_thread = new Thread(Run) { IsBackground = true, Name = "EpollSharp watchdog" };
@@ -49,24 +46,17 @@ internal static class CallbackWatchdog
     {
         lock (s_lock)
         {
-            int index = Array.IndexOf(s_loops, loop);
-            if (index < 0)
+            if (s_loops.Remove(loop))
             {
-                return;
+                Monitor.PulseAll(s_lock);
             }
-
-            var loops = new EventLoop[s_loops.Length - 1];
-            Array.Copy(s_loops, 0, loops, 0, index);
-            Array.Copy(s_loops, index + 1, loops, index, s_loops.Length - index - 1);
-            s_loops = loops;
-            Monitor.PulseAll(s_lock);
         }
     }
 
     private static TimeSpan IntervalLocked()
     {
         long smallest = long.MaxValue;
-        foreach (EventLoop loop in s_loops)
+        foreach (EventLoop loop in s_loops.Snapshot)
         {
             smallest = Math.Min(smallest, loop.BudgetTicks);
         }
@@ -88,13 +78,13 @@ internal static class CallbackWatchdog
             TimeSpan interval;
             lock (s_lock)
             {
-                if (s_loops.Length == 0)
+                loops = s_loops.Snapshot;
+                if (loops.Length == 0)
                 {
                     s_thread = null;
                     return;
                 }
 
-                loops = s_loops;
                 interval = IntervalLocked();
             }
 

@@ -26,8 +26,7 @@ internal static class LoopMetrics
 
     internal static readonly Meter Meter = new(MeterName, typeof(LoopMetrics).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion);
 
-    private static readonly object s_lock = new();
-    private static EventLoop[] s_loops = Array.Empty<EventLoop>();
+    private static readonly Native.CopyOnWriteList<EventLoop> s_loops = new();
 
     internal static readonly Histogram<int> EventsPerWait = Meter.CreateHistogram<int>(
         "epollsharp.loop.events_per_wait", "{event}", "Readiness events returned by one wait of the backend.");
@@ -55,31 +54,9 @@ internal static class LoopMetrics
     /// <summary>Whether the busy and wait times are being collected (then each iteration reads the clock twice).</summary>
     internal static bool TimingEnabled => s_busyTime.Enabled || s_waitTime.Enabled;
 
-    internal static void Add(EventLoop loop)
-    {
-        lock (s_lock)
-        {
-            var loops = new EventLoop[s_loops.Length + 1];
-            s_loops.CopyTo(loops, 0);
-            loops[s_loops.Length] = loop;
-            s_loops = loops;
-        }
-    }
+    internal static void Add(EventLoop loop) => s_loops.Add(loop);
 
-    internal static void Remove(EventLoop loop)
-    {
-        lock (s_lock)
-        {
-            int index = Array.IndexOf(s_loops, loop);
-            if (index >= 0)
-            {
-                var loops = new EventLoop[s_loops.Length - 1];
-                Array.Copy(s_loops, 0, loops, 0, index);
-                Array.Copy(s_loops, index + 1, loops, index, s_loops.Length - index - 1);
-                s_loops = loops;
-            }
-        }
-    }
+    internal static void Remove(EventLoop loop) => s_loops.Remove(loop);
 
     /// <summary>The lower-case name of a backend, for the backend tag.</summary>
     internal static string BackendName(EventLoopBackend backend) => backend switch
@@ -93,7 +70,7 @@ internal static class LoopMetrics
     private static IEnumerable<Measurement<T>> Observe<T>(Func<EventLoop, T> read)
         where T : struct
     {
-        EventLoop[] loops = s_loops;
+        EventLoop[] loops = s_loops.Snapshot;
         var measurements = new Measurement<T>[loops.Length];
         for (int i = 0; i < loops.Length; i++)
         {

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.IO;
 using Xunit.Abstractions;
@@ -16,33 +15,6 @@ public class CountersToolTests
 
     public CountersToolTests(ITestOutputHelper output) => _output = output;
 
-    private static (int Code, string Output) Dotnet(string workingDirectory, TimeSpan timeout, params string[] args)
-    {
-        var info = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-            WorkingDirectory = workingDirectory,
-        };
-        foreach (string arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-
-        using Process process = Process.Start(info)!;
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit((int)timeout.TotalMilliseconds))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException("dotnet " + string.Join(' ', args) + " did not finish within " + timeout);
-        }
-
-        return (process.ExitCode, stdout.Result + stderr.Result);
-    }
-
     [SkippableFact]
     public void Dotnet_counters_reads_the_EpollSharp_meter_of_the_running_echo_sample()
     {
@@ -54,7 +26,7 @@ public class CountersToolTests
         Directory.CreateDirectory(Path.Combine(root, "artifacts"));
         using (var gate = new FileStream(Path.Combine(root, "artifacts", "tool-restore.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None))
         {
-            (int code, string restore) = Dotnet(root, TimeSpan.FromMinutes(5), "tool", "restore");
+            (int code, string restore) = ProcessTools.RunIn(root, TimeSpan.FromMinutes(5), "dotnet", "tool", "restore");
             Assert.True(code == 0, "dotnet tool restore failed: " + restore);
         }
 
@@ -88,7 +60,7 @@ public class CountersToolTests
         client.Start();
         try
         {
-            (int code, string collect) = Dotnet(root, TimeSpan.FromMinutes(2), "dotnet-counters", "collect", "--process-id", server.Process.Id.ToString(CultureInfo.InvariantCulture),
+            (int code, string collect) = ProcessTools.RunIn(root, TimeSpan.FromMinutes(2), "dotnet", "dotnet-counters", "collect", "--process-id", server.Process.Id.ToString(CultureInfo.InvariantCulture),
                 "--counters", "EpollSharp", "--format", "csv", "--output", output, "--duration", "00:00:00:04");
             _output.WriteLine(collect);
             Assert.True(code == 0, "dotnet-counters collect failed: " + collect);

@@ -192,7 +192,13 @@ public class MetricsTests
 
         // Both become readable while the loop is held, so that one wait returns both events.
         using var hold = new ManualResetEventSlim();
-        loop.Post(() => hold.Wait(10_000));
+        using var held = new ManualResetEventSlim();
+        loop.Post(() =>
+        {
+            held.Set();
+            hold.Wait(10_000);
+        });
+        Assert.True(held.Wait(10_000), "the loop is held");
         a.Peer.Send(new byte[] { 1 });
         b.Peer.Send(new byte[] { 1 });
         Thread.Sleep(50);

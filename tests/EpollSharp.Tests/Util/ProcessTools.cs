@@ -7,13 +7,17 @@ namespace EpollSharp.Tests.Util;
 public static class ProcessTools
 {
     /// <summary>Runs <paramref name="file"/> with <paramref name="args"/>; returns its exit code and stdout+stderr (-1 after 120 s).</summary>
-    public static (int Code, string Output) Run(string file, params string[] args)
+    public static (int Code, string Output) Run(string file, params string[] args) => RunIn(null, TimeSpan.FromSeconds(120), file, args);
+
+    /// <summary>As <see cref="Run"/>, in <paramref name="workingDirectory"/> (null: this process's), for at most <paramref name="timeout"/>.</summary>
+    public static (int Code, string Output) RunIn(string? workingDirectory, TimeSpan timeout, string file, params string[] args)
     {
         var psi = new ProcessStartInfo(file)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
+            WorkingDirectory = workingDirectory ?? string.Empty,
         };
         foreach (string a in args)
         {
@@ -23,10 +27,10 @@ public static class ProcessTools
         using var process = Process.Start(psi)!;
         var stderr = process.StandardError.ReadToEndAsync();
         string stdout = process.StandardOutput.ReadToEnd();
-        if (!process.WaitForExit(120_000))
+        if (!process.WaitForExit((int)timeout.TotalMilliseconds))
         {
-            process.Kill();
-            return (-1, "timed out");
+            process.Kill(entireProcessTree: true);
+            return (-1, "timed out after " + timeout);
         }
 
         return (process.ExitCode, stdout + stderr.Result);

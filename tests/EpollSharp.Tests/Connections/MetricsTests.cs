@@ -253,7 +253,9 @@ public class MetricsTests
         Assert.Equal(3, metrics.Value("epollsharp.closed_connections", "completed"));
         Assert.Equal(sent, metrics.Value("epollsharp.connection.bytes_received"));
         Assert.Equal(sent, metrics.Value("epollsharp.connection.bytes_sent"));
-        Assert.Equal(1, metrics.Value("epollsharp.accept_pauses", "connection_limit"));
+        // At least the pause provoked above (a client that connects just as the previous one closes may meet the limit too).
+        Assert.True(metrics.Value("epollsharp.accept_pauses", "connection_limit") >= 1);
+        Assert.Equal(0, metrics.Value("epollsharp.accept_pauses", "descriptor_limit"));
     }
 
     [SkippableTheory]

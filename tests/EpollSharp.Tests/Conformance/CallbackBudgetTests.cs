@@ -25,9 +25,18 @@ public class CallbackBudgetTests
 
         public SemaphoreSlim Ended { get; } = new(0);
 
-        public void Attach(EventLoop loop) => loop.SlowCallback += (sender, e) =>
+        /// <summary>
+        /// Collects the reports of <paramref name="loop"/> that <paramref name="only"/> accepts: on a loaded machine any
+        /// callback (a posted check of the test, say) may be held past the budget by the scheduler and be reported too.
+        /// </summary>
+        public void Attach(EventLoop loop, Func<SlowCallbackEventArgs, bool>? only = null) => loop.SlowCallback += (sender, e) =>
         {
             Assert.Same(loop, sender);
+            if (only is not null && !only(e))
+            {
+                return;
+            }
+
             All.Enqueue(e);
             Threads.Enqueue(Environment.CurrentManagedThreadId);
             (e.HasEnded ? Ended : Running).Release();
@@ -46,7 +55,7 @@ public class CallbackBudgetTests
     {
         using EventLoop loop = CreateLoop(backend, Budget);
         var reports = new Reports();
-        reports.Attach(loop);
+        reports.Attach(loop, e => e.Target == "the slow socket");
         using var harness = new LoopHarness(loop);
         using var pair = SocketPair.Create();
         int loopThread = harness.Invoke(() => Environment.CurrentManagedThreadId);
@@ -91,7 +100,7 @@ public class CallbackBudgetTests
     {
         using EventLoop loop = CreateLoop(backend, Budget);
         var reports = new Reports();
-        reports.Attach(loop);
+        reports.Attach(loop, e => e.Kind == LoopCallbackKind.PostedWork && e.Target.StartsWith("System.Runtime.CompilerServices.StrongBox", StringComparison.Ordinal));
         using var harness = new LoopHarness(loop);
         var box = new StrongBox<int>(0);
         loop.Post(static state =>
@@ -125,7 +134,7 @@ public class CallbackBudgetTests
     {
         using EventLoop loop = CreateLoop(backend, Budget);
         var reports = new Reports();
-        reports.Attach(loop);
+        reports.Attach(loop, e => e.Kind == LoopCallbackKind.Timer);
         using var harness = new LoopHarness(loop);
         loop.Schedule(TimeSpan.FromMilliseconds(1), _ => reports.Running.Wait(Patience), "the nightly job");
         Assert.True(reports.Ended.Wait(Patience), "the slow timer's end was reported");
@@ -152,7 +161,7 @@ public class CallbackBudgetTests
     {
         using EventLoop loop = CreateLoop(backend, Budget);
         var reports = new Reports();
-        reports.Attach(loop);
+        reports.Attach(loop, e => e.Target.StartsWith("connection ", StringComparison.Ordinal));
         using var harness = new LoopHarness(loop);
         using var listener = ConnectionListener.Listen(loop, new IPEndPoint(IPAddress.Loopback, 0), new SlowHandler(reports.Running));
         using Socket client = EchoServer.ConnectTo(listener.LocalEndPoint);

@@ -196,6 +196,104 @@ internal static class PipesStreamsTls
         await stopped;
     }
 
+    /// <summary>An application that reads nothing: the loop stops reading the socket at InputPauseThreshold; then all arrives.</summary>
+    public static void RunInputBackpressure() => RunInputBackpressureCore().GetAwaiter().GetResult();
+
+    private static async Task RunInputBackpressureCore()
+    {
+        const int Total = 4 * 1024 * 1024;
+        var go = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var started = new TaskCompletionSource<PipeConnection>(TaskCreationOptions.RunContinuationsAsynchronously);
+        long consumed = 0;
+        bool inOrder = true;
+
+        #region input-backpressure
+        var options = new PipeConnectionOptions
+        {
+            InputPauseThreshold = 64 * 1024,     // stop reading the socket at 64 KiB unread (default 1 MiB)
+            InputResumeThreshold = 32 * 1024,    // read again below 32 KiB (default 512 KiB)
+        };
+        var handler = new PipeConnectionHandler(
+            async connection =>
+            {
+                started.SetResult(connection);
+                await go.Task;                                   // reads nothing for a while
+                PipeReader input = connection.Transport.Input;
+                while (true)
+                {
+                    ReadResult result = await input.ReadAsync();
+                    foreach (ReadOnlyMemory<byte> segment in result.Buffer)
+                    {
+                        for (int i = 0; i < segment.Length; i++)
+                        {
+                            inOrder &= segment.Span[i] == (byte)(consumed + i);
+                        }
+
+                        consumed += segment.Length;
+                    }
+
+                    input.AdvanceTo(result.Buffer.End);
+                    if (result.IsCompleted)
+                    {
+                        return;
+                    }
+                }
+            },
+            options);
+        var listenerOptions = new ListenerOptions { Connection = { ReceiveBufferSize = 16 * 1024 } };   // one read: 16 KiB
+        #endregion
+
+        using var loop = new EventLoop();
+        using var listener = ConnectionListener.Listen(loop, AnyPort, handler, listenerOptions);
+        Task stopped = loop.Start();
+
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { SendBufferSize = 64 * 1024 };
+        client.Connect(listener.LocalEndPoint);
+        byte[] payload = new byte[Total];
+        for (int i = 0; i < Total; i++)
+        {
+            payload[i] = (byte)i;
+        }
+
+        Task sending = Task.Run(() =>
+        {
+            client.Send(payload);                               // blocks while the server does not read
+            client.Shutdown(SocketShutdown.Send);
+        });
+        PipeConnection connection = await started.Task.WaitAsync(Limit);
+
+        #region input-stalled
+        // The client keeps sending; the loop has read what the pipe may hold, then paused the socket.
+        long last = -1;
+        while (connection.Connection.BytesReceived != last)
+        {
+            last = connection.Connection.BytesReceived;
+            await Task.Delay(200);
+        }
+
+        Console.WriteLine($"the application reads nothing: the loop stopped reading the socket after {last:N0} bytes");
+        #endregion
+
+        Program.Check(last >= 64 * 1024 && last <= (64 + 16) * 1024, "the loop read the pause threshold, plus at most one read");
+        Program.Check(!sending.IsCompleted, "the client is held back by TCP");
+        go.SetResult(true);
+        await sending.WaitAsync(Limit);
+        await connection.ConnectionClosed.WhenCanceled(Limit);
+        Console.WriteLine($"then the application read {Volatile.Read(ref consumed):N0} bytes, in order: {Volatile.Read(ref inOrder)}");
+        Program.Check(Volatile.Read(ref consumed) == Total && Volatile.Read(ref inOrder), "all 4 MiB arrived once the application read");
+        loop.Stop();
+        await stopped;
+    }
+
+    private static async Task WhenCanceled(this CancellationToken token, TimeSpan limit)
+    {
+        var done = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using (token.Register(() => done.TrySetResult(true)))
+        {
+            await done.Task.WaitAsync(limit);
+        }
+    }
+
     /// <summary>A graceful server shutdown: ConnectionClosedRequested ends the echo's pending read; the client sees end of stream.</summary>
     public static void RunShutdown() => RunShutdownCore().GetAwaiter().GetResult();
 

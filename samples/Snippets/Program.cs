@@ -39,6 +39,7 @@ internal static class Program
             ("socket-options", DialingOut.RunOptions),
             ("listen-on-socket", DialingOut.RunOwnSocket),
             ("pipe-echo", PipesStreamsTls.RunPipeEcho),
+            ("pipe-input-backpressure", PipesStreamsTls.RunInputBackpressure),
             ("pipe-output-backpressure", PipesStreamsTls.RunOutputBackpressure),
             ("pipe-shutdown", PipesStreamsTls.RunShutdown),
             ("pipe-on-loop", PipesStreamsTls.RunOnLoop),

@@ -240,7 +240,14 @@ internal static class PipesStreamsTls
                 }
             },
             options);
-        var listenerOptions = new ListenerOptions { Connection = { ReceiveBufferSize = 16 * 1024 } };   // one read: 16 KiB
+        var listenerOptions = new ListenerOptions
+        {
+            Connection =
+            {
+                ReceiveBufferSize = 16 * 1024,          // one read of the loop: 16 KiB
+                SocketReceiveBufferSize = 64 * 1024,    // a small kernel buffer, so that TCP holds the client back soon
+            },
+        };
         #endregion
 
         using var loop = new EventLoop();

@@ -38,6 +38,15 @@ internal static class Program
             ("address-in-use", DialingOut.RunAddressInUse),
             ("socket-options", DialingOut.RunOptions),
             ("listen-on-socket", DialingOut.RunOwnSocket),
+            ("pipe-echo", PipesStreamsTls.RunPipeEcho),
+            ("pipe-input-backpressure", PipesStreamsTls.RunInputBackpressure),
+            ("pipe-output-backpressure", PipesStreamsTls.RunOutputBackpressure),
+            ("pipe-shutdown", PipesStreamsTls.RunShutdown),
+            ("pipe-on-loop", PipesStreamsTls.RunOnLoop),
+            ("pipe-stream", PipesStreamsTls.RunStream),
+            ("tls", PipesStreamsTls.RunTls),
+            ("tls-failures", PipesStreamsTls.RunTlsFailures),
+            ("tls-by-hand", PipesStreamsTls.RunTlsByHand),
         ];
 
         int passed = 0, failed = 0;

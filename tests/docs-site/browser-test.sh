@@ -92,6 +92,10 @@ check_page article-concepts articles/concepts.html \
 # An article whose code comes from samples/Snippets.
 check_page article-getting-started articles/getting-started.html \
     "An echo server on the loop" "OnAcceptable" "registration.Dispose();"
+# The pipes, streams and TLS article: its text, a table, and code from samples/Snippets/PipesStreamsTls.cs.
+check_page article-pipes-streams-tls articles/pipes-streams-tls.html \
+    "Backpressure both ways" "InputPauseThreshold" "input.AdvanceTo(result.Buffer.End);" \
+    "new TlsServerOptions(ssl)" "NegotiatedApplicationProtocol" "What is not done"
 
 # A screenshot of the home page.
 rm -f "$out/home.png"

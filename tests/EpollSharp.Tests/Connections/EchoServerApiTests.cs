@@ -64,11 +64,12 @@ public class EchoServerApiTests
     [InlineData("--api pipe", "api=pipe tls=on", false)]
     [InlineData("--api stream", "api=stream tls=on", false)]
     [InlineData("", "api=pipe tls=on", true)] // --api left out: pipe; the password from the environment
-    public void With_tls_an_SslStream_client_gets_1_MiB_back_byte_for_byte(string api, string expectedTail, bool passwordFromEnvironment)
+    [InlineData("--api stream", "api=stream tls=on", false, false)] // a file without a password, and no --tls-password
+    public void With_tls_an_SslStream_client_gets_1_MiB_back_byte_for_byte(string api, string expectedTail, bool passwordFromEnvironment, bool withPassword = true)
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "the sample test signals a Linux process");
-        using var pfx = new TemporaryPfx(Password);
-        string arguments = $"--port 0 --backend epoll {api} --tls {pfx.Path}" + (passwordFromEnvironment ? "" : " --tls-password " + Password);
+        using var pfx = new TemporaryPfx(withPassword ? Password : null);
+        string arguments = $"--port 0 --backend epoll {api} --tls {pfx.Path}" + (passwordFromEnvironment || !withPassword ? "" : " --tls-password " + Password);
         var environment = passwordFromEnvironment ? new Dictionary<string, string> { ["EchoServer__Tls__Password"] = Password } : null;
         using SampleProcess server = SampleProcess.Start("EchoServer", arguments, environment: environment);
         _output.WriteLine(server.ListeningLine);
@@ -202,7 +203,7 @@ public class EchoServerApiTests
     /// <summary>A self-signed ECDSA certificate for localhost and 127.0.0.1 with its key, exported to a temporary password-protected .pfx, deleted on dispose.</summary>
     private sealed class TemporaryPfx : IDisposable
     {
-        public TemporaryPfx(string password)
+        public TemporaryPfx(string? password)
         {
             using ECDsa key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
             var request = new CertificateRequest("CN=localhost", key, HashAlgorithmName.SHA256);

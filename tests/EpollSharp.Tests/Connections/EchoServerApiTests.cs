@@ -111,6 +111,36 @@ public class EchoServerApiTests
         AssertStats(server, connections: 1, data.Length);
     }
 
+    /// <summary>The pipe handler is sealed (no OnAcceptPaused of the sample's): the library's AcceptPaused warning reaches stderr under the sample's logging settings.</summary>
+    [SkippableTheory]
+    [InlineData("pipe")]
+    [InlineData("stream")]
+    public void An_accept_pause_in_pipe_mode_is_logged_on_stderr(string api)
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the sample test signals a Linux process");
+        using SampleProcess server = SampleProcess.Start("EchoServer", "--port 0 --backend epoll --max-connections 1 --api " + api);
+        using Socket first = EchoServer.ConnectTo(server.EndPoint, receiveTimeoutMs: 5_000);
+        first.Send(new byte[] { 1 });
+        Assert.Equal(1, first.ReceiveExactly(1)[0]);
+        using Socket second = EchoServer.ConnectTo(server.EndPoint, receiveTimeoutMs: 5_000);
+        second.Send(new byte[] { 2 });
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (!server.Stderr.Any(l => l.Contains("paused", StringComparison.Ordinal)) && sw.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            Thread.Sleep(50);
+        }
+
+        _output.WriteLine(string.Join("\n", server.Stderr));
+        Assert.Contains(server.Stderr, l => l.Contains("warn: EpollSharp.Connections", StringComparison.Ordinal));
+        Assert.Contains(server.Stderr, l => l.Contains("Accepting on 127.0.0.1:", StringComparison.Ordinal) && l.Contains("paused", StringComparison.Ordinal));
+        first.Dispose();
+        second.Dispose();
+        server.Signal(SigTerm);
+        Assert.True(server.Process.WaitForExit(20_000), "the sample did not exit");
+        server.Process.WaitForExit();
+        Assert.Equal(0, server.Process.ExitCode);
+    }
+
     [SkippableTheory]
     [InlineData("--tls-password wrong-password", "cannot be loaded as PKCS#12")]
     [InlineData("", "cannot be loaded as PKCS#12")] // no password at all

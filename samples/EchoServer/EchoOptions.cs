@@ -1,7 +1,10 @@
 using System;
 using System.Collections.Generic;
 using System.Globalization;
+using System.IO;
 using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Threading;
 using EpollSharp;
@@ -33,7 +36,13 @@ internal sealed class EchoOptions
         ("--drain-timeout", nameof(DrainTimeout), "SECONDS", "5", "on SIGTERM/SIGINT, how long connections may take to finish"),
         ("--systemd", nameof(Systemd), "", "false", "serve the sockets passed by socket activation (LISTEN_FDS) instead of --host/--port"),
         ("--callback-budget", nameof(CallbackBudget), "MS", "0", "log a callback that holds a loop longer than MS milliseconds; 0: off"),
+        ("--api", nameof(Api), "callback|pipe|stream", "callback", "how connections are served: callbacks, a pipe echo loop, or a Stream (pipe with --tls)"),
+        ("--tls", TlsPathKey, "PATH.pfx", "(none)", "serve TLS with this PKCS#12 certificate and key (needs --api pipe or stream)"),
+        ("--tls-password", TlsPasswordKey, "PASSWORD", "(none)", "the password of the --tls file (better: the environment variable)"),
     };
+
+    private const string TlsPathKey = nameof(Tls) + ":" + nameof(TlsSettings.Path);
+    private const string TlsPasswordKey = nameof(Tls) + ":" + nameof(TlsSettings.Password);
 
     public string Host { get; set; } = "127.0.0.1";
 
@@ -59,6 +68,18 @@ internal sealed class EchoOptions
 
     /// <summary>Milliseconds; 0 turns the budget off.</summary>
     public int CallbackBudget { get; set; }
+
+    /// <summary>callback, pipe or stream; unset (or empty): callback, or pipe when <see cref="Tls"/> has a path. See <see cref="ServingApi"/>.</summary>
+    public string? Api { get; set; }
+
+    /// <summary>The certificate to serve TLS with; no path, no TLS.</summary>
+    public TlsSettings Tls { get; set; } = new();
+
+    /// <summary>How the connections are served, from <see cref="Api"/> and <see cref="Tls"/> (after <see cref="Validate"/>).</summary>
+    public EchoApi ServingApi => ParseApi();
+
+    /// <summary>Whether TLS is on (<c>--tls PATH</c>).</summary>
+    public bool TlsEnabled => !string.IsNullOrEmpty(Tls.Path);
 
     /// <summary>The flags mapped to their configuration keys, for the command-line configuration source.</summary>
     public static Dictionary<string, string> SwitchMappings()
@@ -150,6 +171,50 @@ internal sealed class EchoOptions
         }
 
         _ = ParseAcceptMode();
+        if (ParseApi() == EchoApi.Callback && TlsEnabled)
+        {
+            throw new ArgumentException(string.Format(CultureInfo.InvariantCulture,
+                "--api callback ({0}:{1}) cannot serve --tls ({0}:{2}): TLS runs on the pipe layer; use --api pipe or --api stream (or leave --api out: with --tls it is pipe).",
+                SectionName, nameof(Api), TlsPathKey));
+        }
+    }
+
+    /// <summary>
+    /// Loads the certificate of <c>--tls</c> (with <c>--tls-password</c>) from its PKCS#12 file. Call after <see cref="Validate"/>,
+    /// only when <see cref="TlsEnabled"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">The file is missing or unreadable, the password is wrong, it is not PKCS#12, or it holds no private key; the message names the flag and the key.</exception>
+    public X509Certificate2 LoadCertificate()
+    {
+        string path = Tls.Path!;
+        if (!File.Exists(path))
+        {
+            throw Bad(TlsPathKey, path, "does not exist (or is not a file).");
+        }
+
+        X509Certificate2 certificate;
+        try
+        {
+            certificate = X509CertificateLoader.LoadPkcs12FromFile(path, Tls.Password);
+        }
+        catch (CryptographicException e)
+        {
+            throw new ArgumentException(string.Format(CultureInfo.InvariantCulture,
+                "--tls ({0}:{1}): '{2}' cannot be loaded as PKCS#12 with the given --tls-password ({0}:{3}): {4} (a wrong or missing password, or not a .pfx file)",
+                SectionName, TlsPathKey, path, TlsPasswordKey, e.Message.TrimEnd('.')));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw Bad(TlsPathKey, path, "cannot be read: " + e.Message);
+        }
+
+        if (!certificate.HasPrivateKey)
+        {
+            certificate.Dispose();
+            throw Bad(TlsPathKey, path, "holds no private key: the server needs the certificate's key too.");
+        }
+
+        return certificate;
     }
 
     /// <summary>The server's options from these settings.</summary>
@@ -177,7 +242,7 @@ internal sealed class EchoOptions
         var text = new StringBuilder();
         text.AppendLine("usage: EchoServer [--host 127.0.0.1] [--port 8080] [--backend auto|epoll|kqueue|managed] [--loops N] [--trigger level|edge]");
         text.AppendLine("                  [--accept-mode auto|reuseport|acceptor] [--max-connections N] [--idle-timeout SECONDS] [--drain-timeout SECONDS]");
-        text.AppendLine("                  [--systemd] [--callback-budget MS] [--help]");
+        text.AppendLine("                  [--systemd] [--callback-budget MS] [--api callback|pipe|stream] [--tls PATH.pfx [--tls-password PASSWORD]] [--help]");
         text.AppendLine();
         text.AppendLine("An echo server on EpollSharp's event loops, run by the .NET Generic Host. Each option is a setting of the");
         text.AppendLine("configuration section \"" + SectionName + "\", read from (later ones win) appsettings.json next to the executable,");
@@ -188,14 +253,29 @@ internal sealed class EchoOptions
         foreach (var flag in s_flags)
         {
             string option = flag.Value.Length == 0 ? flag.Flag : flag.Flag + " " + flag.Value;
-            text.AppendLine(string.Format(CultureInfo.InvariantCulture, "  {0,-38} {1,-27} {2,-29} {3,-9} {4}", option, SectionName + ":" + flag.Key, SectionName + "__" + flag.Key, flag.Default, flag.Meaning));
+            text.AppendLine(string.Format(CultureInfo.InvariantCulture, "  {0,-38} {1,-27} {2,-29} {3,-9} {4}", option, SectionName + ":" + flag.Key, SectionName + "__" + flag.Key.Replace(":", "__", StringComparison.Ordinal), flag.Default, flag.Meaning));
         }
 
         text.AppendLine();
+        text.AppendLine("--api: callback (default) writes back in OnReceived; pipe runs a PipeConnectionHandler whose application copies");
+        text.AppendLine("Transport.Input to Transport.Output (ReadAsync, write, AdvanceTo, FlushAsync); stream does the same through");
+        text.AppendLine("PipeConnection.AsStream() with a pooled buffer. Both run their continuations on the loops. --tls serves TLS on the pipe");
+        text.AppendLine("layer, so it needs pipe or stream (pipe when --api is not given; --api callback with --tls is an error). A missing");
+        text.AppendLine("file or a wrong password ends the program with exit code 2. In pipe and stream mode the handler is the library's");
+        text.AppendLine("(sealed), so the 'accept paused/resumed' lines are not printed; the library logs AcceptPaused as a warning on stderr.");
+        text.AppendLine();
         text.AppendLine("Logging: the Logging section (Logging__LogLevel__Default=Information shows the server's start and stop); logs go to stderr.");
-        text.Append("Prints 'listening on HOST:PORT backend=B loops=N' when ready and, after SIGTERM or SIGINT, 'stats: connections=N bytes=N allocated=N'.");
+        text.AppendLine("Prints 'listening on HOST:PORT backend=B loops=N' when ready (followed by ' api=pipe' or ' api=stream', and ' tls=on',");
+        text.Append("when so) and, after SIGTERM or SIGINT, 'stats: connections=N bytes=N allocated=N' (bytes: the application bytes echoed).");
         return text.ToString();
     }
+
+    public static string ApiName(EchoApi api) => api switch
+    {
+        EchoApi.Pipe => "pipe",
+        EchoApi.Stream => "stream",
+        _ => "callback",
+    };
 
     public static string BackendName(EventLoopBackend backend) => backend switch
     {
@@ -213,6 +293,15 @@ internal sealed class EchoOptions
         _ => throw Bad(nameof(AcceptMode), AcceptMode, "is not one of auto, reuseport, acceptor."),
     };
 
+    private EchoApi ParseApi() => (Api ?? "").Trim().ToLowerInvariant() switch
+    {
+        "" => TlsEnabled ? EchoApi.Pipe : EchoApi.Callback,
+        "callback" => EchoApi.Callback,
+        "pipe" => EchoApi.Pipe,
+        "stream" => EchoApi.Stream,
+        _ => throw Bad(nameof(Api), Api!, "is not one of callback, pipe, stream."),
+    };
+
     private static void Range(string key, int value, int min, int max)
     {
         if (value < min || value > max)
@@ -226,4 +315,27 @@ internal sealed class EchoOptions
         string flag = Array.Find(s_flags, f => f.Key == key).Flag;
         return new ArgumentException(string.Format(CultureInfo.InvariantCulture, "{0} ({1}:{2}): '{3}' {4}", flag, SectionName, key, value, problem));
     }
+}
+
+/// <summary>The settings of <c>--tls</c>: the configuration section <c>EchoServer:Tls</c>.</summary>
+internal sealed class TlsSettings
+{
+    /// <summary>A PKCS#12 (.pfx) file with the certificate and its private key; null or empty: no TLS.</summary>
+    public string? Path { get; set; }
+
+    /// <summary>The file's password; null for none.</summary>
+    public string? Password { get; set; }
+}
+
+/// <summary>How the echo server serves its connections (<c>--api</c>).</summary>
+internal enum EchoApi
+{
+    /// <summary><see cref="EchoHandler"/>: callbacks on the loop.</summary>
+    Callback,
+
+    /// <summary><see cref="PipeEcho"/>'s pipe loop over <see cref="PipeConnection.Transport"/>.</summary>
+    Pipe,
+
+    /// <summary><see cref="PipeEcho"/>'s loop over <see cref="PipeConnection.AsStream"/>.</summary>
+    Stream,
 }

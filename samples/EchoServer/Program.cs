@@ -1,6 +1,9 @@
 using System;
 using System.IO;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
+using EpollSharp.Connections;
 using EpollSharp.Hosting;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -57,10 +60,15 @@ internal static class Program
         builder.Services.Configure<ConsoleLifetimeOptions>(options => options.SuppressStatusMessages = true);
 
         var options = new EchoOptions();
+        X509Certificate2? certificate = null;
         try
         {
             builder.Configuration.GetSection(EchoOptions.SectionName).Bind(options);
             options.Validate();
+            if (options.TlsEnabled)
+            {
+                certificate = options.LoadCertificate();
+            }
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException)
         {
@@ -69,9 +77,29 @@ internal static class Program
             return 2;
         }
 
-        var handler = new EchoHandler();
-        builder.Services.AddSingleton(handler);
-        builder.Services.AddEpollSharpServer<EchoHandler>(options.Configure);
+        // --api callback: the handler's callbacks on the loops; --api pipe|stream: an async application over the pipes
+        // (with TLS, when --tls is given). Either way one handler serves every loop, and counts the bytes it echoed.
+        EchoApi api = options.ServingApi;
+        Func<long> bytesEchoed;
+        if (api == EchoApi.Callback)
+        {
+            var handler = new EchoHandler();
+            bytesEchoed = () => handler.BytesEchoed;
+            builder.Services.AddSingleton(handler);
+            builder.Services.AddEpollSharpServer<EchoHandler>(options.Configure);
+        }
+        else
+        {
+            TlsServerOptions? tls = certificate is null ? null : new TlsServerOptions(new SslServerAuthenticationOptions
+            {
+                // The chain is built once, here, instead of in every handshake.
+                ServerCertificateContext = SslStreamCertificateContext.Create(certificate, additionalCertificates: null, offline: true),
+            });
+            var echo = new PipeEcho();
+            bytesEchoed = () => echo.BytesEchoed;
+            builder.Services.AddEpollSharpServer(_ => echo.CreateHandler(api, tls));
+            builder.Services.Configure<EpollSharpServerOptions>(options.Configure);
+        }
 
         // The host's deadline for the whole stop: the drain, and some time to close what is left.
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.FromSeconds(options.DrainTimeout + 10));
@@ -92,12 +120,15 @@ internal static class Program
         }
 
         EpollSharpServer server = app.Services.GetRequiredService<EpollSharpServer>();
-        Console.WriteLine($"listening on {server.Listeners[0].LocalEndPoint} backend={EchoOptions.BackendName(server.Group.Backend)} loops={server.Group.Loops.Count}");
+        // The api and TLS only when not the defaults, so that the line stays what it was for a plain callback server.
+        string apiText = api == EchoApi.Callback ? "" : " api=" + EchoOptions.ApiName(api);
+        string tlsOn = certificate is null ? "" : " tls=on";
+        Console.WriteLine($"listening on {server.Listeners[0].LocalEndPoint} backend={EchoOptions.BackendName(server.Group.Backend)} loops={server.Group.Loops.Count}{apiText}{tlsOn}");
 
         // Until SIGTERM or SIGINT (the host's console lifetime), or until the loops die; then the host stops the server,
         // which drains the connections for --drain-timeout.
         app.WaitForShutdown();
-        Console.WriteLine($"stats: connections={server.Group.AcceptedCount} bytes={handler.BytesEchoed} allocated={GC.GetTotalAllocatedBytes(true)}");
+        Console.WriteLine($"stats: connections={server.Group.AcceptedCount} bytes={bytesEchoed()} allocated={GC.GetTotalAllocatedBytes(true)}");
         return server.Group.Completion.IsFaulted ? 1 : 0;
     }
 }

@@ -9,7 +9,7 @@ using Xunit.Abstractions;
 namespace EpollSharp.Tests.Connections;
 
 /// <summary>
-/// samples/EchoServer's <c>--api callback|pipe|stream</c> and <c>--tls PATH.pfx</c> (issue 15): each shape echoes byte for
+/// samples/EchoServer's <c>--api callback|pipe|stream</c> and <c>--tls PATH.pfx</c>: each shape echoes byte for
 /// byte, drains on SIGTERM and reports the bytes it echoed; TLS with a certificate made here (never a file of the repository).
 /// </summary>
 [Collection(TimingSensitive.Name)]

@@ -6,7 +6,7 @@ namespace EpollSharp.Tests.Connections;
 using Backends = EpollSharp.Tests.Util.Backends;
 
 /// <summary>
-/// The edges of dialing out (issue 14) on every backend: the next-address fallback of a <see cref="DnsEndPoint"/>, a connect
+/// The edges of dialing out on every backend: the next-address fallback of a <see cref="DnsEndPoint"/>, a connect
 /// with no route (<see cref="ConnectFailureReason.Unreachable"/>), and a Unix socket connect that finds the listener's queue
 /// full (<c>EAGAIN</c>). Loopback only, every wait bounded. (1,000 concurrent dialed connections with every byte checked are
 /// <c>OutboundTests.A_thousand_concurrent_outbound_connections_echo_every_byte</c>.)

@@ -551,6 +551,34 @@ public class TlsTests
         });
     }
 
+    /// <summary>An application that reads to the end and reports how its reading ended: null at the end of the stream, else the exception (rethrown when <paramref name="rethrow"/>).</summary>
+    private static Func<PipeConnection, Task> ReadToEnd(TaskCompletionSource<Exception?> outcome, bool rethrow) => async c =>
+    {
+        PipeReader input = c.Transport.Input;
+        try
+        {
+            while (true)
+            {
+                ReadResult result = await input.ReadAsync();
+                input.AdvanceTo(result.Buffer.End);
+                if (result.IsCompleted)
+                {
+                    outcome.TrySetResult(null);
+                    return;
+                }
+            }
+        }
+        catch (Exception ex) when (!rethrow)
+        {
+            outcome.TrySetResult(ex);
+        }
+        catch (Exception ex)
+        {
+            outcome.TrySetResult(ex);
+            throw;
+        }
+    };
+
     [SkippableTheory]
     [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
     public void A_reset_in_the_middle_of_a_record_fails_the_applications_read_with_IOException(EventLoopBackend backend)
@@ -558,28 +586,7 @@ public class TlsTests
         Measured("reset mid-record", () =>
         {
             var outcome = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
-            using var server = new Server(backend, async c =>
-            {
-                PipeReader input = c.Transport.Input;
-                try
-                {
-                    while (true)
-                    {
-                        ReadResult result = await input.ReadAsync();
-                        input.AdvanceTo(result.Buffer.End);
-                        if (result.IsCompleted)
-                        {
-                            outcome.TrySetResult(null);
-                            return;
-                        }
-                    }
-                }
-                catch (Exception ex)
-                {
-                    outcome.TrySetResult(ex);
-                    throw;
-                }
-            }, ServerOptions());
+            using var server = new Server(backend, ReadToEnd(outcome, rethrow: true), ServerOptions());
 
             using (Socket client = server.Connect())
             using (var ssl = new SslStream(new NetworkStream(client, ownsSocket: false)))
@@ -615,27 +622,7 @@ public class TlsTests
         Measured("forged record", () =>
         {
             var outcome = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
-            using var server = new Server(backend, async c =>
-            {
-                PipeReader input = c.Transport.Input;
-                try
-                {
-                    while (true)
-                    {
-                        ReadResult result = await input.ReadAsync();
-                        input.AdvanceTo(result.Buffer.End);
-                        if (result.IsCompleted)
-                        {
-                            outcome.TrySetResult(null);
-                            return;
-                        }
-                    }
-                }
-                catch (Exception ex)
-                {
-                    outcome.TrySetResult(ex);
-                }
-            }, ServerOptions());
+            using var server = new Server(backend, ReadToEnd(outcome, rethrow: false), ServerOptions());
 
             using (Socket client = server.Connect())
             using (var ssl = new SslStream(new NetworkStream(client, ownsSocket: false)))

@@ -313,25 +313,34 @@ public class HostingTests
         Assert.DoesNotContain(log.Lines, l => l.Contains("shutdown timeout", StringComparison.Ordinal));
     }
 
-    [SkippableTheory]
-    [MemberData(nameof(HostKit.Backends), MemberType = typeof(HostKit))]
-    public async Task A_connection_that_never_closes_is_reset_at_the_hosts_shutdown_timeout(EventLoopBackend backend)
+    /// <summary>A started host whose server holds one echoed connection that never closes by itself (a <see cref="StubbornHandler"/>).</summary>
+    private static async Task<(IHost Host, EpollSharpServer Server, Socket Client, MemoryLog Log)> StartWithStubbornConnection(EventLoopBackend backend, TimeSpan shutdownTimeout, TimeSpan drainTimeout)
     {
         HostApplicationBuilder builder = HostKit.Builder(out MemoryLog log);
-        builder.Services.Configure<HostOptions>(options => options.ShutdownTimeout = TimeSpan.FromSeconds(1));
+        builder.Services.Configure<HostOptions>(options => options.ShutdownTimeout = shutdownTimeout);
         builder.Services.AddEpollSharpServer(_ => new StubbornHandler());
         builder.Services.Configure<EpollSharpServerOptions>(options =>
         {
             options.Backend = backend;
             options.Endpoints.Add("127.0.0.1:0");
-            options.DrainTimeout = TimeSpan.FromMinutes(5);
+            options.DrainTimeout = drainTimeout;
         });
-        using IHost host = builder.Build();
+        IHost host = builder.Build();
         await host.StartAsync();
         EpollSharpServer server = host.Services.GetRequiredService<EpollSharpServer>();
-        using Socket client = HostKit.Connect(server.LocalEndPoints[0]);
+        Socket client = HostKit.Connect(server.LocalEndPoints[0]);
         client.Send(new byte[] { 1 });
         Assert.Equal(1, client.ReceiveExactly(1)[0]);
+        return (host, server, client, log);
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(HostKit.Backends), MemberType = typeof(HostKit))]
+    public async Task A_connection_that_never_closes_is_reset_at_the_hosts_shutdown_timeout(EventLoopBackend backend)
+    {
+        (IHost host, EpollSharpServer server, Socket client, MemoryLog log) = await StartWithStubbornConnection(backend, shutdownTimeout: TimeSpan.FromSeconds(1), drainTimeout: TimeSpan.FromMinutes(5));
+        using IHost disposeHost = host;
+        using Socket disposeClient = client;
 
         var sw = Stopwatch.StartNew();
         await host.StopAsync().WaitAsync(TimeSpan.FromSeconds(20));
@@ -347,21 +356,9 @@ public class HostingTests
     [MemberData(nameof(HostKit.Backends), MemberType = typeof(HostKit))]
     public async Task The_drain_timeout_resets_a_connection_that_never_closes_before_the_hosts_deadline(EventLoopBackend backend)
     {
-        HostApplicationBuilder builder = HostKit.Builder(out MemoryLog log);
-        builder.Services.Configure<HostOptions>(options => options.ShutdownTimeout = TimeSpan.FromSeconds(30));
-        builder.Services.AddEpollSharpServer(_ => new StubbornHandler());
-        builder.Services.Configure<EpollSharpServerOptions>(options =>
-        {
-            options.Backend = backend;
-            options.Endpoints.Add("127.0.0.1:0");
-            options.DrainTimeout = TimeSpan.FromMilliseconds(300);
-        });
-        using IHost host = builder.Build();
-        await host.StartAsync();
-        EpollSharpServer server = host.Services.GetRequiredService<EpollSharpServer>();
-        using Socket client = HostKit.Connect(server.LocalEndPoints[0]);
-        client.Send(new byte[] { 1 });
-        Assert.Equal(1, client.ReceiveExactly(1)[0]);
+        (IHost host, EpollSharpServer server, Socket client, MemoryLog log) = await StartWithStubbornConnection(backend, shutdownTimeout: TimeSpan.FromSeconds(30), drainTimeout: TimeSpan.FromMilliseconds(300));
+        using IHost disposeHost = host;
+        using Socket disposeClient = client;
 
         var sw = Stopwatch.StartNew();
         await host.StopAsync().WaitAsync(TimeSpan.FromSeconds(20));

@@ -97,7 +97,14 @@ internal sealed class EpollSharpConnectionListener : IConnectionListener
         }
 
         _accepted.Writer.TryComplete();
-        await Task.WhenAll(stops).WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            // A canceled token (Kestrel's Dispose passes one) only means: do not wait. The sockets close all the same.
+            await Task.WhenAll(stops).WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+        }
 
         // Connections accepted but not yet taken by Kestrel: no one will serve them.
         while (_accepted.Reader.TryRead(out EpollSharpConnectionContext? orphan))

@@ -25,7 +25,7 @@ public sealed class EpollSharpTransportOptions
     private long _inputResumeThreshold = 512 * 1024;
     private long _outputPauseThreshold = 64 * 1024;
     private long _outputResumeThreshold = 32 * 1024;
-    private TimeSpan _closeTimeout = TimeSpan.FromSeconds(5);
+    private TimeSpan _closeTimeout = TimeSpan.FromSeconds(15);
 
     /// <summary>
     /// How many event loops (one thread each) accept and serve the connections; 0 (the default) for one per processor
@@ -111,9 +111,10 @@ public sealed class EpollSharpTransportOptions
 
     /// <summary>
     /// How long a connection that Kestrel finished with may take to close gracefully: its last bytes are sent, then FIN,
-    /// then the transport waits for the client's FIN; a client that keeps its end open longer is reset. Kestrel counts the
-    /// connection (and a graceful shutdown waits for it) until then. Default 5 seconds; <see cref="Timeout.InfiniteTimeSpan"/>
-    /// to wait for ever.
+    /// then the transport waits for the client's FIN; a connection still open then is reset, which drops what the kernel
+    /// had not delivered yet (so this is also the time a slow client has to take the end of the last response). Kestrel
+    /// counts the connection, and a graceful shutdown waits for it, until it has closed. Default 15 seconds;
+    /// <see cref="Timeout.InfiniteTimeSpan"/> to wait for ever.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The value is not infinite, and not positive or above 3,650 days.</exception>
     public TimeSpan CloseTimeout

@@ -35,7 +35,7 @@ internal sealed class EpollSharpConnectionContext : ConnectionContext, IFeatureC
     public EpollSharpConnectionContext(PipeConnection connection, MemoryPool<byte> memoryPool)
     {
         _connection = connection;
-        Transport = connection.Transport;
+        Transport = new DuplexPipe(connection.Transport.Input, new TransportOutput(connection.Transport.Output));
         LocalEndPoint = connection.LocalEndPoint;
         RemoteEndPoint = connection.RemoteEndPoint;
         _connectionClosed = connection.ConnectionClosed;
@@ -181,6 +181,13 @@ internal sealed class EpollSharpConnectionContext : ConnectionContext, IFeatureC
     private static bool IsOwnFeature(Type key) =>
         key == typeof(IConnectionIdFeature) || key == typeof(IConnectionTransportFeature) || key == typeof(IConnectionItemsFeature)
         || key == typeof(IConnectionLifetimeFeature) || key == typeof(IConnectionEndPointFeature) || key == typeof(IMemoryPoolFeature);
+
+    private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
+    {
+        public PipeReader Input { get; } = input;
+
+        public PipeWriter Output { get; } = output;
+    }
 
     private static string FormatId(long id)
     {

@@ -1,6 +1,7 @@
 // HelloWeb: Kestrel on the EpollSharp transport (or the socket transport, to compare).
 //
 //   dotnet run --project samples/HelloWeb -c Release -- [--transport epollsharp|sockets] [--urls http://127.0.0.1:5000;https://127.0.0.1:5001]
+//                                                       [--loops N] [--inline true]   (EpollSharp: loop count, RunContinuationsOnLoop)
 //
 //   GET /plaintext  "Hello, World!" (text/plain)
 //   GET /json       {"message":"Hello, World!"}
@@ -51,6 +52,9 @@ if (transport == "epollsharp")
         {
             o.LoopCount = loops;
         }
+
+        // --inline true: Kestrel's processing on the loop threads (no hop to the thread pool and back).
+        o.RunContinuationsOnLoop = string.Equals(builder.Configuration["inline"], "true", StringComparison.OrdinalIgnoreCase);
     });
 }
 

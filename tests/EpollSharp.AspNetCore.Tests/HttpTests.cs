@@ -345,6 +345,22 @@ public class HttpTests
     }
 
     [SkippableFact]
+    public async Task ListenAnyIP_takes_IPv4_and_IPv6_clients()
+    {
+        Skip.IfNot(Socket.OSSupportsIPv6, "no IPv6 on this machine");
+
+        // Kestrel binds [::] (dual mode) for ListenAnyIP, and falls back to 0.0.0.0 only if that fails.
+        await using WebServer server = await WebServer.StartAsync(
+            app => app.MapGet("/who", (HttpContext c) => c.Connection.RemoteIpAddress!.ToString()),
+            kestrel: k => k.ListenAnyIP(0));
+        Assert.StartsWith("http://[::]:", server.Addresses[0], StringComparison.Ordinal);
+        using var v4 = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{server.Port}") };
+        Assert.Equal("::ffff:127.0.0.1", await v4.GetStringAsync("/who"));
+        using HttpClient v6 = server.Client();
+        Assert.Equal("::1", await v6.GetStringAsync("/who"));
+    }
+
+    [SkippableFact]
     public async Task Binding_an_address_in_use_fails_clearly()
     {
         await using WebServer first = await WebServer.StartAsync(app => app.MapGet("/", () => "first"));

@@ -47,6 +47,7 @@ internal static class Program
             ("tls", PipesStreamsTls.RunTls),
             ("tls-failures", PipesStreamsTls.RunTlsFailures),
             ("tls-by-hand", PipesStreamsTls.RunTlsByHand),
+            ("kestrel", Kestrel.Run),
         ];
 
         int passed = 0, failed = 0;

@@ -1,0 +1,145 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Text;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+
+namespace EpollSharp.AspNetCore.Tests;
+
+/// <summary>The factory and listener used directly, the way Kestrel uses them.</summary>
+public class TransportContractTests
+{
+    private static EpollSharpTransportFactory Factory(Action<EpollSharpTransportOptions>? configure = null)
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the EpollSharp transport is tested on Linux");
+        var options = new EpollSharpTransportOptions { LoopCount = 2 };
+        configure?.Invoke(options);
+        return new EpollSharpTransportFactory(Options.Create(options), NullLoggerFactory.Instance);
+    }
+
+    [SkippableFact]
+    public async Task Bind_accept_exchange_dispose_unbind()
+    {
+        using EpollSharpTransportFactory factory = Factory();
+        Assert.True(factory.CanBind(new IPEndPoint(IPAddress.Loopback, 0)));
+        Assert.True(factory.CanBind(new UnixDomainSocketEndPoint("/tmp/x.sock")));
+        Assert.False(factory.CanBind(new DnsEndPoint("localhost", 80)));
+        await Assert.ThrowsAsync<NotSupportedException>(async () => await factory.BindAsync(new DnsEndPoint("localhost", 80)));
+
+        IConnectionListener listener = await factory.BindAsync(new IPEndPoint(IPAddress.Loopback, 0));
+        var bound = Assert.IsType<IPEndPoint>(listener.EndPoint);
+        Assert.NotEqual(0, bound.Port);
+
+        using Socket client = WebKit.Connect(bound);
+        ConnectionContext? context = await listener.AcceptAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.NotNull(context);
+        Assert.Equal(client.LocalEndPoint, context!.RemoteEndPoint);
+        Assert.Equal(bound, context.LocalEndPoint);
+        Assert.False(string.IsNullOrEmpty(context.ConnectionId));
+        Assert.Same(context.Transport, context.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionTransportFeature>()!.Transport);
+        Assert.NotNull(context.Features.Get<Microsoft.AspNetCore.Connections.Features.IMemoryPoolFeature>()!.MemoryPool);
+
+        client.Send("ping"u8.ToArray());
+        ReadResult read = await context.Transport.Input.ReadAtLeastAsync(4).AsTask().WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal("ping", Encoding.ASCII.GetString(read.Buffer.ToArray()));
+        context.Transport.Input.AdvanceTo(read.Buffer.End);
+        await context.Transport.Output.WriteAsync("pong"u8.ToArray());
+
+        // DisposeAsync: what was written is sent, then FIN; it completes once the client closed too.
+        ValueTask disposing = context.DisposeAsync();
+        Assert.Equal("pong", Encoding.ASCII.GetString(client.ReceiveToEnd()));
+        client.Shutdown(SocketShutdown.Send);
+        await disposing.AsTask().WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.True(context.ConnectionClosed.IsCancellationRequested);
+
+        // After UnbindAsync: AcceptAsync returns null, and connecting is refused.
+        await listener.UnbindAsync();
+        Assert.Null(await listener.AcceptAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(20)));
+        SocketException refused = Assert.Throws<SocketException>(() => WebKit.Connect(bound).Dispose());
+        Assert.Equal(SocketError.ConnectionRefused, refused.SocketErrorCode);
+        await listener.DisposeAsync();
+    }
+
+    [SkippableFact]
+    public async Task Abort_resets_the_connection_and_fires_ConnectionClosed()
+    {
+        using EpollSharpTransportFactory factory = Factory();
+        IConnectionListener listener = await factory.BindAsync(new IPEndPoint(IPAddress.Loopback, 0));
+        using Socket client = WebKit.Connect(listener.EndPoint);
+        ConnectionContext context = (await listener.AcceptAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(20)))!;
+        var closed = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        context.ConnectionClosed.Register(() => closed.TrySetResult(true));
+        context.Abort(new ConnectionAbortedException("test"));
+        Assert.True(await closed.Task.WaitAsync(TimeSpan.FromSeconds(20)));
+        SocketException reset = Assert.Throws<SocketException>(() => client.Receive(new byte[16]));
+        Assert.Equal(SocketError.ConnectionReset, reset.SocketErrorCode);
+        await context.DisposeAsync();
+        await listener.DisposeAsync();
+    }
+
+    [SkippableFact]
+    public async Task Address_in_use_is_AddressInUseException()
+    {
+        using EpollSharpTransportFactory factory = Factory();
+        IConnectionListener first = await factory.BindAsync(new IPEndPoint(IPAddress.Loopback, 0));
+        await Assert.ThrowsAsync<AddressInUseException>(async () => await factory.BindAsync(first.EndPoint));
+        using var other = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        other.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        other.Listen();
+        await Assert.ThrowsAsync<AddressInUseException>(async () => await factory.BindAsync(other.LocalEndPoint!));
+        await first.DisposeAsync();
+    }
+
+    [SkippableFact]
+    public void Options_are_checked_with_the_property_named()
+    {
+        var options = new EpollSharpTransportOptions();
+        Assert.Equal("LoopCount", Assert.Throws<ArgumentOutOfRangeException>(() => options.LoopCount = -1).ParamName);
+        Assert.Equal("Backlog", Assert.Throws<ArgumentOutOfRangeException>(() => options.Backlog = 0).ParamName);
+        Assert.Equal("InputPauseThreshold", Assert.Throws<ArgumentOutOfRangeException>(() => options.InputPauseThreshold = -1).ParamName);
+        Assert.Equal("CloseTimeout", Assert.Throws<ArgumentOutOfRangeException>(() => options.CloseTimeout = TimeSpan.Zero).ParamName);
+        Assert.Equal("AcceptMode", Assert.Throws<ArgumentOutOfRangeException>(() => options.AcceptMode = (GroupAcceptMode)99).ParamName);
+        Assert.Equal("Backend", Assert.Throws<ArgumentOutOfRangeException>(() => options.Backend = (EventLoopBackend)99).ParamName);
+
+        options.OutputPauseThreshold = 1000;
+        options.OutputResumeThreshold = 2000;
+        Assert.Equal("OutputResumeThreshold", Assert.Throws<ArgumentOutOfRangeException>(options.Validate).ParamName);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new EpollSharpTransportFactory(Options.Create(options), NullLoggerFactory.Instance));
+        Assert.Throws<ArgumentNullException>(() => ((Microsoft.AspNetCore.Hosting.IWebHostBuilder)null!).UseEpollSharp());
+    }
+
+    [SkippableTheory]
+    [InlineData(GroupAcceptMode.ReusePort, EventLoopBackend.Epoll)]
+    [InlineData(GroupAcceptMode.SingleAcceptor, EventLoopBackend.Epoll)]
+    [InlineData(GroupAcceptMode.SingleAcceptor, EventLoopBackend.Managed)]
+    public async Task Every_accept_mode_and_backend_serves_connections(GroupAcceptMode mode, EventLoopBackend backend)
+    {
+        await using WebServer server = await WebServer.StartAsync(
+            app => Microsoft.AspNetCore.Builder.EndpointRouteBuilderExtensions.MapGet(app, "/", () => "ok"),
+            transport: o =>
+            {
+                o.AcceptMode = mode;
+                o.Backend = backend;
+            });
+        Assert.Equal(backend, server.Factory.Group!.Backend);
+        Assert.Equal(mode == GroupAcceptMode.ReusePort ? 2 : 1, server.Factory.Group.Listeners.Count);
+        var clients = Enumerable.Range(0, 8).Select(_ => server.Client()).ToArray();
+        try
+        {
+            foreach (HttpClient client in clients)
+            {
+                Assert.Equal("ok", await client.GetStringAsync("/"));
+            }
+        }
+        finally
+        {
+            foreach (HttpClient client in clients)
+            {
+                client.Dispose();
+            }
+        }
+
+        Assert.Equal(8, server.Factory.Group.AcceptedCount);
+    }
+}

@@ -24,7 +24,10 @@ namespace EpollSharp.Backends;
 /// <item><see cref="TriggerMode.OneShot"/>: a single-shot poll that is not re-armed; <see cref="Modify"/> arms a new one.</item>
 /// </list>
 /// <para><see cref="Modify"/> removes the current poll (<c>IORING_OP_POLL_REMOVE</c>) and arms a new one, so a changed
-/// interest is checked against the target's state at once (as <c>EPOLL_CTL_MOD</c> does). <see cref="Remove"/> removes
+/// interest is checked against the target's state (as <c>EPOLL_CTL_MOD</c> does). <see cref="Add"/> and Modify arm at
+/// once while another thread waits; called between waits (from a callback, typically), they arm at the start of the next
+/// wait, because a completion is a snapshot that the wait does not check again, and one taken before a callback drains
+/// the target would report a readiness that is gone. <see cref="Remove"/> removes
 /// the poll. Each registration has a slot and a generation that changes with every Modify and Remove; both are in the
 /// request's user data, and a completion whose generation is not the slot's current one is dropped, so a poll that
 /// completed before its removal was seen is never reported, neither to the removed registration nor to a later one that
@@ -60,6 +63,9 @@ internal sealed unsafe class IoUringBackend : IPollBackend
     private int _rearmCount;
     private int _wakePending;
     private bool _disposed;
+
+    /// <summary>Between the start of a wait's system call and the reaping of its completions (under the lock).</summary>
+    private bool _inWait;
 
     public IoUringBackend(int maxEvents)
         : this(maxEvents, 0)
@@ -133,8 +139,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
             var entry = new Entry(fd, slot, target.Handle) { Token = token, Interest = interest, Mode = mode, Generation = ++_generations[slot] };
             _slots[slot] = entry;
             _byDescriptor.Add(fd, entry);
-            Arm(entry);
-            Submit();
+            ArmOrQueue(entry);
         }
     }
 
@@ -154,7 +159,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
             entry.Interest = interest;
             entry.Mode = mode;
             entry.Generation = ++_generations[entry.Slot];
-            Arm(entry);
+            ArmOrQueue(entry);
             Submit();
         }
     }
@@ -189,6 +194,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
             {
                 ThrowIfDisposed();
                 ArmQueued();
+                _inWait = true;
                 _ring.Publish();
                 toSubmit = _ring.Unsubmitted;
             }
@@ -315,6 +321,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
         int written = 0;
         lock (_lock)
         {
+            _inWait = false;
             uint head = _ring.CqHead;
             uint tail = _ring.CqTail;
             while (head != tail && written < events.Length)
@@ -474,7 +481,26 @@ internal sealed unsafe class IoUringBackend : IPollBackend
         _rearm[_rearmCount++] = entry;
     }
 
-    /// <summary>Arms again the level and edge polls that completed, unless they were re-armed or removed meanwhile.</summary>
+    /// <summary>
+    /// Arms a new or changed registration now when a wait is under way (so that it takes effect while the other thread
+    /// waits), otherwise at the start of the next wait. A poll's completion is a snapshot of the readiness when it
+    /// completed, which the wait does not check again as <c>epoll_wait</c> does: armed while the loop runs callbacks, it
+    /// could complete before a callback drains the target and then report a readiness that is gone.
+    /// </summary>
+    private void ArmOrQueue(Entry entry)
+    {
+        if (_inWait)
+        {
+            Arm(entry);
+            Submit();
+        }
+        else
+        {
+            QueueRearm(entry);
+        }
+    }
+
+    /// <summary>Arms the queued registrations (completed level and edge polls, and new or changed ones), unless they were armed or removed meanwhile.</summary>
     private void ArmQueued()
     {
         for (int i = 0; i < _rearmCount; i++)
@@ -482,7 +508,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
             Entry entry = _rearm[i];
             _rearm[i] = null!;
             entry.RearmQueued = false;
-            if (!entry.Armed && entry.Mode != TriggerMode.OneShot && _slots[entry.Slot] == entry)
+            if (!entry.Armed && _slots[entry.Slot] == entry)
             {
                 Arm(entry);
             }

@@ -36,6 +36,10 @@ namespace EpollSharp.Backends;
 /// wake-ups until the wait reaps it. Submissions come from any thread under one lock, and are entered at once, so an Add,
 /// Modify or Remove takes effect while another thread waits. The wait is <c>io_uring_enter</c> with
 /// <c>IORING_ENTER_GETEVENTS</c> and, for a finite timeout, <c>IORING_ENTER_EXT_ARG</c> with a timespec.</para>
+/// <para>A poll holds a reference on the file. A handle closed without Remove (which the loop tolerates: epoll forgets
+/// the descriptor with its last close) therefore stays open in the kernel until the backend notices: at its next
+/// completion, when a wait's sweep (a few registrations per wait, in turn) finds the handle closed, or when the backend
+/// is disposed. Remove and Dispose wait for the removed polls to complete, so that the files are let go when they return.</para>
 /// <para>Unlike epoll, a poll accepts a regular file (which is always ready) rather than refusing it.</para>
 /// </remarks>
 internal sealed unsafe class IoUringBackend : IPollBackend
@@ -48,17 +52,24 @@ internal sealed unsafe class IoUringBackend : IPollBackend
 
     private const uint SqEntries = 256;
 
+    /// <summary>How many registrations each wait checks for a handle closed without Remove.</summary>
+    private const int SweepPerWait = 4;
+
     private static readonly object s_availabilityLock = new();
     private static string? s_unavailableReason;
 
     private readonly object _lock = new();
     private readonly IoUringRing _ring;
     private readonly Dictionary<int, Entry> _byDescriptor = new();
+
+    /// <summary>User data of removed polls whose final completion a Remove or Dispose waits for; true once reaped.</summary>
+    private readonly Dictionary<ulong, bool> _releases = new();
     private Entry?[] _slots = new Entry?[64];
     private uint[] _generations = new uint[64];
     private int[] _freeSlots = new int[64];
     private int _freeCount;
     private int _slotsUsed;
+    private int _sweepCursor;
     private Entry[] _rearm = new Entry[64];
     private int _rearmCount;
     private int _wakePending;
@@ -132,7 +143,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
                 }
 
                 // The descriptor number of a handle that was closed while registered, now reused.
-                Forget(existing);
+                Forget(existing, awaitRelease: false);
             }
 
             int slot = TakeSlot();
@@ -167,6 +178,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
     public void Remove(BackendTarget target)
     {
         int fd = target.FileDescriptor;
+        ulong release;
         lock (_lock)
         {
             if (_disposed || !_byDescriptor.TryGetValue(fd, out Entry? entry))
@@ -175,9 +187,11 @@ internal sealed unsafe class IoUringBackend : IPollBackend
                 return;
             }
 
-            Forget(entry);
+            release = Forget(entry, awaitRelease: true);
             Submit();
         }
+
+        AwaitRelease(release);
     }
 
     public int Wait(Span<BackendEvent> events, int timeoutMilliseconds)
@@ -193,6 +207,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
             lock (_lock)
             {
                 ThrowIfDisposed();
+                SweepClosed();
                 ArmQueued();
                 _inWait = true;
                 _ring.Publish();
@@ -283,6 +298,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
 
     public void Dispose()
     {
+        List<ulong>? releases = null;
         lock (_lock)
         {
             if (_disposed)
@@ -291,8 +307,31 @@ internal sealed unsafe class IoUringBackend : IPollBackend
             }
 
             _disposed = true;
+            for (int slot = 0; slot < _slotsUsed; slot++)
+            {
+                if (_slots[slot] is Entry entry)
+                {
+                    ulong release = Forget(entry, awaitRelease: true);
+                    if (release != 0)
+                    {
+                        releases ??= new List<ulong>();
+                        releases.Add(release);
+                    }
+                }
+            }
+
+            Submit();
         }
 
+        if (releases is not null)
+        {
+            foreach (ulong release in releases)
+            {
+                AwaitRelease(release);
+            }
+        }
+
+        // Closing the ring would cancel what is left, but later, from a kernel worker.
         _ring.Dispose();
     }
 
@@ -348,6 +387,11 @@ internal sealed unsafe class IoUringBackend : IPollBackend
                 if (entry is null || entry.Generation != (uint)userData)
                 {
                     // A completion of a poll that was removed or replaced since: never reported.
+                    if (_releases.Count != 0 && (flags & Interop.IoUring.IORING_CQE_F_MORE) == 0 && _releases.ContainsKey(userData))
+                    {
+                        _releases[userData] = true;
+                    }
+
                     continue;
                 }
 
@@ -360,7 +404,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
                         entry.Armed = false;
                     }
 
-                    Forget(entry);
+                    Forget(entry, awaitRelease: false);
                     continue;
                 }
 
@@ -434,18 +478,76 @@ internal sealed unsafe class IoUringBackend : IPollBackend
         entry.Armed = true;
     }
 
-    /// <summary>Removes <paramref name="entry"/>'s poll and frees its slot, moving the slot's generation on. Under the lock; the caller submits.</summary>
-    private void Forget(Entry entry)
+    /// <summary>
+    /// Removes <paramref name="entry"/>'s poll and frees its slot, moving the slot's generation on. Under the lock; the
+    /// caller submits. With <paramref name="awaitRelease"/>, returns the user data of the poll whose final completion
+    /// <see cref="AwaitRelease"/> is to wait for (0 when no poll was armed).
+    /// </summary>
+    private ulong Forget(Entry entry, bool awaitRelease)
     {
         if (_byDescriptor.TryGetValue(entry.Fd, out Entry? current) && current == entry)
         {
             _byDescriptor.Remove(entry.Fd);
         }
 
+        ulong release = 0;
+        if (awaitRelease && entry.Armed)
+        {
+            release = UserData(entry.Slot, entry.Generation);
+            _releases[release] = false;
+        }
+
         Cancel(entry);
         ++_generations[entry.Slot];
         _slots[entry.Slot] = null;
         _freeSlots[_freeCount++] = entry.Slot;
+        return release;
+    }
+
+    /// <summary>
+    /// Waits (briefly: at most a second) until the removed poll <paramref name="release"/> has completed. A cancelled
+    /// poll completes in the thread that armed it (the kernel's task work), and only then lets go of its reference on
+    /// the file: returning before would let the owner close a socket that stays open (no FIN, a port still bound) until
+    /// that thread runs. When the arming thread is the calling one, the completion is already there.
+    /// </summary>
+    private void AwaitRelease(ulong release)
+    {
+        if (release == 0)
+        {
+            return;
+        }
+
+        long deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
+        var spin = default(SpinWait);
+        while (true)
+        {
+            lock (_lock)
+            {
+                if (_releases[release] || FinalCompletionQueued(release) || Stopwatch.GetTimestamp() > deadline)
+                {
+                    _releases.Remove(release);
+                    return;
+                }
+            }
+
+            spin.SpinOnce();
+        }
+    }
+
+    /// <summary>Whether the completion queue holds the final completion of <paramref name="userData"/>. Under the lock.</summary>
+    private bool FinalCompletionQueued(ulong userData)
+    {
+        uint tail = _ring.CqTail;
+        for (uint head = _ring.CqHead; head != tail; head++)
+        {
+            ref Interop.IoUringCqe cqe = ref _ring.Cqe(head);
+            if (cqe.UserData == userData && (cqe.Flags & Interop.IoUring.IORING_CQE_F_MORE) == 0)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private void Cancel(Entry entry)
@@ -463,6 +565,24 @@ internal sealed unsafe class IoUringBackend : IPollBackend
         sqe->Addr = UserData(entry.Slot, entry.Generation);
         sqe->UserData = RemovalUserData;
         entry.Armed = false;
+    }
+
+    /// <summary>
+    /// Looks at a few registrations per wait, in turn, for a handle that was closed without Remove (a misuse the loop
+    /// tolerates, see <see cref="Forget"/>): epoll forgets such a descriptor when it is closed, but a poll holds a
+    /// reference on the file, which would keep a socket open (no FIN, a port still bound) until its next event.
+    /// Under the lock.
+    /// </summary>
+    private void SweepClosed()
+    {
+        for (int i = 0; i < SweepPerWait && _slotsUsed > 0; i++)
+        {
+            _sweepCursor = _sweepCursor + 1 >= _slotsUsed ? 0 : _sweepCursor + 1;
+            if (_slots[_sweepCursor] is Entry entry && entry.Handle.IsClosed)
+            {
+                Forget(entry, awaitRelease: false);
+            }
+        }
     }
 
     private void QueueRearm(Entry entry)

@@ -298,7 +298,6 @@ internal sealed unsafe class IoUringBackend : IPollBackend
 
     public void Dispose()
     {
-        List<ulong>? releases = null;
         lock (_lock)
         {
             if (_disposed)
@@ -311,27 +310,39 @@ internal sealed unsafe class IoUringBackend : IPollBackend
             {
                 if (_slots[slot] is Entry entry)
                 {
-                    ulong release = Forget(entry, awaitRelease: true);
-                    if (release != 0)
-                    {
-                        releases ??= new List<ulong>();
-                        releases.Add(release);
-                    }
+                    Forget(entry, awaitRelease: true);
                 }
             }
 
             Submit();
-        }
 
-        if (releases is not null)
-        {
-            foreach (ulong release in releases)
+            // Nothing reaps any more: take every completion (moving those that overflowed the ring into it) until the
+            // removed polls have all completed, for at most a second. Closing the ring would cancel what is left, but
+            // later, from a kernel worker, while the files stayed open.
+            long deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
+            var spin = default(SpinWait);
+            while (_releases.Count > 0 && Stopwatch.GetTimestamp() < deadline)
             {
-                AwaitRelease(release);
+                _ring.Enter(0, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out _);
+                uint tail = _ring.CqTail;
+                uint head = _ring.CqHead;
+                for (; head != tail; head++)
+                {
+                    ref Interop.IoUringCqe cqe = ref _ring.Cqe(head);
+                    if ((cqe.Flags & Interop.IoUring.IORING_CQE_F_MORE) == 0)
+                    {
+                        _releases.Remove(cqe.UserData);
+                    }
+                }
+
+                _ring.AdvanceCq(head);
+                if (_releases.Count > 0)
+                {
+                    spin.SpinOnce();
+                }
             }
         }
 
-        // Closing the ring would cancel what is left, but later, from a kernel worker.
         _ring.Dispose();
     }
 
@@ -476,12 +487,17 @@ internal sealed unsafe class IoUringBackend : IPollBackend
         sqe->Len = entry.Mode == TriggerMode.Edge ? Interop.IoUring.IORING_POLL_ADD_MULTI : 0;
         sqe->UserData = UserData(entry.Slot, entry.Generation);
         entry.Armed = true;
+
+        // The thread that will submit the poll: the Submit or wait that follows on this thread, unless another thread's
+        // submission takes the entry first (then a Remove on this thread does not wait, and the file goes a moment later).
+        entry.ArmedBy = Environment.CurrentManagedThreadId;
     }
 
     /// <summary>
     /// Removes <paramref name="entry"/>'s poll and frees its slot, moving the slot's generation on. Under the lock; the
     /// caller submits. With <paramref name="awaitRelease"/>, returns the user data of the poll whose final completion
-    /// <see cref="AwaitRelease"/> is to wait for (0 when no poll was armed).
+    /// <see cref="AwaitRelease"/> is to wait for: 0 when no poll was armed, or when the calling thread armed it (the
+    /// kernel then completes the cancelled poll, and lets go of its file, before the submitting call returns).
     /// </summary>
     private ulong Forget(Entry entry, bool awaitRelease)
     {
@@ -491,7 +507,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
         }
 
         ulong release = 0;
-        if (awaitRelease && entry.Armed)
+        if (awaitRelease && entry.Armed && entry.ArmedBy != Environment.CurrentManagedThreadId)
         {
             release = UserData(entry.Slot, entry.Generation);
             _releases[release] = false;
@@ -528,9 +544,52 @@ internal sealed unsafe class IoUringBackend : IPollBackend
                     _releases.Remove(release);
                     return;
                 }
+
+                DropStalePrefix();
             }
 
             spin.SpinOnce();
+        }
+    }
+
+    /// <summary>
+    /// Frees the completions at the head of the queue that a wait would drop anyway (removals, removed or replaced polls),
+    /// so that the kernel can move completions that overflowed the ring into it while the loop is busy. Under the lock.
+    /// </summary>
+    private void DropStalePrefix()
+    {
+        uint head = _ring.CqHead;
+        uint tail = _ring.CqTail;
+        uint start = head;
+        for (; head != tail; head++)
+        {
+            ref Interop.IoUringCqe cqe = ref _ring.Cqe(head);
+            ulong userData = cqe.UserData;
+            if (userData == WakeUserData)
+            {
+                break;
+            }
+
+            if (userData != RemovalUserData)
+            {
+                int slot = (int)(userData >> 32);
+                Entry? entry = slot < _slotsUsed ? _slots[slot] : null;
+                if (entry is not null && entry.Generation == (uint)userData)
+                {
+                    break;
+                }
+
+                if ((cqe.Flags & Interop.IoUring.IORING_CQE_F_MORE) == 0 && _releases.ContainsKey(userData))
+                {
+                    _releases[userData] = true;
+                }
+            }
+        }
+
+        if (head != start)
+        {
+            _ring.AdvanceCq(head);
+            _ring.Enter(0, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out _);
         }
     }
 
@@ -743,6 +802,9 @@ internal sealed unsafe class IoUringBackend : IPollBackend
 
         /// <summary>A poll of the current generation is (or may still be) in the kernel.</summary>
         public bool Armed { get; set; }
+
+        /// <summary>The managed thread that armed the current poll: a cancelled poll completes in that thread's task work.</summary>
+        public int ArmedBy { get; set; }
 
         /// <summary>In the re-arm queue.</summary>
         public bool RearmQueued { get; set; }

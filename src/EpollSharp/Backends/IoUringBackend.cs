@@ -546,6 +546,13 @@ internal sealed unsafe class IoUringBackend : IPollBackend
                 }
 
                 DropStalePrefix();
+                if (_ring.CqOverflowed)
+                {
+                    // The completion may be among those the kernel holds until the ring has room, which only the loop's
+                    // reaping makes: do not stall the caller (the file is let go a moment later).
+                    _releases.Remove(release);
+                    return;
+                }
             }
 
             spin.SpinOnce();

@@ -32,6 +32,7 @@ internal sealed unsafe class IoUringRing : IDisposable
     private readonly uint* _sqHead;
     private readonly uint* _sqTail;
     private readonly uint* _sqArray;
+    private readonly uint* _sqFlags;
     private readonly uint _sqMask;
     private readonly uint _sqEntries;
     private readonly Interop.IoUringSqe* _sqes;
@@ -53,6 +54,7 @@ internal sealed unsafe class IoUringRing : IDisposable
         _sqHead = (uint*)(r + p.SqOff.Head);
         _sqTail = (uint*)(r + p.SqOff.Tail);
         _sqArray = (uint*)(r + p.SqOff.Array);
+        _sqFlags = (uint*)(r + p.SqOff.Flags);
         _sqMask = *(uint*)(r + p.SqOff.RingMask);
         _sqEntries = *(uint*)(r + p.SqOff.RingEntries);
         _sqes = (Interop.IoUringSqe*)sqes.Address;
@@ -239,6 +241,9 @@ internal sealed unsafe class IoUringRing : IDisposable
 
     /// <summary>Whether a completion is waiting (acquire load of the completion tail).</summary>
     internal bool HasCompletions => Volatile.Read(ref *_cqTail) != *_cqHead;
+
+    /// <summary>Whether completions overflowed the ring and wait in the kernel until an <c>IORING_ENTER_GETEVENTS</c> moves them in.</summary>
+    internal bool CqOverflowed => (Volatile.Read(ref *_sqFlags) & Interop.IoUring.IORING_SQ_CQ_OVERFLOW) != 0;
 
     /// <summary>The completion head, to start a reaping pass from. By the one reading thread.</summary>
     internal uint CqHead => *_cqHead;

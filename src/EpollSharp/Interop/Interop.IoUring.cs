@@ -48,6 +48,9 @@ internal static partial class Interop
         // IoUringCqe.flags.
         internal const uint IORING_CQE_F_MORE = 1u << 1;
 
+        // The submission ring's flags word: completions overflowed the ring and wait in the kernel.
+        internal const uint IORING_SQ_CQ_OVERFLOW = 1u << 1;
+
         // io_uring_register opcodes and the probe's flag.
         internal const uint IORING_REGISTER_PROBE = 8;
         internal const ushort IO_URING_OP_SUPPORTED = 1;

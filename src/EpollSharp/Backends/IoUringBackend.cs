@@ -151,6 +151,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
             _slots[slot] = entry;
             _byDescriptor.Add(fd, entry);
             ArmOrQueue(entry);
+            Submit();
         }
     }
 

@@ -88,6 +88,10 @@ int main(void)
     INT(ECONNREFUSED);
     INT(EHOSTDOWN);
     INT(EHOSTUNREACH);
+    INT(EBUSY);
+    INT(ENOSYS);
+    INT(ETIME);
+    INT(ECANCELED);
 
     /* send() flags (Interop.Sys). */
     INT(MSG_NOSIGNAL);

@@ -27,7 +27,7 @@ internal sealed class EchoOptions
     {
         ("--host", nameof(Host), "ADDRESS", "127.0.0.1", "IP address to listen on"),
         ("--port", nameof(Port), "PORT", "8080", "port; 0 picks a free one (printed)"),
-        ("--backend", nameof(Backend), "auto|epoll|kqueue|managed", "auto", "the loops' readiness mechanism"),
+        ("--backend", nameof(Backend), "auto|epoll|io_uring|kqueue|managed", "auto", "the loops' readiness mechanism"),
         ("--loops", nameof(Loops), "N", "1", "event loops, one thread each; 0: one per processor"),
         ("--trigger", nameof(Trigger), "level|edge", "level", "trigger mode of the connections"),
         ("--accept-mode", nameof(AcceptMode), "auto|reuseport|acceptor", "auto", "how connections are spread over the loops"),
@@ -130,7 +130,8 @@ internal sealed class EchoOptions
                 throw new ArgumentException(arg.StartsWith('-') ? $"Unknown option {name}." : $"Unexpected argument '{arg}'.");
             }
 
-            result.Add(arg);
+            bool backend = name == "--backend";
+            result.Add(backend && equals >= 0 ? name + "=" + BackendValue(arg.Substring(equals + 1)) : arg);
             if (equals < 0)
             {
                 if (i + 1 >= args.Length)
@@ -138,12 +139,17 @@ internal sealed class EchoOptions
                     throw new ArgumentException($"{name} needs a value.");
                 }
 
-                result.Add(args[++i]);
+                string value = args[++i];
+                result.Add(backend ? BackendValue(value) : value);
             }
         }
 
         return result.ToArray();
     }
+
+    /// <summary>The backend's name as the configuration binder reads it: <c>io_uring</c> is the enum member <c>IoUring</c>.</summary>
+    private static string BackendValue(string value) =>
+        value.Trim().Equals("io_uring", StringComparison.OrdinalIgnoreCase) ? nameof(EventLoopBackend.IoUring) : value;
 
     /// <summary>Checks the values; the message names the flag and the configuration key of a bad one.</summary>
     /// <exception cref="ArgumentException">A value is out of range or not one of the choices.</exception>
@@ -160,9 +166,9 @@ internal sealed class EchoOptions
         Range(nameof(IdleTimeout), IdleTimeout, 0, 86_400);
         Range(nameof(DrainTimeout), DrainTimeout, 0, 3600);
         Range(nameof(CallbackBudget), CallbackBudget, 0, 3_600_000);
-        if (Backend is not (EventLoopBackend.Auto or EventLoopBackend.Epoll or EventLoopBackend.Kqueue or EventLoopBackend.Managed))
+        if (Backend is not (EventLoopBackend.Auto or EventLoopBackend.Epoll or EventLoopBackend.IoUring or EventLoopBackend.Kqueue or EventLoopBackend.Managed))
         {
-            throw Bad(nameof(Backend), Backend, "is not one of auto, epoll, kqueue, managed.");
+            throw Bad(nameof(Backend), Backend, "is not one of auto, epoll, io_uring, kqueue, managed.");
         }
 
         if (Trigger is not (TriggerMode.Level or TriggerMode.Edge))
@@ -240,7 +246,7 @@ internal sealed class EchoOptions
     public static string Help()
     {
         var text = new StringBuilder();
-        text.AppendLine("usage: EchoServer [--host 127.0.0.1] [--port 8080] [--backend auto|epoll|kqueue|managed] [--loops N] [--trigger level|edge]");
+        text.AppendLine("usage: EchoServer [--host 127.0.0.1] [--port 8080] [--backend auto|epoll|io_uring|kqueue|managed] [--loops N] [--trigger level|edge]");
         text.AppendLine("                  [--accept-mode auto|reuseport|acceptor] [--max-connections N] [--idle-timeout SECONDS] [--drain-timeout SECONDS]");
         text.AppendLine("                  [--systemd] [--callback-budget MS] [--api callback|pipe|stream] [--tls PATH.pfx [--tls-password PASSWORD]] [--help]");
         text.AppendLine();
@@ -282,6 +288,7 @@ internal sealed class EchoOptions
         EventLoopBackend.Epoll => "epoll",
         EventLoopBackend.Kqueue => "kqueue",
         EventLoopBackend.Managed => "managed",
+        EventLoopBackend.IoUring => "io_uring",
         _ => "auto",
     };
 

@@ -59,6 +59,9 @@ def make_servers(pub, native):
                d("EchoServer", "--backend", "managed", "--trigger", "level", *echo), True),
         Server("epoll-level", "EchoServer (EpollSharp, epoll backend, level-triggered, 1 loop)", "EpollSharp epoll level",
                d("EchoServer", "--backend", "epoll", "--trigger", "level", *echo), True, pingpong_only=True),
+        # io_uring: readiness through poll requests on a ring (docs/backends-io_uring.md); ping-pong matrix only.
+        Server("io_uring", "EchoServer (EpollSharp, io_uring backend, edge-triggered, 1 loop)", "EpollSharp io_uring",
+               d("EchoServer", "--backend", "io_uring", "--trigger", "edge", *echo), True, pingpong_only=True),
         Server("threads", "ThreadedEchoServer (thread per connection)", "thread per connection",
                d("ThreadedEchoServer"), True),
         Server("c", "echo_ref (C, raw epoll, 1 thread)", "C echo_ref",
@@ -916,7 +919,7 @@ def main():
     ap.add_argument("--duration", type=float)
     ap.add_argument("--runs", type=int)
     ap.add_argument("--idle-connections", type=int)
-    ap.add_argument("--servers", help="comma-separated subset of epoll,managed,epoll-level,threads,c,inbox")
+    ap.add_argument("--servers", help="comma-separated subset of epoll,managed,epoll-level,io_uring,threads,c,inbox")
     ap.add_argument("--workloads", help="comma-separated subset such as 64x64,1000x64")
     ap.add_argument("--quiet-budget", type=float, default=300,
                     help="seconds the full run may spend waiting for quiet cores and rerunning disturbed runs")

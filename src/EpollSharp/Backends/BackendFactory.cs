@@ -25,9 +25,10 @@ internal static class BackendFactory
                 "EPOLL" => EventLoopBackend.Epoll,
                 "KQUEUE" => EventLoopBackend.Kqueue,
                 "MANAGED" => EventLoopBackend.Managed,
+                "IO_URING" or "IOURING" => EventLoopBackend.IoUring,
                 "AUTO" => PlatformDefault(),
                 _ => throw new InvalidOperationException(
-                    $"The environment variable {EnvironmentVariable} is '{env}'; expected one of: epoll, kqueue, managed, auto."),
+                    $"The environment variable {EnvironmentVariable} is '{env}'; expected one of: epoll, io_uring, kqueue, managed, auto."),
             };
         }
 
@@ -44,6 +45,8 @@ internal static class BackendFactory
                 return EpollHandle.IsSupported;
             case EventLoopBackend.Kqueue:
                 return KqueueLibrary.IsAvailable(out reason);
+            case EventLoopBackend.IoUring:
+                return IoUringBackend.IsAvailable(out reason);
             case EventLoopBackend.Managed:
                 // Managed socket APIs only: available wherever .NET runs.
                 reason = string.Empty;
@@ -66,6 +69,9 @@ internal static class BackendFactory
                 ? new KqueueBackend(maxEvents)
                 : throw new PlatformNotSupportedException(kqueueReason),
             EventLoopBackend.Managed => new ManagedBackend(maxEvents),
+            EventLoopBackend.IoUring => IoUringBackend.IsAvailable(out string ioUringReason)
+                ? new IoUringBackend(maxEvents)
+                : throw new PlatformNotSupportedException("The io_uring backend is not available: " + ioUringReason),
             _ => throw new ArgumentOutOfRangeException(nameof(requested), requested, "Unknown backend."),
         };
     }

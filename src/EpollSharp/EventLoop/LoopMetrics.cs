@@ -64,6 +64,7 @@ internal static class LoopMetrics
         EventLoopBackend.Epoll => "epoll",
         EventLoopBackend.Kqueue => "kqueue",
         EventLoopBackend.Managed => "managed",
+        EventLoopBackend.IoUring => "io_uring",
         _ => backend.ToString().ToLowerInvariant(),
     };
 

@@ -15,13 +15,16 @@ internal static partial class Interop
         internal const int ENOMEM = 12;
         internal const int EACCES = 13;
         internal const int EFAULT = 14;
+        internal const int EBUSY = 16;
         internal const int EEXIST = 17;
         internal const int EINVAL = 22;
         internal const int ENFILE = 23;
         internal const int EMFILE = 24;
         internal const int ENOSPC = 28;
+        internal const int ENOSYS = 38;
         internal const int EPIPE = 32;
         internal const int ELOOP = 40;
+        internal const int ETIME = 62;
         internal const int ENOTSOCK = 88;
         internal const int EMSGSIZE = 90;
         internal const int EOPNOTSUPP = 95;
@@ -37,6 +40,7 @@ internal static partial class Interop
         internal const int ECONNREFUSED = 111;
         internal const int EHOSTDOWN = 112;
         internal const int EHOSTUNREACH = 113;
+        internal const int ECANCELED = 125;
 
         /// <summary>Reads errno as the marshaller captured it right after the call.</summary>
         internal static int Last()

@@ -38,6 +38,10 @@ internal static class ErrnoNames
         E.ECONNREFUSED => "ECONNREFUSED",
         E.EHOSTDOWN => "EHOSTDOWN",
         E.EHOSTUNREACH => "EHOSTUNREACH",
+        E.EBUSY => "EBUSY",
+        E.ENOSYS => "ENOSYS",
+        E.ETIME => "ETIME",
+        E.ECANCELED => "ECANCELED",
         _ => "errno " + errno.ToString(CultureInfo.InvariantCulture),
     };
 

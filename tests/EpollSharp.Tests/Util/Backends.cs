@@ -10,6 +10,7 @@ public static class Backends
         yield return new object[] { EventLoopBackend.Epoll };
         yield return new object[] { EventLoopBackend.Kqueue };
         yield return new object[] { EventLoopBackend.Managed };
+        yield return new object[] { EventLoopBackend.IoUring };
     }
 
     /// <summary>Skips the calling test when <paramref name="backend"/> cannot run here.</summary>

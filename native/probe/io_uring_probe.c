@@ -1,0 +1,79 @@
+/*
+ * ABI probe for EpollSharp's io_uring binding: prints the C view of every constant and layout that
+ * src/EpollSharp/Interop/Interop.IoUring.cs hard-codes, one "NAME VALUE" line each (VALUE in decimal).
+ * tests/EpollSharp.Tests/Backends/IoUringAbiTests.cs compiles it with `cc`, runs it and compares.
+ *
+ * Build by hand: cc -std=c11 -Wall -Wextra -Werror -o /tmp/io_uring_probe native/probe/io_uring_probe.c
+ */
+#define _GNU_SOURCE
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <linux/io_uring.h>
+#include <linux/time_types.h>
+
+#define INT(name) printf("%s %ld\n", #name, (long)(name))
+#define SIZE(name, type) printf("%s %zu\n", #name, sizeof(type))
+#define OFFSET(name, type, field) printf("%s %zu\n", #name, offsetof(type, field))
+
+int main(void)
+{
+    INT(SYS_io_uring_setup);
+    INT(SYS_io_uring_enter);
+    INT(SYS_io_uring_register);
+
+    INT(IORING_SETUP_CQSIZE);
+    INT(IORING_SETUP_CLAMP);
+    INT(IORING_FEAT_SINGLE_MMAP);
+    INT(IORING_FEAT_NODROP);
+    INT(IORING_FEAT_EXT_ARG);
+    INT(IORING_FEAT_RSRC_TAGS);
+    INT(IORING_OFF_SQ_RING);
+    INT(IORING_OFF_CQ_RING);
+    INT(IORING_OFF_SQES);
+    INT(IORING_ENTER_GETEVENTS);
+    INT(IORING_ENTER_EXT_ARG);
+    INT(IORING_OP_NOP);
+    INT(IORING_OP_POLL_ADD);
+    INT(IORING_OP_POLL_REMOVE);
+    INT(IORING_POLL_ADD_MULTI);
+    INT(IORING_POLL_UPDATE_EVENTS);
+    INT(IORING_POLL_UPDATE_USER_DATA);
+    INT(IORING_SQ_CQ_OVERFLOW);
+    INT(IORING_CQE_F_MORE);
+    INT(IORING_REGISTER_PROBE);
+    INT(IO_URING_OP_SUPPORTED);
+    INT(PROT_READ);
+    INT(PROT_WRITE);
+    INT(MAP_SHARED);
+    INT(MAP_POPULATE);
+
+    /* The last field is resv2 in older headers and user_addr in newer ones: the size checks it. */
+    SIZE(SizeofIoSqringOffsets, struct io_sqring_offsets);
+    OFFSET(IoSqringOffsetsArray, struct io_sqring_offsets, array);
+    SIZE(SizeofIoCqringOffsets, struct io_cqring_offsets);
+    OFFSET(IoCqringOffsetsCqes, struct io_cqring_offsets, cqes);
+    SIZE(SizeofIoUringParams, struct io_uring_params);
+    OFFSET(IoUringParamsFeatures, struct io_uring_params, features);
+    OFFSET(IoUringParamsSqOff, struct io_uring_params, sq_off);
+    OFFSET(IoUringParamsCqOff, struct io_uring_params, cq_off);
+    SIZE(SizeofIoUringSqe, struct io_uring_sqe);
+    OFFSET(IoUringSqeFd, struct io_uring_sqe, fd);
+    OFFSET(IoUringSqeOff, struct io_uring_sqe, off);
+    OFFSET(IoUringSqeAddr, struct io_uring_sqe, addr);
+    OFFSET(IoUringSqeLen, struct io_uring_sqe, len);
+    OFFSET(IoUringSqeOpFlags, struct io_uring_sqe, poll32_events);
+    OFFSET(IoUringSqeUserData, struct io_uring_sqe, user_data);
+    OFFSET(IoUringSqeAddr3, struct io_uring_sqe, addr3);
+    SIZE(SizeofIoUringCqe, struct io_uring_cqe);
+    OFFSET(IoUringCqeRes, struct io_uring_cqe, res);
+    OFFSET(IoUringCqeFlags, struct io_uring_cqe, flags);
+    SIZE(SizeofIoUringGeteventsArg, struct io_uring_getevents_arg);
+    OFFSET(IoUringGeteventsArgTs, struct io_uring_getevents_arg, ts);
+    SIZE(SizeofKernelTimespec, struct __kernel_timespec);
+    SIZE(SizeofIoUringProbeHeader, struct io_uring_probe);
+    SIZE(SizeofIoUringProbeOp, struct io_uring_probe_op);
+    OFFSET(IoUringProbeOpFlags, struct io_uring_probe_op, flags);
+    return 0;
+}

@@ -1,0 +1,198 @@
+using System.Runtime.InteropServices;
+
+namespace EpollSharp;
+
+internal static partial class Interop
+{
+    /// <summary>
+    /// Linux io_uring (<c>&lt;linux/io_uring.h&gt;</c>): the three system calls, reached through <c>syscall(2)</c> because the
+    /// C library does not wrap them, the constants the io_uring backend uses, and the records it shares with the kernel.
+    /// Every constant and layout here is printed by <c>native/probe/io_uring_probe.c</c> and compared by the tests.
+    /// </summary>
+    internal static unsafe class IoUring
+    {
+        // System call numbers: the same on x86-64 and arm64 (and the 32-bit ABIs), from the table shared since Linux 5.1.
+        internal const int SYS_io_uring_setup = 425;
+        internal const int SYS_io_uring_enter = 426;
+        internal const int SYS_io_uring_register = 427;
+
+        // IoUringParams.flags.
+        internal const uint IORING_SETUP_CQSIZE = 1u << 3;
+        internal const uint IORING_SETUP_CLAMP = 1u << 4;
+
+        // IoUringParams.features.
+        internal const uint IORING_FEAT_SINGLE_MMAP = 1u << 0;
+        internal const uint IORING_FEAT_NODROP = 1u << 1;
+        internal const uint IORING_FEAT_EXT_ARG = 1u << 8;
+        internal const uint IORING_FEAT_RSRC_TAGS = 1u << 10;
+
+        // mmap offsets of the rings and the submission entries.
+        internal const long IORING_OFF_SQ_RING = 0;
+        internal const long IORING_OFF_CQ_RING = 0x8000000;
+        internal const long IORING_OFF_SQES = 0x10000000;
+
+        // io_uring_enter flags.
+        internal const uint IORING_ENTER_GETEVENTS = 1u << 0;
+        internal const uint IORING_ENTER_EXT_ARG = 1u << 3;
+
+        // Opcodes.
+        internal const byte IORING_OP_NOP = 0;
+        internal const byte IORING_OP_POLL_ADD = 6;
+        internal const byte IORING_OP_POLL_REMOVE = 7;
+
+        // IoUringSqe.len of POLL_ADD and POLL_REMOVE.
+        internal const uint IORING_POLL_ADD_MULTI = 1u << 0;
+        internal const uint IORING_POLL_UPDATE_EVENTS = 1u << 1;
+        internal const uint IORING_POLL_UPDATE_USER_DATA = 1u << 2;
+
+        // IoUringCqe.flags.
+        internal const uint IORING_CQE_F_MORE = 1u << 1;
+
+        // The submission ring's flags word: completions overflowed the ring and wait in the kernel.
+        internal const uint IORING_SQ_CQ_OVERFLOW = 1u << 1;
+
+        // io_uring_register opcodes and the probe's flag.
+        internal const uint IORING_REGISTER_PROBE = 8;
+        internal const ushort IO_URING_OP_SUPPORTED = 1;
+
+        // mmap protection and flags for the rings.
+        internal const int PROT_READ = 0x1;
+        internal const int PROT_WRITE = 0x2;
+        internal const int MAP_SHARED = 0x01;
+        internal const int MAP_POPULATE = 0x8000;
+
+        /// <summary><c>int io_uring_setup(u32 entries, struct io_uring_params *p);</c> Returns the ring descriptor, or -1 with errno set.</summary>
+        internal static int io_uring_setup(uint entries, IoUringParams* p) =>
+            (int)Sys.syscall(SYS_io_uring_setup, (nint)entries, (nint)p, 0, 0, 0, 0);
+
+        /// <summary><c>int io_uring_enter(unsigned int fd, u32 to_submit, u32 min_complete, u32 flags, const void *arg, size_t argsz);</c> Returns the number of entries submitted, or -1 with errno set.</summary>
+        internal static int io_uring_enter(int fd, uint toSubmit, uint minComplete, uint flags, void* arg, nuint argSize) =>
+            (int)Sys.syscall(SYS_io_uring_enter, fd, (nint)toSubmit, (nint)minComplete, (nint)flags, (nint)arg, (nint)argSize);
+
+        /// <summary><c>int io_uring_register(unsigned int fd, unsigned int opcode, void *arg, unsigned int nr_args);</c> Returns 0 or a positive value, or -1 with errno set.</summary>
+        internal static int io_uring_register(int fd, uint opcode, void* arg, uint nrArgs) =>
+            (int)Sys.syscall(SYS_io_uring_register, fd, (nint)opcode, (nint)arg, (nint)nrArgs, 0, 0);
+    }
+
+    /// <summary><c>struct io_sqring_offsets</c>: where the submission ring's fields lie in its mapping. 40 bytes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct IoSqringOffsets
+    {
+        public uint Head;
+        public uint Tail;
+        public uint RingMask;
+        public uint RingEntries;
+        public uint Flags;
+        public uint Dropped;
+        public uint Array;
+        public uint Resv1;
+        public ulong UserAddr;
+    }
+
+    /// <summary><c>struct io_cqring_offsets</c>: where the completion ring's fields lie in its mapping. 40 bytes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct IoCqringOffsets
+    {
+        public uint Head;
+        public uint Tail;
+        public uint RingMask;
+        public uint RingEntries;
+        public uint Overflow;
+        public uint Cqes;
+        public uint Flags;
+        public uint Resv1;
+        public ulong UserAddr;
+    }
+
+    /// <summary><c>struct io_uring_params</c>, filled in by <c>io_uring_setup</c>. 120 bytes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct IoUringParams
+    {
+        public uint SqEntries;
+        public uint CqEntries;
+        public uint Flags;
+        public uint SqThreadCpu;
+        public uint SqThreadIdle;
+        public uint Features;
+        public uint WqFd;
+        public uint Resv0;
+        public uint Resv1;
+        public uint Resv2;
+        public IoSqringOffsets SqOff;
+        public IoCqringOffsets CqOff;
+    }
+
+    /// <summary><c>struct io_uring_sqe</c>: one submission entry, 64 bytes; only the fields the backend writes are named.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 64)]
+    internal struct IoUringSqe
+    {
+        [FieldOffset(0)] public byte Opcode;
+        [FieldOffset(1)] public byte Flags;
+        [FieldOffset(2)] public ushort IoPrio;
+        [FieldOffset(4)] public int Fd;
+        /// <summary><c>off</c> / <c>addr2</c>: for a poll update, the new user data.</summary>
+        [FieldOffset(8)] public ulong Off;
+        /// <summary><c>addr</c>: for POLL_REMOVE, the user data of the poll to remove or update.</summary>
+        [FieldOffset(16)] public ulong Addr;
+        /// <summary><c>len</c>: for POLL_ADD and POLL_REMOVE, the <c>IORING_POLL_*</c> flags.</summary>
+        [FieldOffset(24)] public uint Len;
+        /// <summary>The opcode's flags word: <c>poll32_events</c> for the poll operations.</summary>
+        [FieldOffset(28)] public uint OpFlags;
+        [FieldOffset(32)] public ulong UserData;
+        [FieldOffset(40)] public ushort BufIndex;
+        [FieldOffset(42)] public ushort Personality;
+        [FieldOffset(44)] public int SpliceFdIn;
+        [FieldOffset(48)] public ulong Addr3;
+        [FieldOffset(56)] public ulong Pad2;
+    }
+
+    /// <summary><c>struct io_uring_cqe</c>: one completion, 16 bytes (the ring is not set up with 32-byte completions).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct IoUringCqe
+    {
+        public ulong UserData;
+        public int Res;
+        public uint Flags;
+    }
+
+    /// <summary><c>struct io_uring_getevents_arg</c>, passed with <c>IORING_ENTER_EXT_ARG</c>. 24 bytes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct IoUringGeteventsArg
+    {
+        public ulong Sigmask;
+        public uint SigmaskSz;
+        public uint MinWaitUsec;
+        /// <summary>A pointer to a <see cref="KernelTimespec"/>; 0 waits without limit.</summary>
+        public ulong Ts;
+    }
+
+    /// <summary><c>struct __kernel_timespec</c>: 64-bit seconds and nanoseconds on every ABI. 16 bytes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct KernelTimespec
+    {
+        public long TvSec;
+        public long TvNsec;
+    }
+
+    /// <summary><c>struct io_uring_probe</c>'s header (16 bytes); <see cref="IoUringProbeOp"/> records follow it.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct IoUringProbeHeader
+    {
+        public byte LastOp;
+        public byte OpsLen;
+        public ushort Resv;
+        public uint Resv2a;
+        public uint Resv2b;
+        public uint Resv2c;
+    }
+
+    /// <summary><c>struct io_uring_probe_op</c>: one opcode and whether the kernel supports it. 8 bytes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct IoUringProbeOp
+    {
+        public byte Op;
+        public byte Resv;
+        public ushort Flags;
+        public uint Resv2;
+    }
+}

@@ -407,4 +407,24 @@ def section(report, results, docs):
               "within that spread is not a finding.")
     w(noise)
     w("")
+    failed = [r for r in results["rows"] if not r.get("ok")]
+    if failed:
+        w("Failed runs (left out of the medians): " + "; ".join(
+            f"{short.get(r['server'], r['server'])}, {r['workload']}, round {r.get('round')}: " + "; ".join(r["problems"])
+            + (f" (other processes took {r['other_core0'] * 100:.0f} % of the server's core)" if r.get("other_core0") is not None else "")
+            for r in failed) + ".")
+        w("")
     return "\n".join(md) + "\n"
+
+
+if __name__ == "__main__":
+    # python3 shapes.py RESULTS.json [DOCS_DIR]: the section again from a results file (charts and docs with DOCS_DIR).
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import report
+    with open(sys.argv[1]) as f:
+        res = json.load(f)
+    out = section(report, res, sys.argv[2] if len(sys.argv) > 2 else None)
+    if len(sys.argv) > 2:
+        write_section(out, sys.argv[2])
+    print(out)

@@ -6,64 +6,50 @@ namespace EpollSharp.Connections;
 
 /// <summary>
 /// The pipes' default pool (<see cref="PipeConnectionOptions.MemoryPool"/> left null): blocks of <see cref="BlockSize"/>
-/// bytes, kept for reuse when returned (up to <see cref="MaxRetained"/> of them), so renting allocates nothing once enough
-/// blocks exist. <see cref="ArrayPool{T}.Shared"/>, which the pipes use for <see cref="MemoryPool{T}.Shared"/>, keeps only a
-/// few arrays per size and core: a loop serving tens of connections has more segments rented at once than that, and each
-/// rent past them allocates a new 4 KiB array (about 200 bytes per message at 64 connections). Requests larger than a
-/// block go, as before, to <see cref="ArrayPool{T}.Shared"/> (the pipes do that themselves above <see cref="MaxBufferSize"/>).
-/// Safe from any thread: segments are rented by the loop and the application and returned by either.
+/// bytes for the pipes' ordinary segments and of <see cref="LargeBlockSize"/> (a whole default receive buffer) for larger
+/// requests, kept for reuse when returned (up to <see cref="MaxRetainedBytes"/> of each size), so renting allocates nothing
+/// once enough blocks exist. <see cref="ArrayPool{T}.Shared"/>, which the pipes use for <see cref="MemoryPool{T}.Shared"/>,
+/// keeps only a few arrays per size and core: a loop serving tens of connections has more segments rented at once than
+/// that, and each rent past them allocated a new array (about 200 bytes per 64-byte message at 64 connections, 3 KB per
+/// 16 KiB message). Requests above <see cref="MaxBufferSize"/> go, as before, to <see cref="ArrayPool{T}.Shared"/> (the
+/// pipes do that themselves). Safe from any thread: segments are rented by the loop and the application and returned by
+/// either.
 /// </summary>
 internal sealed class PipeBlockPool : MemoryPool<byte>
 {
-    /// <summary>The size of every block: the pipes' default minimum segment size.</summary>
+    /// <summary>The size of the ordinary blocks: the pipes' default minimum segment size.</summary>
     public const int BlockSize = 4096;
 
-    /// <summary>At most this many free blocks are kept (16 MiB); a block returned beyond that is left to the GC.</summary>
-    public const int MaxRetained = 4096;
+    /// <summary>The size of the large blocks: the connections' default receive buffer (<see cref="ConnectionOptions.ReceiveBufferSize"/>).</summary>
+    public const int LargeBlockSize = 16 * 1024;
+
+    /// <summary>At most this many bytes of free blocks of each size are kept (16 MiB); a block returned beyond that is left to the GC.</summary>
+    public const int MaxRetainedBytes = 16 * 1024 * 1024;
 
     /// <summary>The one pool of the process.</summary>
     public static readonly PipeBlockPool Instance = new();
 
-    private readonly object _lock = new();
-    private Block?[] _free = new Block?[64];
-    private int _count;
+    private readonly Stack _small = new(BlockSize);
+    private readonly Stack _large = new(LargeBlockSize);
 
     /// <inheritdoc/>
-    public override int MaxBufferSize => BlockSize;
+    public override int MaxBufferSize => LargeBlockSize;
 
-    /// <summary>Free blocks held now (for tests).</summary>
-    internal int FreeCount
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _count;
-            }
-        }
-    }
+    /// <summary>Free blocks of <see cref="BlockSize"/> held now (for tests).</summary>
+    internal int FreeCount => _small.Count;
+
+    /// <summary>Free blocks of <see cref="LargeBlockSize"/> held now (for tests).</summary>
+    internal int FreeLargeCount => _large.Count;
 
     /// <inheritdoc/>
     public override IMemoryOwner<byte> Rent(int minBufferSize = -1)
     {
-        if (minBufferSize > BlockSize)
+        if (minBufferSize > LargeBlockSize)
         {
-            throw new ArgumentOutOfRangeException(nameof(minBufferSize), minBufferSize, $"At most {BlockSize} bytes (MaxBufferSize).");
+            throw new ArgumentOutOfRangeException(nameof(minBufferSize), minBufferSize, $"At most {LargeBlockSize} bytes (MaxBufferSize).");
         }
 
-        Block? block = null;
-        lock (_lock)
-        {
-            if (_count > 0)
-            {
-                block = _free[--_count];
-                _free[_count] = null;
-            }
-        }
-
-        block ??= new Block(this);
-        block.Rented = 1;
-        return block;
+        return (minBufferSize <= BlockSize ? _small : _large).Rent();
     }
 
     /// <inheritdoc/>
@@ -72,31 +58,79 @@ internal sealed class PipeBlockPool : MemoryPool<byte>
         // The process-wide pool is never released.
     }
 
-    private void Return(Block block)
+    /// <summary>The free blocks of one size.</summary>
+    private sealed class Stack
     {
-        lock (_lock)
-        {
-            if (_count == _free.Length)
-            {
-                if (_count >= MaxRetained)
-                {
-                    return;
-                }
+        private readonly object _lock = new();
+        private readonly int _blockSize;
+        private readonly int _maxRetained;
+        private Block?[] _free = new Block?[64];
+        private int _count;
 
-                Array.Resize(ref _free, Math.Min(_free.Length * 2, MaxRetained));
+        public Stack(int blockSize)
+        {
+            _blockSize = blockSize;
+            _maxRetained = MaxRetainedBytes / blockSize;
+        }
+
+        public int Count
+        {
+            get
+            {
+                lock (_lock)
+                {
+                    return _count;
+                }
+            }
+        }
+
+        public Block Rent()
+        {
+            Block? block = null;
+            lock (_lock)
+            {
+                if (_count > 0)
+                {
+                    block = _free[--_count];
+                    _free[_count] = null;
+                }
             }
 
-            _free[_count++] = block;
+            block ??= new Block(this, _blockSize);
+            block.Rented = 1;
+            return block;
+        }
+
+        public void Return(Block block)
+        {
+            lock (_lock)
+            {
+                if (_count == _free.Length)
+                {
+                    if (_count >= _maxRetained)
+                    {
+                        return;
+                    }
+
+                    Array.Resize(ref _free, Math.Min(_free.Length * 2, _maxRetained));
+                }
+
+                _free[_count++] = block;
+            }
         }
     }
 
-    /// <summary>A block and its owner in one object: disposing it returns it to the pool (once).</summary>
+    /// <summary>A block and its owner in one object: disposing it returns it to its stack (once).</summary>
     private sealed class Block : IMemoryOwner<byte>
     {
-        private readonly PipeBlockPool _pool;
-        private readonly byte[] _array = new byte[BlockSize];
+        private readonly Stack _stack;
+        private readonly byte[] _array;
 
-        public Block(PipeBlockPool pool) => _pool = pool;
+        public Block(Stack stack, int size)
+        {
+            _stack = stack;
+            _array = new byte[size];
+        }
 
         /// <summary>1 while rented, 0 once returned.</summary>
         public int Rented;
@@ -107,7 +141,7 @@ internal sealed class PipeBlockPool : MemoryPool<byte>
         {
             if (Interlocked.Exchange(ref Rented, 0) == 1)
             {
-                _pool.Return(this);
+                _stack.Return(this);
             }
         }
     }

@@ -83,30 +83,33 @@ public class PipeAllocationTests
         server.AssertNoLoopErrors();
     }
     /// <summary>
-    /// The pipes' default pool (PipeConnectionOptions.MemoryPool left null): its 4 KiB blocks come back for reuse, so once
+    /// The pipes' default pool (PipeConnectionOptions.MemoryPool left null): its 4 KiB and 16 KiB blocks come back for reuse, so once
     /// a loop has had many segments out at once (many connections with a message in flight), renting as many again
     /// allocates nothing. ArrayPool&lt;byte&gt;.Shared, the pipes' pool before, keeps only a few arrays per core: renting 256
     /// 4 KiB arrays at once from it allocates most of them anew every time, about 200 bytes per message in an echo over 64
-    /// connections. A request above a block is refused (the pipes take those from ArrayPool&lt;byte&gt;.Shared themselves),
+    /// connections. A request above the large block is refused (the pipes take those from ArrayPool&lt;byte&gt;.Shared themselves),
     /// and a block disposed twice goes back once.
     /// </summary>
     [Fact]
     public void The_pipes_default_pool_lends_its_blocks_again_without_allocating()
     {
         PipeBlockPool pool = PipeBlockPool.Instance;
-        Assert.Equal(4096, pool.MaxBufferSize);
-        var owners = new System.Buffers.IMemoryOwner<byte>[256];
+        Assert.Equal(16 * 1024, pool.MaxBufferSize);
+        var owners = new System.Buffers.IMemoryOwner<byte>[300];
         void RentAllAndReturn()
         {
             for (int i = 0; i < owners.Length; i++)
             {
-                owners[i] = pool.Rent(i % 2 == 0 ? 4096 : -1);
+                owners[i] = pool.Rent(i % 3 == 0 ? 4096 : i % 3 == 1 ? -1 : 16 * 1024);
             }
 
             // (no Assert in the measured loops: xUnit's comparers allocate)
-            if (owners.Any(o => o.Memory.Length != 4096))
+            for (int i = 0; i < owners.Length; i++)
             {
-                throw new Xunit.Sdk.XunitException("a block is not 4096 bytes");
+                if (owners[i].Memory.Length != (i % 3 == 2 ? 16 * 1024 : 4096))
+                {
+                    throw new Xunit.Sdk.XunitException($"block {i} has {owners[i].Memory.Length} bytes");
+                }
             }
 
             for (int i = 0; i < owners.Length; i++)
@@ -136,7 +139,8 @@ public class PipeAllocationTests
 
         _output.WriteLine($"for comparison, ArrayPool<byte>.Shared: {GC.GetAllocatedBytesForCurrentThread() - sharedBefore:N0} bytes allocated renting {shared.Length} arrays of 4 KiB at once");
 
-        ArgumentOutOfRangeException tooLarge = Assert.Throws<ArgumentOutOfRangeException>(() => pool.Rent(4097));
+        Assert.Equal(16 * 1024, pool.Rent(4097).Memory.Length); // (not returned: the GC takes it)
+        ArgumentOutOfRangeException tooLarge = Assert.Throws<ArgumentOutOfRangeException>(() => pool.Rent(16 * 1024 + 1));
         Assert.Equal("minBufferSize", tooLarge.ParamName);
 
         System.Buffers.IMemoryOwner<byte> one = pool.Rent();

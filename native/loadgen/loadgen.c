@@ -18,6 +18,13 @@
  *             `duration` seconds, then checks that each one still echoes a
  *             small probe.
  *
+ * With --tls (when built with OpenSSL 3) every connection speaks TLS: the
+ * handshake is part of opening the connection (its time counts against the
+ * connect budget, never in the message latencies), then SSL_read/SSL_write
+ * run non-blocking on the same epoll loop and the same checks apply to the
+ * decrypted bytes.  The server's certificate is not verified (a benchmark
+ * against 127.0.0.1, not a secure client).
+ *
  * Every phase has a deadline, and a watchdog alarm ends the process if
  * something still hangs, so the program always finishes on its own within
  * connect budget + warmup + duration + drain grace + WATCHDOG_SLACK_S seconds.
@@ -41,6 +48,11 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef LOADGEN_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
 
 #define EVENT_BATCH          512
 #define IO_CHUNK             (64 * 1024)
@@ -255,6 +267,8 @@ struct options {
     bool json;
     bool spread;
     bool progress;
+    bool tls;
+    const char *alpn; /* comma-separated protocol names, or NULL */
 };
 
 static void usage(FILE *f)
@@ -279,8 +293,19 @@ static void usage(FILE *f)
             "                       (default: from 127.0.0.1 .. 127.0.0.%d)\n"
             "  --json               print one JSON line instead of text\n"
             "  --progress           on stderr, one line when the connect phase ends and\n"
-            "                       traffic (or the idle hold) starts\n",
-            CONNECT_BUDGET_S, DRAIN_GRACE_S, SOURCE_SPREAD);
+            "                       traffic (or the idle hold) starts\n"
+            "  --tls                speak TLS (OpenSSL): the handshake is part of opening a\n"
+            "                       connection (connect budget), never of a message's latency;\n"
+            "                       the server's certificate is NOT verified (for benchmarks\n"
+            "                       against 127.0.0.1 only)%s\n"
+            "  --alpn P1,P2         with --tls, offer these ALPN protocol names\n",
+            CONNECT_BUDGET_S, DRAIN_GRACE_S, SOURCE_SPREAD,
+#ifdef LOADGEN_TLS
+            ""
+#else
+            " [not in this build: built without OpenSSL]"
+#endif
+            );
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *out)
@@ -327,11 +352,14 @@ static int parse_options(int argc, char **argv, struct options *o)
         } else if (!strcmp(a, "--progress")) {
             o->progress = true;
             continue;
+        } else if (!strcmp(a, "--tls")) {
+            o->tls = true;
+            continue;
         }
         static const char *const valued[] = { "--host", "--port", "--connections", "--size",
                                               "--inflight", "--warmup", "--duration",
                                               "--threads", "--mode", "--rcvbuf", "--connect-budget",
-                                              "--drain-grace" };
+                                              "--drain-grace", "--alpn" };
         bool known = false;
         for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
             known |= !strcmp(a, valued[k]);
@@ -366,6 +394,17 @@ static int parse_options(int argc, char **argv, struct options *o)
             ok = parse_long(v, 1, MAX_THREADS, &o->threads);
         } else if (!strcmp(a, "--rcvbuf")) {
             ok = parse_long(v, 1, 1L << 30, &o->rcvbuf);
+        } else if (!strcmp(a, "--alpn")) {
+            /* protocol names of 1 to 255 bytes, comma-separated */
+            size_t len = strlen(v), start = 0;
+            ok = len > 0;
+            for (size_t k = 0; ok && k <= len; k++) {
+                if (k == len || v[k] == ',') {
+                    ok = k - start >= 1 && k - start <= 255;
+                    start = k + 1;
+                }
+            }
+            o->alpn = v;
         } else if (!strcmp(a, "--mode")) {
             if (!strcmp(v, "pingpong"))
                 o->mode = MODE_PINGPONG;
@@ -394,6 +433,16 @@ static int parse_options(int argc, char **argv, struct options *o)
         fprintf(stderr, "loadgen: connections * inflight must not exceed %u\n", MAX_RING_SLOTS);
         return -1;
     }
+    if (o->alpn && !o->tls) {
+        fprintf(stderr, "loadgen: --alpn needs --tls\n");
+        return -1;
+    }
+#ifndef LOADGEN_TLS
+    if (o->tls) {
+        fprintf(stderr, "loadgen: --tls: this loadgen was built without OpenSSL (install libssl-dev and rebuild)\n");
+        return -1;
+    }
+#endif
     if (o->threads > o->connections)
         o->threads = o->connections;
     return 0;
@@ -404,6 +453,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 enum cstate {
     CS_PENDING,    /* waiting for its (next) connect attempt */
     CS_CONNECTING, /* non-blocking connect in progress */
+    CS_HANDSHAKE,  /* connected, TLS handshake in progress (--tls) */
     CS_OPEN,
     CS_FAILED,     /* never connected */
     CS_BROKEN,     /* connected, then failed (error, unexpected close) */
@@ -411,6 +461,9 @@ enum cstate {
 
 struct lconn {
     int fd;
+#ifdef LOADGEN_TLS
+    SSL *ssl; /* --tls only */
+#endif
     uint8_t state;
     uint8_t attempts;
     bool bad;        /* wrong or extra bytes were seen */
@@ -444,6 +497,7 @@ struct worker {
     uint64_t opened, messages, errors, mismatches, excess, lost, connect_failures;
     uint64_t held, echo_ok, echo_failed;
     bool ran; /* false when no connection at all could be opened */
+    char tls_error[200]; /* --tls: the last handshake or TLS error, for the final message */
     pthread_t thread;
     unsigned char sbuf[IO_CHUNK];
     unsigned char rbuf[IO_CHUNK];
@@ -452,11 +506,98 @@ struct worker {
 static pthread_barrier_t g_barrier;
 static atomic_ulong g_opened;
 static int64_t g_connect_deadline;
+#ifdef LOADGEN_TLS
+static SSL_CTX *g_tls; /* --tls: the client context shared by every connection; NULL otherwise */
+#endif
+
+/* Closes the socket (and ends its TLS session, sending close_notify when
+   `orderly` and the connection is open). */
+static void conn_close(struct lconn *c, bool orderly)
+{
+#ifdef LOADGEN_TLS
+    if (c->ssl) {
+        if (orderly && c->state == CS_OPEN) {
+            ERR_clear_error();
+            SSL_shutdown(c->ssl); /* non-blocking: sends close_notify if the socket takes it */
+        }
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+#else
+    (void)orderly;
+#endif
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
+#ifdef LOADGEN_TLS
+static void tls_note_error(struct worker *w, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char buf[160] = "no OpenSSL error queued";
+    if (e)
+        ERR_error_string_n(e, buf, sizeof buf);
+    snprintf(w->tls_error, sizeof w->tls_error, "%s: %s", what, buf);
+    ERR_clear_error();
+}
+#endif
+
+/* send() or SSL_write(): bytes taken (> 0), or -1 with errno (EAGAIN: try
+   again on the next event, with the same bytes at the same offset). */
+static ssize_t conn_send(struct worker *w, struct lconn *c, const unsigned char *p, size_t len)
+{
+#ifdef LOADGEN_TLS
+    if (c->ssl) {
+        size_t written = 0;
+        ERR_clear_error();
+        if (SSL_write_ex(c->ssl, p, len, &written) > 0)
+            return (ssize_t)written;
+        int e = SSL_get_error(c->ssl, 0);
+        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+            errno = EAGAIN;
+            return -1;
+        }
+        tls_note_error(w, "SSL_write");
+        errno = EIO;
+        return -1;
+    }
+#else
+    (void)w;
+#endif
+    return send(c->fd, p, len, MSG_NOSIGNAL);
+}
+
+/* recv() or SSL_read(): bytes (> 0), 0 at the end of the stream, or -1 with
+   errno (EAGAIN: nothing more until the next event). */
+static ssize_t conn_recv(struct worker *w, struct lconn *c, unsigned char *p, size_t len)
+{
+#ifdef LOADGEN_TLS
+    if (c->ssl) {
+        size_t got = 0;
+        ERR_clear_error();
+        if (SSL_read_ex(c->ssl, p, len, &got) > 0)
+            return (ssize_t)got;
+        int e = SSL_get_error(c->ssl, 0);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN)
+            return 0; /* close_notify */
+        tls_note_error(w, "SSL_read");
+        errno = EIO;
+        return -1;
+    }
+#else
+    (void)w;
+#endif
+    return recv(c->fd, p, len, 0);
+}
 
 static void conn_broken(struct worker *w, struct lconn *c)
 {
-    close(c->fd);
-    c->fd = -1;
+    conn_close(c, false);
     c->state = CS_BROKEN;
     w->errors++;
     w->outstanding -= c->tx_target - c->rx;
@@ -470,7 +611,7 @@ static void pump_send(struct worker *w, struct lconn *c)
         size_t len = want > IO_CHUNK ? IO_CHUNK : (size_t)want;
         pattern_fill(c->seed, c->tx, w->sbuf, len);
         int64_t t = now_ns();
-        ssize_t n = send(c->fd, w->sbuf, len, MSG_NOSIGNAL);
+        ssize_t n = conn_send(w, c, w->sbuf, len);
         if (n > 0) {
             /* stamp every message whose first byte left with this send */
             uint64_t size = w->msg_size;
@@ -479,7 +620,7 @@ static void pump_send(struct worker *w, struct lconn *c)
                 c->starts[m % w->inflight] = t;
             c->tx = end;
             if ((size_t)n < len)
-                return; /* buffer full; EPOLLOUT will come */
+                return; /* buffer full; EPOLLOUT will come (SSL_write takes all or nothing) */
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -532,8 +673,14 @@ static void do_recv(struct worker *w, struct lconn *c, uint32_t ev)
        return EAGAIN is skipped.  Not when the peer's FIN or an error may be
        queued behind the data: then read on until EOF, error or EAGAIN. */
     bool short_ok = !(ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR));
+#ifdef LOADGEN_TLS
+    /* SSL_read returns a record at a time: a short one says nothing about
+       the socket, so read until it wants more. */
+    if (c->ssl)
+        short_ok = false;
+#endif
     for (;;) {
-        ssize_t n = recv(c->fd, w->rbuf, sizeof w->rbuf, 0);
+        ssize_t n = conn_recv(w, c, w->rbuf, sizeof w->rbuf);
         if (n > 0) {
             on_data(w, c, w->rbuf, (size_t)n, now_ns());
             if (c->state != CS_OPEN)
@@ -587,9 +734,7 @@ static bool connect_retryable(int err)
 
 static void connect_failed(struct worker *w, struct lconn *c, int err)
 {
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
+    conn_close(c, false);
     c->state = CS_FAILED;
     w->connect_failures++;
     w->last_connect_errno = err;
@@ -603,8 +748,7 @@ static void connect_attempt_failed(struct worker *w, struct lconn *c, int err, i
         connect_failed(w, c, err);
         return;
     }
-    close(c->fd);
-    c->fd = -1;
+    conn_close(c, false);
     int64_t backoff = (int64_t)CONNECT_BACKOFF_MS << (c->attempts - 1);
     if (backoff > CONNECT_BACKOFF_MAX)
         backoff = CONNECT_BACKOFF_MAX;
@@ -612,6 +756,33 @@ static void connect_attempt_failed(struct worker *w, struct lconn *c, int err, i
     c->when = now + backoff * NS_PER_MS;
     w->last_connect_errno = err;
 }
+
+#ifdef LOADGEN_TLS
+/* One step of a TLS handshake (on every event of the connection until done). */
+static void handshake_step(struct worker *w, struct lconn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        w->connecting--;
+        c->state = CS_OPEN;
+        w->opened++;
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return;
+    /* a failed handshake is not retried: the server answered, and not with TLS
+       (or not with a protocol or cipher both sides know) */
+    if (e == SSL_ERROR_SYSCALL && !ERR_peek_error())
+        snprintf(w->tls_error, sizeof w->tls_error, "TLS handshake: %s",
+                 errno ? strerror(errno) : "the server closed the connection");
+    else
+        tls_note_error(w, "TLS handshake");
+    w->connecting--;
+    connect_failed(w, c, EPROTO);
+}
+#endif
 
 static void connect_established(struct worker *w, struct lconn *c)
 {
@@ -623,6 +794,23 @@ static void connect_established(struct worker *w, struct lconn *c)
         connect_failed(w, c, errno);
         return;
     }
+#ifdef LOADGEN_TLS
+    if (g_tls) {
+        /* the handshake belongs to opening the connection: it counts against
+           the connect budget and takes a place in the connect batch */
+        c->ssl = SSL_new(g_tls);
+        if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+            tls_note_error(w, "SSL_new");
+            connect_failed(w, c, ENOMEM);
+            return;
+        }
+        SSL_set_connect_state(c->ssl);
+        c->state = CS_HANDSHAKE;
+        w->connecting++;
+        handshake_step(w, c);
+        return;
+    }
+#endif
     c->state = CS_OPEN;
     w->opened++;
 }
@@ -703,6 +891,10 @@ static void dispatch(struct worker *w, int timeout_ms)
         struct lconn *c = evs[i].data.ptr;
         if (c->state == CS_CONNECTING)
             connect_event(w, c);
+#ifdef LOADGEN_TLS
+        else if (c->state == CS_HANDSHAKE)
+            handshake_step(w, c);
+#endif
         else if (c->state == CS_OPEN)
             conn_io(w, c, evs[i].events);
     }
@@ -742,7 +934,7 @@ static void connect_phase(struct worker *w, int64_t deadline)
                     connect_start(w, c, now);
                 }
             }
-            if (c->state == CS_CONNECTING)
+            if (c->state == CS_CONNECTING || c->state == CS_HANDSHAKE)
                 seen_connecting++;
             /* batch full and every attempt in flight checked: nothing more to do */
             if (w->connecting >= CONNECT_BATCH && seen_connecting >= w->connecting)
@@ -753,7 +945,7 @@ static void connect_phase(struct worker *w, int64_t deadline)
         if (now >= deadline) {
             for (size_t i = first; i < w->n; i++) {
                 struct lconn *c = &w->c[i];
-                if (c->state == CS_PENDING || c->state == CS_CONNECTING)
+                if (c->state == CS_PENDING || c->state == CS_CONNECTING || c->state == CS_HANDSHAKE)
                     connect_failed(w, c, ETIMEDOUT);
             }
             w->connecting = 0;
@@ -863,12 +1055,8 @@ static void *worker_main(void *arg)
         else
             idle_phase(w);
     }
-    for (size_t i = 0; i < w->n; i++) {
-        if (w->c[i].fd >= 0) {
-            close(w->c[i].fd);
-            w->c[i].fd = -1;
-        }
-    }
+    for (size_t i = 0; i < w->n; i++)
+        conn_close(&w->c[i], true);
     return NULL;
 }
 
@@ -911,6 +1099,44 @@ int main(int argc, char **argv)
     alarm((unsigned)budget + 1);
 
     raise_nofile_limit(o.connections);
+
+#ifdef LOADGEN_TLS
+    if (o.tls) {
+        /* A benchmark client: no certificate verification (the servers are on
+           127.0.0.1 with throw-away certificates), no session resumption (every
+           connection does a full handshake). */
+        g_tls = SSL_CTX_new(TLS_client_method());
+        if (!g_tls) {
+            fprintf(stderr, "loadgen: SSL_CTX_new failed\n");
+            return 1;
+        }
+        SSL_CTX_set_verify(g_tls, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_mode(g_tls, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_read_ahead(g_tls, 1);
+        SSL_CTX_set_session_cache_mode(g_tls, SSL_SESS_CACHE_OFF);
+        if (o.alpn) {
+            unsigned char wire[1024];
+            size_t len = 0, start = 0, n = strlen(o.alpn);
+            for (size_t k = 0; k <= n; k++) {
+                if (k == n || o.alpn[k] == ',') {
+                    size_t l = k - start;
+                    if (len + 1 + l > sizeof wire) {
+                        fprintf(stderr, "loadgen: --alpn: the list is too long\n");
+                        return 2;
+                    }
+                    wire[len++] = (unsigned char)l;
+                    memcpy(wire + len, o.alpn + start, l);
+                    len += l;
+                    start = k + 1;
+                }
+            }
+            if (SSL_CTX_set_alpn_protos(g_tls, wire, (unsigned)len) != 0) {
+                fprintf(stderr, "loadgen: --alpn: rejected by OpenSSL\n");
+                return 2;
+            }
+        }
+    }
+#endif
 
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_NUMERICSERV };
@@ -999,6 +1225,8 @@ int main(int argc, char **argv)
         sum.echo_failed += w->echo_failed;
         if (w->last_connect_errno)
             last_errno = w->last_connect_errno;
+        if (w->tls_error[0])
+            fprintf(stderr, "loadgen: %s\n", w->tls_error);
     }
     if (sum.connect_failures)
         fprintf(stderr, "loadgen: %" PRIu64 " connections could not be opened (last error: %s)\n",
@@ -1058,6 +1286,10 @@ int main(int argc, char **argv)
     free(conns);
     free(starts);
     freeaddrinfo(res);
+#ifdef LOADGEN_TLS
+    if (g_tls)
+        SSL_CTX_free(g_tls);
+#endif
     pthread_barrier_destroy(&g_barrier);
     return status;
 }

@@ -39,6 +39,7 @@ internal sealed class EchoOptions
         ("--api", nameof(Api), "callback|pipe|stream", "callback", "how connections are served: callbacks, a pipe echo loop, or a Stream (pipe with --tls)"),
         ("--tls", TlsPathKey, "PATH.pfx", "(none)", "serve TLS with this PKCS#12 certificate and key (needs --api pipe or stream)"),
         ("--tls-password", TlsPasswordKey, "PASSWORD", "(none)", "the password of the --tls file (better: the environment variable)"),
+        ("--pipe-continuations", nameof(PipeContinuations), "loop|pool", "loop", "with --api pipe or stream: run the application's continuations on the loops or the thread pool"),
     };
 
     private const string TlsPathKey = nameof(Tls) + ":" + nameof(TlsSettings.Path);
@@ -71,6 +72,12 @@ internal sealed class EchoOptions
 
     /// <summary>callback, pipe or stream; unset (or empty): callback, or pipe when <see cref="Tls"/> has a path. See <see cref="ServingApi"/>.</summary>
     public string? Api { get; set; }
+
+    /// <summary>loop or pool: where the pipe application's continuations run (<see cref="PipeConnectionOptions.RunContinuationsOnLoop"/>). See <see cref="ContinuationsOnLoop"/>.</summary>
+    public string PipeContinuations { get; set; } = "loop";
+
+    /// <summary>Whether the pipe application's continuations run on the loops (<c>--pipe-continuations loop</c>, the default) rather than the thread pool.</summary>
+    public bool ContinuationsOnLoop => ParseContinuations();
 
     /// <summary>The certificate to serve TLS with; no path, no TLS.</summary>
     public TlsSettings Tls { get; set; } = new();
@@ -177,6 +184,13 @@ internal sealed class EchoOptions
         }
 
         _ = ParseAcceptMode();
+        if (!ParseContinuations() && ParseApi() == EchoApi.Callback)
+        {
+            throw new ArgumentException(string.Format(CultureInfo.InvariantCulture,
+                "--pipe-continuations pool ({0}:{1}) needs --api pipe or --api stream ({0}:{2}): the callback api has no continuations.",
+                SectionName, nameof(PipeContinuations), nameof(Api)));
+        }
+
         if (ParseApi() == EchoApi.Callback && TlsEnabled)
         {
             throw new ArgumentException(string.Format(CultureInfo.InvariantCulture,
@@ -248,7 +262,8 @@ internal sealed class EchoOptions
         var text = new StringBuilder();
         text.AppendLine("usage: EchoServer [--host 127.0.0.1] [--port 8080] [--backend auto|epoll|io_uring|kqueue|managed] [--loops N] [--trigger level|edge]");
         text.AppendLine("                  [--accept-mode auto|reuseport|acceptor] [--max-connections N] [--idle-timeout SECONDS] [--drain-timeout SECONDS]");
-        text.AppendLine("                  [--systemd] [--callback-budget MS] [--api callback|pipe|stream] [--tls PATH.pfx [--tls-password PASSWORD]] [--help]");
+        text.AppendLine("                  [--systemd] [--callback-budget MS] [--api callback|pipe|stream] [--tls PATH.pfx [--tls-password PASSWORD]]");
+        text.AppendLine("                  [--pipe-continuations loop|pool] [--help]");
         text.AppendLine();
         text.AppendLine("An echo server on EpollSharp's event loops, run by the .NET Generic Host. Each option is a setting of the");
         text.AppendLine("configuration section \"" + SectionName + "\", read from (later ones win) appsettings.json next to the executable,");
@@ -265,7 +280,8 @@ internal sealed class EchoOptions
         text.AppendLine();
         text.AppendLine("--api: callback (default) writes back in OnReceived; pipe runs a PipeConnectionHandler whose application copies");
         text.AppendLine("Transport.Input to Transport.Output (ReadAsync, write, AdvanceTo, FlushAsync); stream does the same through");
-        text.AppendLine("PipeConnection.AsStream() with a pooled buffer. Both run their continuations on the loops. --tls serves TLS on the pipe");
+        text.AppendLine("PipeConnection.AsStream() with a pooled buffer. Both run their continuations on the loops, or with --pipe-continuations pool");
+        text.AppendLine("on the thread pool (PipeConnectionOptions.RunContinuationsOnLoop = false; the ready line then adds ' continuations=pool'). --tls serves TLS on the pipe");
         text.AppendLine("layer, so it needs pipe or stream (pipe when --api is not given; --api callback with --tls is an error). A missing");
         text.AppendLine("file or a wrong password ends the program with exit code 2. In pipe and stream mode the handler is the library's");
         text.AppendLine("(sealed), so the 'accept paused/resumed' lines are not printed; the library logs AcceptPaused as a warning on stderr.");
@@ -298,6 +314,13 @@ internal sealed class EchoOptions
         "reuseport" => GroupAcceptMode.ReusePort,
         "acceptor" or "singleacceptor" => GroupAcceptMode.SingleAcceptor,
         _ => throw Bad(nameof(AcceptMode), AcceptMode, "is not one of auto, reuseport, acceptor."),
+    };
+
+    private bool ParseContinuations() => (PipeContinuations ?? "").Trim().ToLowerInvariant() switch
+    {
+        "" or "loop" => true,
+        "pool" => false,
+        _ => throw Bad(nameof(PipeContinuations), PipeContinuations!, "is not one of loop, pool."),
     };
 
     private EchoApi ParseApi() => (Api ?? "").Trim().ToLowerInvariant() switch

@@ -13,7 +13,8 @@ namespace EchoServer;
 /// <c>--api stream</c>), with TLS when <c>--tls</c> is given. Backpressure is the pipes': <c>FlushAsync</c> (and the
 /// stream's <c>WriteAsync</c>) waits while the output is at its pause threshold, and while the application does not read,
 /// the input fills to its threshold and the loop stops reading the socket. The continuations run on the loops
-/// (<see cref="PipeConnectionOptions.RunContinuationsOnLoop"/>): the echo never blocks. On the server's graceful shutdown
+/// (<see cref="PipeConnectionOptions.RunContinuationsOnLoop"/>; the echo never blocks), or on the thread pool with
+/// <c>--pipe-continuations pool</c>. On the server's graceful shutdown
 /// (<see cref="PipeConnection.ConnectionClosedRequested"/>) the application echoes what it has read and returns, which closes
 /// the connection (FIN), as <see cref="EchoHandler"/> does through <see cref="ConnectionHandler.OnShutdownRequested"/>.
 /// </summary>
@@ -25,10 +26,13 @@ internal sealed class PipeEcho
     /// <summary>Application bytes echoed (decrypted ones with TLS) by the connections whose application has finished.</summary>
     public long BytesEchoed => Interlocked.Read(ref _bytesEchoed);
 
-    /// <summary>The handler for <paramref name="api"/> (<see cref="EchoApi.Pipe"/> or <see cref="EchoApi.Stream"/>), with TLS when <paramref name="tls"/> is given.</summary>
-    public PipeConnectionHandler CreateHandler(EchoApi api, TlsServerOptions? tls)
+    /// <summary>
+    /// The handler for <paramref name="api"/> (<see cref="EchoApi.Pipe"/> or <see cref="EchoApi.Stream"/>), with TLS when
+    /// <paramref name="tls"/> is given, its continuations on the loops when <paramref name="continuationsOnLoop"/> (else on the thread pool).
+    /// </summary>
+    public PipeConnectionHandler CreateHandler(EchoApi api, TlsServerOptions? tls, bool continuationsOnLoop)
     {
-        var options = new PipeConnectionOptions { RunContinuationsOnLoop = true, TlsServer = tls };
+        var options = new PipeConnectionOptions { RunContinuationsOnLoop = continuationsOnLoop, TlsServer = tls };
         return new PipeConnectionHandler(api == EchoApi.Stream ? StreamEchoAsync : PipeEchoAsync, options);
     }
 

@@ -97,7 +97,8 @@ internal static class Program
             });
             var echo = new PipeEcho();
             bytesEchoed = () => echo.BytesEchoed;
-            builder.Services.AddEpollSharpServer(_ => echo.CreateHandler(api, tls));
+            bool onLoop = options.ContinuationsOnLoop;
+            builder.Services.AddEpollSharpServer(_ => echo.CreateHandler(api, tls, onLoop));
             builder.Services.Configure<EpollSharpServerOptions>(options.Configure);
         }
 
@@ -120,10 +121,11 @@ internal static class Program
         }
 
         EpollSharpServer server = app.Services.GetRequiredService<EpollSharpServer>();
-        // The api and TLS only when not the defaults, so that the line stays what it was for a plain callback server.
+        // The api, the continuations and TLS only when not the defaults, so that the line stays what it was for a plain callback server.
         string apiText = api == EchoApi.Callback ? "" : " api=" + EchoOptions.ApiName(api);
         string tlsOn = certificate is null ? "" : " tls=on";
-        Console.WriteLine($"listening on {server.Listeners[0].LocalEndPoint} backend={EchoOptions.BackendName(server.Group.Backend)} loops={server.Group.Loops.Count}{apiText}{tlsOn}");
+        string continuations = options.ContinuationsOnLoop ? "" : " continuations=pool";
+        Console.WriteLine($"listening on {server.Listeners[0].LocalEndPoint} backend={EchoOptions.BackendName(server.Group.Backend)} loops={server.Group.Loops.Count}{apiText}{continuations}{tlsOn}");
 
         // Until SIGTERM or SIGINT (the host's console lifetime), or until the loops die; then the host stops the server,
         // which drains the connections for --drain-timeout.

@@ -1,8 +1,13 @@
 using System;
 using System.Collections.Generic;
 using System.Globalization;
+using System.IO;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Runtime.InteropServices;
 using System.Threading;
 using System.Threading.Tasks;
@@ -17,10 +22,14 @@ namespace InBoxEchoServer;
 /// echoes until the peer closes, sends every byte, survives resets, backs off instead of spinning when descriptors run out,
 /// and shuts down gracefully on SIGINT/SIGTERM (stops accepting, lets each connection echo what has already arrived, then
 /// closes it; a connection still busy when the drain deadline passes is closed by force).
+/// With <c>--tls PATH.pfx</c> each connection is an <see cref="SslStream"/> over a <see cref="NetworkStream"/> (server
+/// side, TLS 1.2 or 1.3 as the client offers), and the loop is <c>ReadAsync</c>/<c>WriteAsync</c> on it: the in-box way
+/// to serve TLS, the comparison for EpollSharp's TLS on the pipe layer.
 /// </summary>
 internal static class Program
 {
-    private const string Usage = "usage: InBoxEchoServer [--host 127.0.0.1] [--port 8080] [--drain-timeout SECONDS]";
+    private const string Usage = "usage: InBoxEchoServer [--host 127.0.0.1] [--port 8080] [--drain-timeout SECONDS] [--tls PATH.pfx [--tls-password PASSWORD]]\n"
+        + "  --tls: serve TLS with this PKCS#12 certificate and key (SslStream); the ready line then ends in ' tls=on'";
 
     /// <summary>One receive buffer per connection, the size EpollSharp's connections read with and ThreadedEchoServer uses.</summary>
     private const int BufferSize = 16 * 1024;
@@ -32,12 +41,15 @@ internal static class Program
     private static long s_accepted;
     private static long s_bytesEchoed;
     private static volatile bool s_stopping;
+    private static SslServerAuthenticationOptions? s_tls;
 
     private static async Task<int> Main(string[] args)
     {
         IPAddress host = IPAddress.Loopback;
         int port = 8080;
         TimeSpan drain = TimeSpan.FromSeconds(5);
+        string? tlsPath = null;
+        string? tlsPassword = null;
         for (int i = 0; i < args.Length; i++)
         {
             string name = args[i];
@@ -47,6 +59,8 @@ internal static class Program
                 "--host" => IPAddress.TryParse(value, out host!),
                 "--port" => int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out port) && port <= 65535,
                 "--drain-timeout" => TryParseSeconds(value, out drain),
+                "--tls" => (tlsPath = value) is { Length: > 0 },
+                "--tls-password" => (tlsPassword = value) is not null,
                 _ => false,
             };
             if (!ok)
@@ -55,6 +69,27 @@ internal static class Program
                 Console.Error.WriteLine(Usage);
                 return 2;
             }
+        }
+
+        if (tlsPassword is not null && tlsPath is null)
+        {
+            Console.Error.WriteLine("--tls-password needs --tls PATH.pfx");
+            Console.Error.WriteLine(Usage);
+            return 2;
+        }
+
+        if (tlsPath is not null)
+        {
+            if (LoadCertificate(tlsPath, tlsPassword) is not { } certificate)
+            {
+                return 2;
+            }
+
+            // The chain is built once, here, instead of in every handshake.
+            s_tls = new SslServerAuthenticationOptions
+            {
+                ServerCertificateContext = SslStreamCertificateContext.Create(certificate, additionalCertificates: null, offline: true),
+            };
         }
 
         // Open stderr now: .NET opens the console streams lazily, and the accept loop writes to it when the process is out of
@@ -88,7 +123,7 @@ internal static class Program
         });
 
         Task acceptLoop = AcceptLoopAsync(listener);
-        Console.WriteLine($"listening on {listener.LocalEndPoint} backend=inbox-async loops=0");
+        Console.WriteLine($"listening on {listener.LocalEndPoint} backend=inbox-async loops=0{(s_tls is null ? "" : " tls=on")}");
 
         await stop.Task.ConfigureAwait(false);
         s_stopping = true;
@@ -170,7 +205,7 @@ internal static class Program
             }
 
             Interlocked.Increment(ref s_running);
-            _ = ServeAsync(socket);
+            _ = s_tls is null ? ServeAsync(socket) : ServeTlsAsync(socket, s_tls);
         }
     }
 
@@ -216,6 +251,83 @@ internal static class Program
             socket.Dispose();
             ConnectionEnded();
         }
+    }
+
+    /// <summary>The echo over TLS: an <see cref="SslStream"/> over the socket, <c>ReadAsync</c> then <c>WriteAsync</c> of what was read.</summary>
+    private static async Task ServeTlsAsync(Socket socket, SslServerAuthenticationOptions options)
+    {
+        byte[] buffer = new byte[BufferSize];
+        long echoed = 0;
+        try
+        {
+            using var tls = new SslStream(new NetworkStream(socket, ownsSocket: false), leaveInnerStreamOpen: false);
+            await tls.AuthenticateAsServerAsync(options, CancellationToken.None).ConfigureAwait(false);
+            while (true)
+            {
+                int n = await tls.ReadAsync(buffer.AsMemory(), CancellationToken.None).ConfigureAwait(false);
+                if (n == 0)
+                {
+                    break;
+                }
+
+                await tls.WriteAsync(buffer.AsMemory(0, n), CancellationToken.None).ConfigureAwait(false);
+                echoed += n;
+            }
+
+            // The peer finished (close_notify or end of stream), or the server is shutting down: finish our side too.
+            await tls.ShutdownAsync().ConfigureAwait(false);
+            TryShutdown(socket, SocketShutdown.Send);
+        }
+        catch (Exception e) when (e is IOException or AuthenticationException or SocketException or ObjectDisposedException)
+        {
+            // A failed handshake, a reset, or closed by force at the drain deadline.
+        }
+        finally
+        {
+            Interlocked.Add(ref s_bytesEchoed, echoed);
+            lock (s_lock)
+            {
+                s_open.Remove(socket);
+            }
+
+            socket.Dispose();
+            ConnectionEnded();
+        }
+    }
+
+    /// <summary>The certificate and key of <c>--tls</c>; null (after a message on stderr) when the file cannot serve.</summary>
+    private static X509Certificate2? LoadCertificate(string path, string? password)
+    {
+        if (!File.Exists(path))
+        {
+            Console.Error.WriteLine($"--tls: '{path}' does not exist (or is not a file).");
+            return null;
+        }
+
+        X509Certificate2 certificate;
+        try
+        {
+            certificate = X509CertificateLoader.LoadPkcs12FromFile(path, password);
+        }
+        catch (CryptographicException e)
+        {
+            Console.Error.WriteLine($"--tls: '{path}' cannot be loaded as PKCS#12 with the given --tls-password: {e.Message.TrimEnd('.')} (a wrong or missing password, or not a .pfx file)");
+            return null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"--tls: '{path}' cannot be read: {e.Message}");
+            return null;
+        }
+
+        if (!certificate.HasPrivateKey)
+        {
+            certificate.Dispose();
+            Console.Error.WriteLine($"--tls: '{path}' holds no private key: the server needs the certificate's key too.");
+            return null;
+        }
+
+        return certificate;
     }
 
     private static void ConnectionEnded()

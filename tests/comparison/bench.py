@@ -42,6 +42,8 @@ class Server:
         self.unavailable = None  # the server's own message when it cannot start
         self.core = 0  # the core it is pinned to (loadgen and this script are on core 1)
         self.target = None  # for a proxy: the Server it relays to, started (on core 1) for each run; "{target}" in argv
+        self.env = None  # extra environment variables of the server process
+        self.client_args = []  # extra loadgen arguments (--tls)
 
 
 def make_servers(pub, native):
@@ -208,6 +210,7 @@ def start_server(ctx, server, timeout=20.0, env=None):
     """Starts a server and waits for its 'listening on HOST:PORT' line. Returns (RunningServer, None) or (None, message).
     A proxy's target is started first (RunningServer.target_rs), and stopped with it by stop_server."""
     target_rs, argv = None, None
+    env = env or server.env
     if server.target is not None:
         target_rs, message = start_server(ctx, server.target, timeout)
         if target_rs is None:
@@ -219,7 +222,7 @@ def start_server(ctx, server, timeout=20.0, env=None):
                             env={**os.environ, **env} if env else None)
     err.close()
     line, rest = read_line(proc.stdout.fileno(), time.monotonic() + timeout, b"")
-    m = re.match(r"^listening on (\S+):(\d+) backend=(\S+) loops=(\d+)$", line or "")
+    m = re.match(r"^listening on (\S+):(\d+) backend=(\S+) loops=(\d+)(?: \w+=\S+)*$", line or "")  # api=pipe tls=on ...
     if not m:
         if proc.poll() is None:
             proc.kill()
@@ -380,7 +383,7 @@ def pingpong_run(ctx, server, wl, warmup, duration):
         budget = connect_budget(wl.connections)
         lg = Loadgen(ctx, ["--port", str(rs.port), "--connections", str(wl.connections), "--size", str(wl.size),
                            "--warmup", str(warmup), "--duration", str(duration), "--connect-budget", f"{budget:g}",
-                           "--progress"],
+                           "--progress", *server.client_args],
                      budget + warmup + duration + 15)
         # loadgen's warm-up starts once all its connections are open (its --progress line says when). A connection is
         # open once the kernel completed its handshake, which the listen backlog does before the server accepts it: a
@@ -911,6 +914,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smoke test: short runs, 1 run each, correctness checks only")
     ap.add_argument("--proxy", action="store_true",
                     help="the TCP proxy comparison only: TcpProxy and InBoxTcpProxy in front of echo_ref, and direct")
+    ap.add_argument("--shapes", action="store_true",
+                    help="the pipes, streams and TLS comparison only (tests/comparison/shapes.py)")
     ap.add_argument("--pub", required=True, help="directory with the published servers (one folder per project)")
     ap.add_argument("--native", required=True, help="directory with echo_ref and loadgen")
     ap.add_argument("--work", required=True, help="directory for logs and results.json")
@@ -941,6 +946,9 @@ def main():
         skip |= {"idle", "profile"}
     os.makedirs(args.work, exist_ok=True)
     ctx = Context(args)
+    if args.shapes and not quick:
+        import shapes  # tests/comparison/shapes.py
+        return shapes.run(sys.modules[__name__], ctx, args)
 
     servers = make_proxy_servers(args.pub, args.native) if args.proxy else make_servers(args.pub, args.native)
     if args.servers:
@@ -1006,6 +1014,12 @@ def main():
             row["round"] = 1
             rows.append(row)
             log(f"  {wl.key:>9} run 1 {s.key:>7}: {describe_row(row)}")
+    if quick and not args.proxy and not args.servers:
+        # and the shapes: EchoServer --api pipe, KestrelEchoServer, and the TLS pair through loadgen --tls
+        import shapes  # tests/comparison/shapes.py
+        shape_rows, shape_servers = shapes.quick_rows(sys.modules[__name__], ctx, args, warmup, duration, log)
+        rows += shape_rows
+        extra_quick += shape_servers
     facts["quiet_gate"] = gate.report()
 
     idle_rows = []

@@ -103,14 +103,14 @@ public sealed partial class PipeConnection
         // The application's pipes: its ends as the raw ones are; the pumps' ends on the thread pool.
         PipeScheduler scheduler = _continuationsOnLoop ? new LoopPipeScheduler(Connection.Loop) : PipeScheduler.ThreadPool;
         var input = new Pipe(new PipeOptions(
-            pool: _options.MemoryPool,
+            pool: _options.MemoryPool ?? PipeBlockPool.Instance,
             readerScheduler: scheduler,
             writerScheduler: PipeScheduler.ThreadPool,
             pauseWriterThreshold: _options.InputPauseThreshold,
             resumeWriterThreshold: _options.InputPauseThreshold == 0 ? 0 : _options.InputResumeThreshold,
             useSynchronizationContext: false));
         var output = new Pipe(new PipeOptions(
-            pool: _options.MemoryPool,
+            pool: _options.MemoryPool ?? PipeBlockPool.Instance,
             readerScheduler: PipeScheduler.ThreadPool,
             writerScheduler: scheduler,
             pauseWriterThreshold: _options.OutputPauseThreshold,

@@ -59,7 +59,7 @@ public sealed partial class PipeConnection : IAsyncDisposable
 
         // Input: the loop writes (its flush continuation only posts to the loop, so Inline), the application reads.
         _input = new Pipe(new PipeOptions(
-            pool: options.MemoryPool,
+            pool: options.MemoryPool ?? PipeBlockPool.Instance,
             readerScheduler: application,
             writerScheduler: PipeScheduler.Inline,
             pauseWriterThreshold: options.InputPauseThreshold,
@@ -68,7 +68,7 @@ public sealed partial class PipeConnection : IAsyncDisposable
 
         // Output: the application writes, the loop reads (its read continuation only posts to the loop, so Inline).
         _output = new Pipe(new PipeOptions(
-            pool: options.MemoryPool,
+            pool: options.MemoryPool ?? PipeBlockPool.Instance,
             readerScheduler: PipeScheduler.Inline,
             writerScheduler: application,
             pauseWriterThreshold: options.OutputPauseThreshold,

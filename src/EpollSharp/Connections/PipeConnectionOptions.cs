@@ -21,9 +21,12 @@ public sealed partial class PipeConnectionOptions
     private long _outputResumeThreshold = 32 * 1024;
 
     /// <summary>
-    /// The pool both pipes take their segments from. <see langword="null"/> (default) is <see cref="MemoryPool{T}.Shared"/>,
-    /// which the pipes use through <see cref="ArrayPool{T}.Shared"/> directly (no allocation per segment). Segments go
-    /// back to the pool as soon as the reader of a pipe has consumed them, so an idle connection holds none.
+    /// The pool both pipes take their segments from. <see langword="null"/> (default) is the library's own pool of 4 KiB
+    /// and 16 KiB blocks, kept for reuse (up to 16 MiB of free blocks of each size), with larger segments from
+    /// <see cref="ArrayPool{T}.Shared"/>:
+    /// no allocation per segment even when many connections hold segments at once (<see cref="MemoryPool{T}.Shared"/>,
+    /// i.e. <see cref="ArrayPool{T}.Shared"/>, keeps only a few arrays per size and core and allocates past them). Segments
+    /// go back to the pool as soon as the reader of a pipe has consumed them, so an idle connection holds none.
     /// </summary>
     public MemoryPool<byte>? MemoryPool { get; set; }
 

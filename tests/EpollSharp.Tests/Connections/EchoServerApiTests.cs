@@ -231,7 +231,7 @@ public class EchoServerApiTests
     }
 
     /// <summary>A self-signed ECDSA certificate for localhost and 127.0.0.1 with its key, exported to a temporary password-protected .pfx, deleted on dispose.</summary>
-    private sealed class TemporaryPfx : IDisposable
+    internal sealed class TemporaryPfx : IDisposable
     {
         public TemporaryPfx(string? password)
         {

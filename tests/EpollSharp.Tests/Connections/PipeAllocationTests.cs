@@ -82,4 +82,73 @@ public class PipeAllocationTests
 
         server.AssertNoLoopErrors();
     }
+    /// <summary>
+    /// The pipes' default pool (PipeConnectionOptions.MemoryPool left null): its 4 KiB and 16 KiB blocks come back for reuse, so once
+    /// a loop has had many segments out at once (many connections with a message in flight), renting as many again
+    /// allocates nothing. ArrayPool&lt;byte&gt;.Shared, the pipes' pool before, keeps only a few arrays per core: renting 256
+    /// 4 KiB arrays at once from it allocates most of them anew every time, about 200 bytes per message in an echo over 64
+    /// connections. A request above the large block is refused (the pipes take those from ArrayPool&lt;byte&gt;.Shared themselves),
+    /// and a block disposed twice goes back once.
+    /// </summary>
+    [Fact]
+    public void The_pipes_default_pool_lends_its_blocks_again_without_allocating()
+    {
+        PipeBlockPool pool = PipeBlockPool.Instance;
+        Assert.Equal(16 * 1024, pool.MaxBufferSize);
+        var owners = new System.Buffers.IMemoryOwner<byte>[300];
+        void RentAllAndReturn()
+        {
+            for (int i = 0; i < owners.Length; i++)
+            {
+                owners[i] = pool.Rent(i % 3 == 0 ? 4096 : i % 3 == 1 ? -1 : 16 * 1024);
+            }
+
+            // (no Assert in the measured loops: xUnit's comparers allocate)
+            for (int i = 0; i < owners.Length; i++)
+            {
+                if (owners[i].Memory.Length != (i % 3 == 2 ? 16 * 1024 : 4096))
+                {
+                    throw new Xunit.Sdk.XunitException($"block {i} has {owners[i].Memory.Length} bytes");
+                }
+            }
+
+            for (int i = 0; i < owners.Length; i++)
+            {
+                owners[i].Dispose();
+            }
+        }
+
+        RentAllAndReturn();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        RentAllAndReturn();
+        RentAllAndReturn();
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated == 0, $"{allocated} bytes allocated renting {owners.Length} blocks at once, twice");
+
+        var shared = new byte[owners.Length][];
+        long sharedBefore = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < shared.Length; i++)
+        {
+            shared[i] = ArrayPool<byte>.Shared.Rent(4096);
+        }
+
+        foreach (byte[] array in shared)
+        {
+            ArrayPool<byte>.Shared.Return(array);
+        }
+
+        _output.WriteLine($"for comparison, ArrayPool<byte>.Shared: {GC.GetAllocatedBytesForCurrentThread() - sharedBefore:N0} bytes allocated renting {shared.Length} arrays of 4 KiB at once");
+
+        Assert.Equal(16 * 1024, pool.Rent(4097).Memory.Length); // (not returned: the GC takes it)
+        ArgumentOutOfRangeException tooLarge = Assert.Throws<ArgumentOutOfRangeException>(() => pool.Rent(16 * 1024 + 1));
+        Assert.Equal("minBufferSize", tooLarge.ParamName);
+
+        System.Buffers.IMemoryOwner<byte> one = pool.Rent();
+        System.Buffers.IMemoryOwner<byte> other = pool.Rent();
+        one.Dispose();
+        one.Dispose();
+        Assert.Same(one, pool.Rent());
+        Assert.NotSame(one, pool.Rent()); // the second dispose did not put it back twice
+        other.Dispose();
+    }
 }

@@ -236,7 +236,7 @@ public sealed partial class SampleProcess : IDisposable
 
     private const int SysconfClockTicks = 2;
 
-    [GeneratedRegex(@"^listening on (?<host>[0-9.]+):(?<port>\d+) backend=[\w-]+( loops=\d+)?( api=\w+)?( tls=on)?$")]
+    [GeneratedRegex(@"^listening on (?<host>[0-9.]+):(?<port>\d+) backend=[\w-]+( loops=\d+)?( api=\w+)?( continuations=\w+)?( tls=on)?$")]
     private static partial Regex ListeningRegex();
 
     [LibraryImport("libc.so.6", SetLastError = true)]

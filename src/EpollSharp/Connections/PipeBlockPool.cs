@@ -1,0 +1,148 @@
+using System;
+using System.Buffers;
+using System.Threading;
+
+namespace EpollSharp.Connections;
+
+/// <summary>
+/// The pipes' default pool (<see cref="PipeConnectionOptions.MemoryPool"/> left null): blocks of <see cref="BlockSize"/>
+/// bytes for the pipes' ordinary segments and of <see cref="LargeBlockSize"/> (a whole default receive buffer) for larger
+/// requests, kept for reuse when returned (up to <see cref="MaxRetainedBytes"/> of each size), so renting allocates nothing
+/// once enough blocks exist. <see cref="ArrayPool{T}.Shared"/>, which the pipes use for <see cref="MemoryPool{T}.Shared"/>,
+/// keeps only a few arrays per size and core: a loop serving tens of connections has more segments rented at once than
+/// that, and each rent past them allocated a new array (about 200 bytes per 64-byte message at 64 connections, 3 KB per
+/// 16 KiB message). Requests above <see cref="MaxBufferSize"/> go, as before, to <see cref="ArrayPool{T}.Shared"/> (the
+/// pipes do that themselves). Safe from any thread: segments are rented by the loop and the application and returned by
+/// either.
+/// </summary>
+internal sealed class PipeBlockPool : MemoryPool<byte>
+{
+    /// <summary>The size of the ordinary blocks: the pipes' default minimum segment size.</summary>
+    public const int BlockSize = 4096;
+
+    /// <summary>The size of the large blocks: the connections' default receive buffer (<see cref="ConnectionOptions.ReceiveBufferSize"/>).</summary>
+    public const int LargeBlockSize = 16 * 1024;
+
+    /// <summary>At most this many bytes of free blocks of each size are kept (16 MiB); a block returned beyond that is left to the GC.</summary>
+    public const int MaxRetainedBytes = 16 * 1024 * 1024;
+
+    /// <summary>The one pool of the process.</summary>
+    public static readonly PipeBlockPool Instance = new();
+
+    private readonly Stack _small = new(BlockSize);
+    private readonly Stack _large = new(LargeBlockSize);
+
+    /// <inheritdoc/>
+    public override int MaxBufferSize => LargeBlockSize;
+
+    /// <summary>Free blocks of <see cref="BlockSize"/> held now (for tests).</summary>
+    internal int FreeCount => _small.Count;
+
+    /// <summary>Free blocks of <see cref="LargeBlockSize"/> held now (for tests).</summary>
+    internal int FreeLargeCount => _large.Count;
+
+    /// <inheritdoc/>
+    public override IMemoryOwner<byte> Rent(int minBufferSize = -1)
+    {
+        if (minBufferSize > LargeBlockSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(minBufferSize), minBufferSize, $"At most {LargeBlockSize} bytes (MaxBufferSize).");
+        }
+
+        return (minBufferSize <= BlockSize ? _small : _large).Rent();
+    }
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        // The process-wide pool is never released.
+    }
+
+    /// <summary>The free blocks of one size.</summary>
+    private sealed class Stack
+    {
+        private readonly object _lock = new();
+        private readonly int _blockSize;
+        private readonly int _maxRetained;
+        private Block?[] _free = new Block?[64];
+        private int _count;
+
+        public Stack(int blockSize)
+        {
+            _blockSize = blockSize;
+            _maxRetained = MaxRetainedBytes / blockSize;
+        }
+
+        public int Count
+        {
+            get
+            {
+                lock (_lock)
+                {
+                    return _count;
+                }
+            }
+        }
+
+        public Block Rent()
+        {
+            Block? block = null;
+            lock (_lock)
+            {
+                if (_count > 0)
+                {
+                    block = _free[--_count];
+                    _free[_count] = null;
+                }
+            }
+
+            block ??= new Block(this, _blockSize);
+            block.Rented = 1;
+            return block;
+        }
+
+        public void Return(Block block)
+        {
+            lock (_lock)
+            {
+                if (_count == _free.Length)
+                {
+                    if (_count >= _maxRetained)
+                    {
+                        return;
+                    }
+
+                    Array.Resize(ref _free, Math.Min(_free.Length * 2, _maxRetained));
+                }
+
+                _free[_count++] = block;
+            }
+        }
+    }
+
+    /// <summary>A block and its owner in one object: disposing it returns it to its stack (once).</summary>
+    private sealed class Block : IMemoryOwner<byte>
+    {
+        private readonly Stack _stack;
+        private readonly byte[] _array;
+
+        public Block(Stack stack, int size)
+        {
+            _stack = stack;
+            _array = new byte[size];
+        }
+
+        /// <summary>1 while rented, 0 once returned.</summary>
+        public int Rented;
+
+        public Memory<byte> Memory => _array;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref Rented, 0) == 1)
+            {
+                _stack.Return(this);
+            }
+        }
+    }
+}

@@ -520,6 +520,9 @@ def write(results, docs):
     w("```sh")
     w("tests/comparison/run            # full run (about 20 minutes); rewrites this file and docs/images/bench-*.png")
     w("tests/comparison/run --quick    # smoke test (about 1 minute): every server must echo correctly; no document")
+    w("tests/comparison/run --proxy    # the TCP proxy section only")
+    w("tests/comparison/run --shapes   # the pipes, streams and TLS section only")
+    w("tests/comparison/web            # the Kestrel section only (HelloWeb under wrk)")
     w("tests/comparison/run --proxy    # the TCP proxy comparison alone (about 13 minutes); rewrites only its section")
     w("```")
     w("")
@@ -536,10 +539,12 @@ def write(results, docs):
     old = read_proxy_section(docs)
     if old:
         text = insert_proxy_section(text, old)
-    # So does the metrics-listener section (from MetricsBenchmarks, written by hand), after the proxy's.
-    kept = read_kept_section(docs, METRICS_BEGIN, METRICS_END)
-    if kept:
-        text = insert_kept_section(text, kept, METRICS_BEGIN, METRICS_END)
+    # So do the sections that other runs write, in this order after the proxy's: the metrics listener's (from
+    # MetricsBenchmarks, written by hand), the pipes/streams/TLS one (run --shapes) and Kestrel's (tests/comparison/web).
+    for begin, end in KEPT_SECTIONS:
+        kept = read_kept_section(docs, begin, end)
+        if kept:
+            text = insert_kept_section(text, kept, begin, end)
     with open(os.path.join(docs, "benchmarks.md"), "w") as f:
         f.write(text)
 
@@ -941,6 +946,13 @@ PROXY_END = "<!-- proxy:end -->"
 
 METRICS_BEGIN = "<!-- metrics:begin (written by hand from tests/EpollSharp.Benchmarks MetricsBenchmarks) -->"
 METRICS_END = "<!-- metrics:end -->"
+
+# Sections of docs/benchmarks.md that a full run carries over unchanged (each is written by another command).
+KEPT_SECTIONS = [
+    (METRICS_BEGIN, METRICS_END),
+    ("<!-- shapes:begin (written by tests/comparison/run --shapes) -->", "<!-- shapes:end -->"),
+    ("<!-- web:begin (written by tests/comparison/web) -->", "<!-- web:end -->"),
+]
 
 
 def read_kept_section(docs, begin, end):

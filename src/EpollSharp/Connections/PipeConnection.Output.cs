@@ -12,10 +12,16 @@ public sealed partial class PipeConnection
     /// <summary>The most one <see cref="Connection.Write(ReadOnlySpan{byte})"/> call takes, so that backpressure is checked often and the backlog stays within <see cref="ConnectionOptions.HighWatermark"/> plus this.</summary>
     private const int MaxWriteChunk = 64 * 1024;
 
+    /// <summary>Where <see cref="Consume"/> gathers a chunk that spans several of the pipe's blocks: one per loop thread (the pump runs only there), made at its first use.</summary>
+    [ThreadStatic]
+    private static byte[]? t_writeScratch;
+
     private static readonly Action<object?> s_outputReadableOnLoop = static state => ((PipeConnection)state!).OutputReadableOnLoop();
 
     /// <summary>The continuation of a read that waited (created once per connection, so awaiting allocates nothing).</summary>
     private readonly Action _onOutputReadable;
+
+    private static byte[] WriteScratch => t_writeScratch ??= new byte[MaxWriteChunk];
 
     private PumpState _pump;
 
@@ -140,28 +146,33 @@ public sealed partial class PipeConnection
             return false;
         }
 
+        // One Write (one send) per chunk of up to MaxWriteChunk bytes: the pipe's blocks are small (4 KiB), so a message
+        // that spans several is gathered into the loop thread's scratch buffer first rather than sent block by block.
         long written = 0;
         bool refused = false;
-        foreach (ReadOnlyMemory<byte> segment in buffer)
+        ReadOnlySequence<byte> rest = buffer;
+        while (!rest.IsEmpty && !Connection.IsWritePaused)
         {
-            ReadOnlySpan<byte> span = segment.Span;
-            while (!span.IsEmpty && !Connection.IsWritePaused)
+            ReadOnlySpan<byte> chunk = rest.First.Span;
+            if (chunk.Length < MaxWriteChunk && !rest.IsSingleSegment)
             {
-                int n = Math.Min(span.Length, MaxWriteChunk);
-                if (!Connection.Write(span.Slice(0, n)))
-                {
-                    refused = true;
-                    break;
-                }
-
-                written += n;
-                span = span.Slice(n);
+                Span<byte> gathered = WriteScratch.AsSpan(0, (int)Math.Min(rest.Length, MaxWriteChunk));
+                rest.Slice(0, gathered.Length).CopyTo(gathered);
+                chunk = gathered;
+            }
+            else if (chunk.Length > MaxWriteChunk)
+            {
+                chunk = chunk.Slice(0, MaxWriteChunk);
             }
 
-            if (refused || !span.IsEmpty)
+            if (!Connection.Write(chunk))
             {
+                refused = true;
                 break;
             }
+
+            written += chunk.Length;
+            rest = rest.Slice(chunk.Length);
         }
 
         bool all = written == buffer.Length;

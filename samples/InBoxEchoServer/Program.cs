@@ -242,14 +242,7 @@ internal static class Program
         }
         finally
         {
-            Interlocked.Add(ref s_bytesEchoed, echoed);
-            lock (s_lock)
-            {
-                s_open.Remove(socket);
-            }
-
-            socket.Dispose();
-            ConnectionEnded();
+            Finished(socket, echoed);
         }
     }
 
@@ -284,15 +277,21 @@ internal static class Program
         }
         finally
         {
-            Interlocked.Add(ref s_bytesEchoed, echoed);
-            lock (s_lock)
-            {
-                s_open.Remove(socket);
-            }
-
-            socket.Dispose();
-            ConnectionEnded();
+            Finished(socket, echoed);
         }
+    }
+
+    /// <summary>A connection is over: its bytes go to the totals, its socket leaves the open set and is closed.</summary>
+    private static void Finished(Socket socket, long echoed)
+    {
+        Interlocked.Add(ref s_bytesEchoed, echoed);
+        lock (s_lock)
+        {
+            s_open.Remove(socket);
+        }
+
+        socket.Dispose();
+        ConnectionEnded();
     }
 
     /// <summary>The certificate and key of <c>--tls</c>; null (after a message on stderr) when the file cannot serve.</summary>

@@ -66,34 +66,7 @@ public class ComparisonServerTests
         Assert.Matches(@"^listening on 127\.0\.0\.1:\d+ backend=inbox-async loops=0 tls=on$", server.ListeningLine);
 
         byte[] data = SocketTestExtensions.Pattern(13, 1024 * 1024);
-        using (Socket client = EchoServer.ConnectTo(server.EndPoint, receiveTimeoutMs: 30_000))
-        using (var ssl = new SslStream(new NetworkStream(client, ownsSocket: false), false, (_, certificate, _, _) => certificate?.GetCertHashString() == pfx.Thumbprint))
-        {
-            ssl.AuthenticateAsClient(new SslClientAuthenticationOptions { TargetHost = "localhost", EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13 });
-            _output.WriteLine($"{ssl.SslProtocol} {ssl.NegotiatedCipherSuite}");
-            Task sending = Task.Run(() =>
-            {
-                for (int offset = 0; offset < data.Length; offset += 50_000)
-                {
-                    ssl.Write(data, offset, Math.Min(50_000, data.Length - offset));
-                }
-            });
-            var received = new byte[data.Length];
-            int total = 0;
-            while (total < received.Length)
-            {
-                int n = ssl.Read(received, total, received.Length - total);
-                Assert.True(n > 0, $"end of stream after {total} bytes");
-                total += n;
-            }
-
-            Assert.True(sending.Wait(TimeSpan.FromSeconds(30)), "the client's send did not finish");
-            Assert.Equal(data, received);
-
-            // close_notify: the server answers with its own, then end of stream.
-            ssl.ShutdownAsync().GetAwaiter().GetResult();
-            Assert.Equal(0, ssl.Read(new byte[1], 0, 1));
-        }
+        EchoServerApiTests.EchoOverTls(server.EndPoint, pfx.Thumbprint, data, _output, finishWithFin: false);
 
         server.Signal(SigTerm);
         AssertStats(server, connections: 1, data.Length);

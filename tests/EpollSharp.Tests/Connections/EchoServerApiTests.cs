@@ -1,4 +1,5 @@
 using System.IO;
+using System.Net;
 using System.Net.Security;
 using System.Security.Authentication;
 using System.Security.Cryptography;
@@ -76,36 +77,7 @@ public class EchoServerApiTests
         Assert.EndsWith("backend=epoll loops=1 " + expectedTail, server.ListeningLine, StringComparison.Ordinal);
 
         byte[] data = SocketTestExtensions.Pattern(7, 1024 * 1024);
-        using (Socket client = EchoServer.ConnectTo(server.EndPoint, receiveTimeoutMs: 30_000))
-        using (var ssl = new SslStream(new NetworkStream(client, ownsSocket: false), false, (_, certificate, _, _) => certificate?.GetCertHashString() == pfx.Thumbprint))
-        {
-            ssl.AuthenticateAsClient(new SslClientAuthenticationOptions { TargetHost = "localhost", EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13 });
-            _output.WriteLine($"{ssl.SslProtocol} {ssl.NegotiatedCipherSuite}");
-            Task sending = Task.Run(() =>
-            {
-                // Sent in pieces, as a load generator does.
-                for (int offset = 0; offset < data.Length; offset += 50_000)
-                {
-                    ssl.Write(data, offset, Math.Min(50_000, data.Length - offset));
-                }
-            });
-            var received = new byte[data.Length];
-            int total = 0;
-            while (total < received.Length)
-            {
-                int n = ssl.Read(received, total, received.Length - total);
-                Assert.True(n > 0, $"end of stream after {total} bytes");
-                total += n;
-            }
-
-            Assert.True(sending.Wait(TimeSpan.FromSeconds(30)), "the client's send did not finish");
-            Assert.Equal(data, received);
-
-            // close_notify and FIN: the server ends the connection in order (TLS's close_notify, then end of stream).
-            ssl.ShutdownAsync().GetAwaiter().GetResult();
-            client.Shutdown(SocketShutdown.Send);
-            Assert.Equal(0, ssl.Read(new byte[1], 0, 1));
-        }
+        EchoOverTls(server.EndPoint, pfx.Thumbprint, data, _output, finishWithFin: true);
 
         server.Signal(SigTerm);
         AssertStats(server, connections: 1, data.Length);
@@ -228,6 +200,46 @@ public class EchoServerApiTests
         server.Process.WaitForExit();
         Assert.Equal(0, server.Process.ExitCode);
         Assert.Empty(server.Stderr);
+    }
+
+    /// <summary>
+    /// Sends <paramref name="data"/> in 50,000-byte pieces (as a load generator does) through an <see cref="SslStream"/>
+    /// client that trusts only the certificate with <paramref name="thumbprint"/>, reads it all back byte for byte, then
+    /// ends the session with close_notify (and a FIN when <paramref name="finishWithFin"/>) and expects the server's end of stream.
+    /// </summary>
+    internal static void EchoOverTls(EndPoint endPoint, string thumbprint, byte[] data, ITestOutputHelper output, bool finishWithFin)
+    {
+        using Socket client = EchoServer.ConnectTo(endPoint, receiveTimeoutMs: 30_000);
+        using var ssl = new SslStream(new NetworkStream(client, ownsSocket: false), false, (_, certificate, _, _) => certificate?.GetCertHashString() == thumbprint);
+        ssl.AuthenticateAsClient(new SslClientAuthenticationOptions { TargetHost = "localhost", EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13 });
+        output.WriteLine($"{ssl.SslProtocol} {ssl.NegotiatedCipherSuite}");
+        Task sending = Task.Run(() =>
+        {
+            for (int offset = 0; offset < data.Length; offset += 50_000)
+            {
+                ssl.Write(data, offset, Math.Min(50_000, data.Length - offset));
+            }
+        });
+        var received = new byte[data.Length];
+        int total = 0;
+        while (total < received.Length)
+        {
+            int n = ssl.Read(received, total, received.Length - total);
+            Assert.True(n > 0, $"end of stream after {total} bytes");
+            total += n;
+        }
+
+        Assert.True(sending.Wait(TimeSpan.FromSeconds(30)), "the client's send did not finish");
+        Assert.Equal(data, received);
+
+        // close_notify (and FIN): the server ends the connection in order, its own close_notify, then end of stream.
+        ssl.ShutdownAsync().GetAwaiter().GetResult();
+        if (finishWithFin)
+        {
+            client.Shutdown(SocketShutdown.Send);
+        }
+
+        Assert.Equal(0, ssl.Read(new byte[1], 0, 1));
     }
 
     /// <summary>A self-signed ECDSA certificate for localhost and 127.0.0.1 with its key, exported to a temporary password-protected .pfx, deleted on dispose.</summary>

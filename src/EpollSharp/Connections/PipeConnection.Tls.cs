@@ -54,7 +54,7 @@ public sealed partial class PipeConnection
 
     private async Task HandshakeAsync(TlsOptions options, Func<PipeConnection, Task>? application)
     {
-        var raw = new DuplexPipeStream(new DuplexPipe(_input.Reader, _output.Writer), serializeWrites: true);
+        var raw = new DuplexPipeStream(new DuplexPipe(_input.Reader, _output.Writer), readsCompleteOnLoop: _continuationsOnLoop, serializeWrites: true);
         var ssl = new SslStream(raw, leaveInnerStreamOpen: true);
         using var deadline = new CancellationTokenSource();
         Exception? failure = null;

@@ -100,18 +100,21 @@ public sealed partial class PipeConnection
         _ssl = ssl;
         Tls = new TlsConnectionInfo(ssl);
 
-        // The application's pipes: its ends as the raw ones are; the pumps' ends on the thread pool.
+        // The application's pipes: both ends where the raw pipes' application ends run, which is where the SslStream's
+        // reads complete. With RunContinuationsOnLoop, a message then goes from the socket through the SslStream, the
+        // application and back without leaving the loop thread (the pumps' ends on the thread pool cost two thread hops
+        // and a wake-up of the loop per message).
         PipeScheduler scheduler = _continuationsOnLoop ? new LoopPipeScheduler(Connection.Loop) : PipeScheduler.ThreadPool;
         var input = new Pipe(new PipeOptions(
             pool: _options.MemoryPool ?? PipeBlockPool.Instance,
             readerScheduler: scheduler,
-            writerScheduler: PipeScheduler.ThreadPool,
+            writerScheduler: scheduler,
             pauseWriterThreshold: _options.InputPauseThreshold,
             resumeWriterThreshold: _options.InputPauseThreshold == 0 ? 0 : _options.InputResumeThreshold,
             useSynchronizationContext: false));
         var output = new Pipe(new PipeOptions(
             pool: _options.MemoryPool ?? PipeBlockPool.Instance,
-            readerScheduler: PipeScheduler.ThreadPool,
+            readerScheduler: scheduler,
             writerScheduler: scheduler,
             pauseWriterThreshold: _options.OutputPauseThreshold,
             resumeWriterThreshold: _options.OutputPauseThreshold == 0 ? 0 : _options.OutputResumeThreshold,

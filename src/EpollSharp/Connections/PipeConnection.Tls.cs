@@ -166,6 +166,10 @@ public sealed partial class PipeConnection
         {
             while (true)
             {
+                // Wait for a record with a zero-byte read, holding no buffer meanwhile (nor does the SslStream, which
+                // passes the zero-byte read on to the raw stream): an idle connection keeps no 16 KiB block, and the
+                // blocks of many connections stay few and warm in the cache.
+                await ssl.ReadAsync(Memory<byte>.Empty).ConfigureAwait(false);
                 Memory<byte> memory = input.GetMemory(TlsRecordSize);
                 int n = await ssl.ReadAsync(memory).ConfigureAwait(false);
                 if (n == 0)

@@ -2,8 +2,10 @@ using System;
 using System.Buffers;
 using System.IO;
 using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
 using System.Threading;
 using System.Threading.Tasks;
+using System.Threading.Tasks.Sources;
 
 namespace EpollSharp.Connections;
 
@@ -13,7 +15,7 @@ namespace EpollSharp.Connections;
 /// of the connection). The pipes' completion rules hold: a reset completes them with an <see cref="IOException"/>, which
 /// reads and writes then throw.
 /// </summary>
-internal sealed class DuplexPipeStream : Stream
+internal sealed class DuplexPipeStream : Stream, IValueTaskSource<int>
 {
     private readonly PipeReader _input;
     private readonly PipeWriter _output;
@@ -24,13 +26,25 @@ internal sealed class DuplexPipeStream : Stream
     /// a time. Null for the application's stream, whose writes are the application's to order.
     /// </summary>
     private readonly SemaphoreSlim? _writeLock;
+    private readonly Action _onReadReady;
+
+    /// <summary>The input's reader continuations run on the loop thread (<see cref="PipeConnectionOptions.RunContinuationsOnLoop"/>).</summary>
+    private readonly bool _readsCompleteOnLoop;
     private int _disposed;
 
-    public DuplexPipeStream(IDuplexPipe pipe, bool serializeWrites = false)
+    /// <summary>The read waiting for the input (one at a time, as the input allows): its result, and what it reads into.</summary>
+    private ManualResetValueTaskSourceCore<int> _read;
+    private ConfiguredValueTaskAwaitable<ReadResult>.ConfiguredValueTaskAwaiter _readAwaiter;
+    private Memory<byte> _readDestination;
+    private CancellationToken _readCancellation;
+
+    public DuplexPipeStream(IDuplexPipe pipe, bool readsCompleteOnLoop, bool serializeWrites = false)
     {
         _input = pipe.Input;
         _output = pipe.Output;
+        _readsCompleteOnLoop = readsCompleteOnLoop;
         _writeLock = serializeWrites ? new SemaphoreSlim(1, 1) : null;
+        _onReadReady = OnReadReady;
     }
 
     public override bool CanRead => true;
@@ -137,44 +151,157 @@ internal sealed class DuplexPipeStream : Stream
         }
     }
 
-    /// <summary>Copies what the input holds (up to the buffer's length); 0 at the end of the stream.</summary>
-    private async ValueTask<int> ReadCoreAsync(Memory<byte> destination, CancellationToken cancellationToken)
+    /// <summary>
+    /// Copies what the input holds (up to the buffer's length); 0 at the end of the stream. A read that has to wait (as
+    /// every read of an echo does) allocates nothing on .NET 6 and later:
+    /// <list type="bullet">
+    /// <item>When the input's reader continuations run on the loop (<see cref="_readsCompleteOnLoop"/>), it completes
+    /// through this stream itself (<see cref="IValueTaskSource{TResult}"/>), and its caller's continuation runs right
+    /// there, on the loop thread, as with <see cref="PipeConnection.Transport"/>. A pooled async state machine would
+    /// instead post it to the loop's synchronization context, which the caller captured, and allocate for that.</item>
+    /// <item>Otherwise a pooled async state machine waits (the thread pool runs those without allocating, which it does
+    /// not for other callbacks).</item>
+    /// </list>
+    /// </summary>
+    private ValueTask<int> ReadCoreAsync(Memory<byte> destination, CancellationToken cancellationToken)
     {
-        ThrowIfDisposed();
-        while (true)
+        try
         {
-            ReadResult result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
-            ReadOnlySequence<byte> buffer = result.Buffer;
-            if (destination.IsEmpty && !buffer.IsEmpty)
+            ThrowIfDisposed();
+            while (true)
             {
-                // A zero-byte read (SslStream's and others' way to wait for data without a buffer): data is there; take none.
-                _input.AdvanceTo(buffer.Start);
-                return 0;
-            }
+                ValueTask<ReadResult> pending = _input.ReadAsync(cancellationToken);
+                if (!pending.IsCompleted)
+                {
+                    if (!_readsCompleteOnLoop)
+                    {
+                        return ReadWaitingAsync(pending, destination, cancellationToken);
+                    }
 
-            if (!buffer.IsEmpty)
-            {
-                int n = (int)Math.Min(buffer.Length, destination.Length);
-                ReadOnlySequence<byte> taken = buffer.Slice(0, n);
-                taken.CopyTo(destination.Span);
-                _input.AdvanceTo(taken.End);
-                return n;
-            }
+                    _readDestination = destination;
+                    _readCancellation = cancellationToken;
+                    _read.Reset();
+                    _readAwaiter = pending.ConfigureAwait(false).GetAwaiter();
+                    _readAwaiter.UnsafeOnCompleted(_onReadReady);
+                    return new ValueTask<int>(this, _read.Version);
+                }
 
-            _input.AdvanceTo(buffer.End);
-            if (result.IsCompleted)
-            {
-                return 0;
+                if (TryTake(pending.Result, destination, out int n))
+                {
+                    return new ValueTask<int>(n);
+                }
             }
-
-            if (result.IsCanceled)
-            {
-                throw new OperationCanceledException("The pending read was canceled (PipeReader.CancelPendingRead).");
-            }
+        }
+        catch (Exception ex)
+        {
+            return new ValueTask<int>(Task.FromException<int>(ex));
         }
     }
 
-    /// <summary>Writes and flushes; waits while the output is at its pause threshold.</summary>
+    /// <summary>A read that waits for the input, with the input's reader continuations on the thread pool.</summary>
+#if NET6_0_OR_GREATER
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+#endif
+    private async ValueTask<int> ReadWaitingAsync(ValueTask<ReadResult> pending, Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        ReadResult result = await pending.ConfigureAwait(false);
+        int n;
+        while (!TryTake(result, destination, out n))
+        {
+            result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        return n;
+    }
+
+    /// <summary>The pending read of the input completed (where the input's reader continuations run).</summary>
+    private void OnReadReady()
+    {
+        int n;
+        try
+        {
+            ReadResult result = _readAwaiter.GetResult();
+            _readAwaiter = default;
+            while (!TryTake(result, _readDestination, out n))
+            {
+                ValueTask<ReadResult> pending = _input.ReadAsync(_readCancellation);
+                if (!pending.IsCompleted)
+                {
+                    _readAwaiter = pending.ConfigureAwait(false).GetAwaiter();
+                    _readAwaiter.UnsafeOnCompleted(_onReadReady);
+                    return;
+                }
+
+                result = pending.Result;
+            }
+        }
+        catch (Exception ex)
+        {
+            _readAwaiter = default;
+            _readDestination = default;
+            _readCancellation = default;
+            _read.SetException(ex);
+            return;
+        }
+
+        _readDestination = default;
+        _readCancellation = default;
+        _read.SetResult(n);
+    }
+
+    /// <summary>
+    /// Takes what <paramref name="result"/> holds into <paramref name="destination"/>: true with the count (0 at the end of
+    /// the stream, or for a zero-byte read that found data), false when the input must be read again.
+    /// </summary>
+    private bool TryTake(ReadResult result, Memory<byte> destination, out int taken)
+    {
+        ReadOnlySequence<byte> buffer = result.Buffer;
+        if (destination.IsEmpty && !buffer.IsEmpty)
+        {
+            // A zero-byte read (SslStream's and others' way to wait for data without a buffer): data is there; take none.
+            _input.AdvanceTo(buffer.Start);
+            taken = 0;
+            return true;
+        }
+
+        if (!buffer.IsEmpty)
+        {
+            int n = (int)Math.Min(buffer.Length, destination.Length);
+            ReadOnlySequence<byte> slice = buffer.Slice(0, n);
+            slice.CopyTo(destination.Span);
+            _input.AdvanceTo(slice.End);
+            taken = n;
+            return true;
+        }
+
+        _input.AdvanceTo(buffer.End);
+        if (result.IsCompleted)
+        {
+            taken = 0;
+            return true;
+        }
+
+        if (result.IsCanceled)
+        {
+            throw new OperationCanceledException("The pending read was canceled (PipeReader.CancelPendingRead).");
+        }
+
+        taken = 0;
+        return false;
+    }
+
+    int IValueTaskSource<int>.GetResult(short token) => _read.GetResult(token);
+
+    ValueTaskSourceStatus IValueTaskSource<int>.GetStatus(short token) => _read.GetStatus(token);
+
+    void IValueTaskSource<int>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        // No synchronization context: the continuation runs where the read completed (see ReadCoreAsync).
+        _read.OnCompleted(continuation, state, token, flags & ~ValueTaskSourceOnCompletedFlags.UseSchedulingContext);
+
+    /// <summary>Writes and flushes; waits while the output is at its pause threshold (with a pooled state machine, .NET 6 and later).</summary>
+#if NET6_0_OR_GREATER
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+#endif
     private async ValueTask WriteCoreAsync(ReadOnlyMemory<byte> source, CancellationToken cancellationToken)
     {
         ThrowIfDisposed();

@@ -102,7 +102,7 @@ public sealed partial class PipeConnection : IAsyncDisposable
     /// do not use <see cref="Transport"/> beside it.
     /// </summary>
     /// <returns>A new stream over <see cref="Transport"/>.</returns>
-    public Stream AsStream() => new DuplexPipeStream(Transport);
+    public Stream AsStream() => new DuplexPipeStream(Transport, readsCompleteOnLoop: _continuationsOnLoop);
 
     /// <summary>
     /// Fires when the connection has closed (in order, reset, or aborted) and both pipes are completed. Its callbacks run on

@@ -95,13 +95,16 @@ public class TlsTests
 
     // ---------------------------------------------------------------- the stream view, no TLS
 
+    /// <summary>Every backend, with the application's continuations on the thread pool and on the loop (where each message stays on the loop thread).</summary>
+    public static IEnumerable<object[]> BackendsAndModes() => PipeConnectionTests.BackendsAndModes();
+
     [SkippableTheory]
-    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
-    public void Stream_view_echoes_every_byte_and_closes_on_dispose(EventLoopBackend backend)
+    [MemberData(nameof(BackendsAndModes))]
+    public void Stream_view_echoes_every_byte_and_closes_on_dispose(EventLoopBackend backend, bool onLoop)
     {
         Measured("stream echo", () =>
         {
-            using var server = new Server(backend, StreamEcho, new PipeConnectionOptions());
+            using var server = new Server(backend, StreamEcho, new PipeConnectionOptions { RunContinuationsOnLoop = onLoop });
             using (Socket client = server.Connect())
             {
                 int seed = 0;
@@ -121,8 +124,8 @@ public class TlsTests
     }
 
     [SkippableTheory]
-    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
-    public void Stream_view_read_is_canceled_by_its_token_waits_on_a_zero_byte_read_and_throws_IOException_on_reset(EventLoopBackend backend)
+    [MemberData(nameof(BackendsAndModes))]
+    public void Stream_view_read_is_canceled_by_its_token_waits_on_a_zero_byte_read_and_throws_IOException_on_reset(EventLoopBackend backend, bool onLoop)
     {
         Measured("stream cancel and reset", () =>
         {
@@ -158,7 +161,7 @@ public class TlsTests
                         throw;
                     }
                 }
-            }, new PipeConnectionOptions());
+            }, new PipeConnectionOptions { RunContinuationsOnLoop = onLoop });
             using (Socket client = server.Connect())
             {
                 Task.WhenAny(canceled.Task, outcome.Task).WaitAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
@@ -185,6 +188,14 @@ public class TlsTests
             yield return new object[] { backend[0], SslProtocols.Tls12 };
             yield return new object[] { backend[0], SslProtocols.Tls13 };
         }
+    }
+
+    /// <summary>The server options, with the application's continuations on the loop or the thread pool.</summary>
+    private static PipeConnectionOptions ServerOptions(bool onLoop)
+    {
+        PipeConnectionOptions options = ServerOptions();
+        options.RunContinuationsOnLoop = onLoop;
+        return options;
     }
 
     private static PipeConnectionOptions ServerOptions(Action<SslServerAuthenticationOptions>? configure = null, TimeSpan? handshakeTimeout = null, Action<PipeConnection, Exception>? failed = null)
@@ -580,13 +591,13 @@ public class TlsTests
     };
 
     [SkippableTheory]
-    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
-    public void A_reset_in_the_middle_of_a_record_fails_the_applications_read_with_IOException(EventLoopBackend backend)
+    [MemberData(nameof(BackendsAndModes))]
+    public void A_reset_in_the_middle_of_a_record_fails_the_applications_read_with_IOException(EventLoopBackend backend, bool onLoop)
     {
         Measured("reset mid-record", () =>
         {
             var outcome = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
-            using var server = new Server(backend, ReadToEnd(outcome, rethrow: true), ServerOptions());
+            using var server = new Server(backend, ReadToEnd(outcome, rethrow: true), ServerOptions(onLoop));
 
             using (Socket client = server.Connect())
             using (var ssl = new SslStream(new NetworkStream(client, ownsSocket: false)))
@@ -616,13 +627,13 @@ public class TlsTests
     }
 
     [SkippableTheory]
-    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
-    public void A_forged_record_after_the_handshake_resets_the_connection_and_fails_the_read(EventLoopBackend backend)
+    [MemberData(nameof(BackendsAndModes))]
+    public void A_forged_record_after_the_handshake_resets_the_connection_and_fails_the_read(EventLoopBackend backend, bool onLoop)
     {
         Measured("forged record", () =>
         {
             var outcome = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
-            using var server = new Server(backend, ReadToEnd(outcome, rethrow: false), ServerOptions());
+            using var server = new Server(backend, ReadToEnd(outcome, rethrow: false), ServerOptions(onLoop));
 
             using (Socket client = server.Connect())
             using (var ssl = new SslStream(new NetworkStream(client, ownsSocket: false)))
@@ -657,8 +668,8 @@ public class TlsTests
     }
 
     [SkippableTheory]
-    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
-    public void Completing_the_TLS_output_with_an_exception_resets_the_connection(EventLoopBackend backend)
+    [MemberData(nameof(BackendsAndModes))]
+    public void Completing_the_TLS_output_with_an_exception_resets_the_connection(EventLoopBackend backend, bool onLoop)
     {
         Measured("TLS output fault", () =>
         {
@@ -669,7 +680,7 @@ public class TlsTests
                 await c.Transport.Output.WriteAsync(new byte[] { 42 });
                 c.Transport.Output.Complete(new InvalidOperationException("the application gives up"));
                 await Task.Delay(Timeout.Infinite, c.ConnectionClosed).ContinueWith(_ => { });
-            }, ServerOptions());
+            }, ServerOptions(onLoop));
             using (Socket client = server.Connect())
             using (var ssl = new SslStream(new NetworkStream(client, ownsSocket: false)))
             {
@@ -692,12 +703,12 @@ public class TlsTests
     }
 
     [SkippableTheory]
-    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
-    public void Sixteen_MiB_each_way_through_TLS(EventLoopBackend backend)
+    [MemberData(nameof(BackendsAndModes))]
+    public void Sixteen_MiB_each_way_through_TLS(EventLoopBackend backend, bool onLoop)
     {
         Measured("16 MiB TLS", () =>
         {
-            using var server = new Server(backend, StreamEcho, ServerOptions());
+            using var server = new Server(backend, StreamEcho, ServerOptions(onLoop));
             byte[] data = SocketTestExtensions.Pattern(16, 16 * 1024 * 1024);
             using (Socket client = server.Connect(receiveTimeoutMs: 60_000))
             using (var ssl = new SslStream(new NetworkStream(client, ownsSocket: false)))

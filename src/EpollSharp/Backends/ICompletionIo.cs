@@ -53,6 +53,12 @@ internal interface ICompletionIo
     /// <summary>Calls <see cref="ICompletionSink.OnSendReady"/> for each channel that asked with <see cref="DeferSend"/>.</summary>
     void RunDeferredSends();
 
+    /// <summary>
+    /// Whether a receive completion of <paramref name="channel"/> waits to be dispatched (reaped by the last wait and not
+    /// yet handed over, or still in the completion queue): bytes that arrived and that the sink has not seen.
+    /// </summary>
+    bool ReceivePending(CompletionChannel channel);
+
     /// <summary>How many completions the last wait reaped, to dispatch with <see cref="DispatchCompletion"/>.</summary>
     int PendingCompletions { get; }
 

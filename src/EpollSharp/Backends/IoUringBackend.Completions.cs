@@ -90,6 +90,33 @@ internal sealed unsafe partial class IoUringBackend
     public int PendingCompletions => _pendingCount;
 
     /// <inheritdoc/>
+    public bool ReceivePending(CompletionChannel channel)
+    {
+        for (int i = 0; i < _pendingReceives; i++)
+        {
+            if (_pending[i].Channel == channel)
+            {
+                return true;
+            }
+        }
+
+        lock (_lock)
+        {
+            ulong userData = OpUserData(KindReceive, channel);
+            uint tail = _ring.CqTail;
+            for (uint head = _ring.CqHead; head != tail; head++)
+            {
+                if (_ring.Cqe(head).UserData == userData)
+                {
+                    return true;
+                }
+            }
+
+            return _ring.CqOverflowed;
+        }
+    }
+
+    /// <inheritdoc/>
     public void DeferSend(CompletionChannel channel)
     {
         if (_deferredSendCount == _deferredSends.Length)

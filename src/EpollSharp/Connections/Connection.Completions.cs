@@ -45,6 +45,16 @@ public sealed partial class Connection : ICompletionSink
     /// <summary>The end of stream came after <see cref="_held"/> bytes: delivered after them.</summary>
     private bool _heldEndOfStream;
 
+    /// <summary>The loop iteration whose deliveries <see cref="_deliveredPieces"/> counts.</summary>
+    private long _deliveryIteration;
+
+    /// <summary>
+    /// Pieces handed to the handler in <see cref="_deliveryIteration"/>: at most <see cref="ConnectionOptions.MaxReadsPerEvent"/>
+    /// per iteration, as the readiness path reads per event (one busy connection cannot hold the loop, and what it writes
+    /// back meets the kernel at the pace it does there); the rest is held for the next iteration.
+    /// </summary>
+    private int _deliveredPieces;
+
     /// <summary>Receive completions with data (tests check the completion path is in use).</summary>
     internal long CompletionReceives => _channel?.Receives ?? 0;
 
@@ -166,7 +176,7 @@ public sealed partial class Connection : ICompletionSink
                     return;
                 }
 
-                if (Has(ConnectionFlags.ReceivingPaused))
+                if (Has(ConnectionFlags.ReceivingPaused) || !TakeDeliveryBudget())
                 {
                     Hold(data);
                     return;
@@ -181,6 +191,25 @@ public sealed partial class Connection : ICompletionSink
         {
             EndReceivePass();
         }
+    }
+
+    /// <summary>Counts one piece against this iteration's <see cref="ConnectionOptions.MaxReadsPerEvent"/>; false when the budget is spent.</summary>
+    private bool TakeDeliveryBudget()
+    {
+        long iteration = Loop.MetricIterations;
+        if (iteration != _deliveryIteration)
+        {
+            _deliveryIteration = iteration;
+            _deliveredPieces = 0;
+        }
+
+        if (_deliveredPieces >= _settings.MaxReadsPerEvent)
+        {
+            return false;
+        }
+
+        _deliveredPieces++;
+        return true;
     }
 
     /// <summary>Copies bytes that arrived while they could not be delivered; they go out first when reading goes on.</summary>
@@ -212,6 +241,13 @@ public sealed partial class Connection : ICompletionSink
                 bool discard = Has(ConnectionFlags.InputEnded);
                 if (!discard && Has(ConnectionFlags.ReceivingPaused))
                 {
+                    return;
+                }
+
+                if (!discard && !TakeDeliveryBudget())
+                {
+                    // The rest in a later iteration (the outermost Exit posts the continuation again).
+                    MarkInterestDirty();
                     return;
                 }
 
@@ -256,7 +292,7 @@ public sealed partial class Connection : ICompletionSink
             }
         }
 
-        if (Has(ConnectionFlags.CloseRequested) && !Has(ConnectionFlags.InputEnded | ConnectionFlags.ReadClosed | ConnectionFlags.ReceivingPaused) && !(_channel?.ReceiveArmed ?? false))
+        if (Has(ConnectionFlags.CloseRequested) && !Has(ConnectionFlags.InputEnded | ConnectionFlags.ReadClosed | ConnectionFlags.ReceivingPaused) && (_channel is null || !_completionIo!.ReceivePending(_channel)))
         {
             DrainForClose();
         }
@@ -265,9 +301,9 @@ public sealed partial class Connection : ICompletionSink
     }
 
     /// <summary>
-    /// A graceful close delivers what has arrived: with no receive in the kernel (it was cancelled, and its completions
-    /// all delivered), reads the socket to its end with <c>recv</c>, as the readiness path does; the input then ends, and
-    /// the receive is armed again to read on (and discard) to the peer's end of stream.
+    /// A graceful close delivers what has arrived: with every receive completion handed over, reads the socket to its end
+    /// with <c>recv</c>, as the readiness path does; the input then ends, and the multishot receive reads on (and
+    /// discards) to the peer's end of stream. Bytes the multishot receive takes meanwhile arrived after the close.
     /// </summary>
     private void DrainForClose()
     {
@@ -337,34 +373,22 @@ public sealed partial class Connection : ICompletionSink
 
         queue.Append(data);
         MarkInterestDirty();
-        if (queue.Length < _settings.HighWatermark || Has(ConnectionFlags.WritePaused))
-        {
-            return true;
-        }
 
-        // The backlog counts the bytes of a send in flight (the kernel has not taken them until it completes). The high
-        // watermark applies as on the readiness path, to bytes the kernel did not take: a send still in flight has reached
-        // the kernel (sends are submitted at the end of an iteration, their completions dispatched before the receives'),
-        // so the socket pushed back. With none in flight, the kernel was not offered these bytes yet: offer them now (one
-        // send call, as the readiness path makes for every write), and pause if it refuses enough.
-        CompletionChannel channel = _channel!;
-        bool pushedBack;
-        if (!channel.SendInFlight)
+        // The backlog counts the bytes of a send in flight (the kernel has not taken them until it completes). Writes
+        // wait for the iteration's one send. The high watermark applies as on the readiness path, to bytes the kernel did
+        // not take: reaching it with no send in flight, the bytes are offered to the kernel now (one send call, as the
+        // readiness path makes for every write); with a send still in flight, the socket pushed back (sends are submitted
+        // at the end of an iteration and their completions dispatched before the receives', so it reached the kernel).
+        if (!_channel!.SendInFlight && queue.Length >= _settings.HighWatermark && !Has(ConnectionFlags.WritePaused))
         {
             Flush();
             if (Has(ConnectionFlags.Closed))
             {
                 return false;
             }
-
-            pushedBack = queue.Length >= _settings.HighWatermark;
-        }
-        else
-        {
-            pushedBack = true;
         }
 
-        if (pushedBack && queue.Length >= _settings.HighWatermark && TryPauseWrites())
+        if (queue.Length >= _settings.HighWatermark && TryPauseWrites())
         {
             _stats.OnWritePaused();
             _handler.OnWritePaused(this);

@@ -330,9 +330,11 @@ public sealed partial class Connection
         }
         else if (_completionIo is not null)
         {
-            // The receive is cancelled (the outermost Exit asks for it); once its completions are all delivered, the
-            // socket is read to its end (DrainForClose), as the readiness pass does.
-            if (!Has(ConnectionFlags.ReceivingPaused | ConnectionFlags.InReceivePass) && !HasHeld && !(_channel?.ReceiveArmed ?? false))
+            // What arrived is delivered before the input ends. With every receive completion of the connection handed
+            // over, the rest is in the socket: read it to its end now (DrainForClose), as the readiness pass does (the
+            // multishot receive then reads on, and discards). Otherwise the receive is cancelled (the outermost Exit asks
+            // for it), and the socket is read to its end once its completions are all delivered.
+            if (!Has(ConnectionFlags.ReceivingPaused | ConnectionFlags.InReceivePass) && !HasHeld && (_channel is null || !_completionIo.ReceivePending(_channel)))
             {
                 DrainForClose();
             }

@@ -21,7 +21,7 @@ public class IoUringCompletionTests
         using Socket client = server.Connect(receiveTimeoutMs: 20_000);
         client.ReceiveBufferSize = 64 * 1024;
         client.SendBufferSize = 64 * 1024;
-        byte[] payload = SocketTestExtensions.Pattern(7, 8 * 1024 * 1024);
+        byte[] payload = SocketTestExtensions.Pattern(7, 32 * 1024 * 1024);
         long sent = 0;
         Exception? failure = null;
         var senderThread = new Thread(() =>
@@ -41,7 +41,7 @@ public class IoUringCompletionTests
         }) { IsBackground = true };
         senderThread.Start();
         var q = typeof(Connection).GetField("_sendQueue", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!;
-        for (int i = 0; i < 40; i++)
+        for (int i = 0; i < 30; i++)
         {
             Thread.Sleep(50);
             if (handler.Connections.IsEmpty)

@@ -20,6 +20,15 @@ internal interface ICompletionIo
     /// <summary>Provided buffers handed to a receive completion and not yet given back (an idle stream holds none).</summary>
     int ReceiveBuffersInUse { get; }
 
+    /// <summary>Whether so many provided buffers are kept (or out) that a sink should copy what it holds rather than keep more.</summary>
+    bool ReceiveBuffersScarce { get; }
+
+    /// <summary>The whole of provided buffer <paramref name="bufferId"/>, which a sink kept.</summary>
+    ReadOnlySpan<byte> ReceiveBuffer(ushort bufferId);
+
+    /// <summary>Gives a kept buffer back to the kernel.</summary>
+    void ReleaseReceiveBuffer(ushort bufferId);
+
     /// <summary>Opens a channel on the stream <paramref name="handle"/> (which the caller keeps open until <see cref="Close"/>); completions go to <paramref name="sink"/>.</summary>
     CompletionChannel Open(SafeHandle handle, ICompletionSink sink);
 
@@ -62,6 +71,9 @@ internal interface ICompletionIo
     /// <summary>How many completions the last wait reaped, to dispatch with <see cref="DispatchCompletion"/>.</summary>
     int PendingCompletions { get; }
 
+    /// <summary>The sink completion <paramref name="index"/> goes to (to name the callback in slow-callback reports).</summary>
+    ICompletionSink SinkOf(int index);
+
     /// <summary>Hands the completion <paramref name="index"/> to its sink (and gives its receive buffer back afterwards, even when the sink throws).</summary>
     void DispatchCompletion(int index);
 
@@ -73,11 +85,15 @@ internal interface ICompletionIo
 internal interface ICompletionSink
 {
     /// <summary>
-    /// A receive completed: <paramref name="result"/> bytes (in <paramref name="data"/>, valid during the call only),
-    /// 0 at the end of stream, or a negated errno. <paramref name="more"/> is false when the multishot receive ended (it
-    /// must be armed again to go on).
+    /// A receive completed: <paramref name="result"/> bytes (in <paramref name="data"/>, provided buffer
+    /// <paramref name="bufferId"/>), 0 at the end of stream, or a negated errno. <paramref name="more"/> is false when the
+    /// multishot receive ended (it must be armed again to go on).
     /// </summary>
-    void OnReceiveCompleted(int result, bool more, ReadOnlySpan<byte> data);
+    /// <returns>
+    /// True to keep the buffer (the data stays valid until <see cref="ICompletionIo.ReleaseReceiveBuffer"/>); false to
+    /// give it back when the call returns.
+    /// </returns>
+    bool OnReceiveCompleted(int result, bool more, ushort bufferId, ReadOnlySpan<byte> data);
 
     /// <summary>The end of the iteration a send was deferred to (<see cref="ICompletionIo.DeferSend"/>): submit it now.</summary>
     void OnSendReady();
@@ -116,6 +132,12 @@ internal sealed class CompletionChannel
 
     /// <summary>Receives completed with data (for tests and diagnostics).</summary>
     internal long Receives { get; set; }
+
+    /// <summary>The result of the last receive completion that ended a multishot receive (for tests and diagnostics).</summary>
+    internal int LastReceiveEnd { get; set; }
+
+    /// <summary>How many multishot receives ended (for tests and diagnostics).</summary>
+    internal int ReceiveEnds { get; set; }
 
     /// <summary>Sends completed (for tests and diagnostics).</summary>
     internal long Sends { get; set; }

@@ -70,6 +70,9 @@ internal sealed unsafe partial class IoUringBackend
     private ushort _bufferTail;
     private int _buffersOut;
 
+    /// <summary>Buffers sinks kept (held data) and have not given back: at a quarter of the ring, sinks copy instead.</summary>
+    private int _buffersKept;
+
     /// <summary>Whether the completion path is set up (the kernel has what it needs, and it was not switched off); why not otherwise.</summary>
     internal bool CompletionsAvailable(out string reason)
     {
@@ -88,6 +91,20 @@ internal sealed unsafe partial class IoUringBackend
 
     /// <inheritdoc/>
     public int PendingCompletions => _pendingCount;
+
+    /// <inheritdoc/>
+    public bool ReceiveBuffersScarce => _buffersKept >= BufferCount / 4;
+
+    /// <inheritdoc/>
+    public ReadOnlySpan<byte> ReceiveBuffer(ushort bufferId) =>
+        _completions ? new ReadOnlySpan<byte>(_bufferBase + ((long)bufferId * BufferSize), BufferSize) : default;
+
+    /// <inheritdoc/>
+    public void ReleaseReceiveBuffer(ushort bufferId)
+    {
+        _buffersKept--;
+        GiveBack(bufferId);
+    }
 
     /// <inheritdoc/>
     public bool ReceivePending(CompletionChannel channel)
@@ -141,30 +158,28 @@ internal sealed unsafe partial class IoUringBackend
         _deferredSendCount = 0;
     }
 
-    /// <summary>Whether <c>EPOLLSHARP_IO_URING_COMPLETIONS</c> switches the completion path off ("0", "false", "off").</summary>
-    internal static bool CompletionsSwitchedOff =>
-        s_completionsSwitch is not null && (s_completionsSwitch.Trim() == "0"
-            || string.Equals(s_completionsSwitch.Trim(), "false", StringComparison.OrdinalIgnoreCase)
-            || string.Equals(s_completionsSwitch.Trim(), "off", StringComparison.OrdinalIgnoreCase));
+    /// <summary>
+    /// Whether <c>EPOLLSHARP_IO_URING_COMPLETIONS</c> switches the completion path on ("1", "true", "on"). It is off by
+    /// default while it is being proven (docs/backends-io_uring.md says what is known).
+    /// </summary>
+    internal static bool CompletionsSwitchedOn =>
+        s_completionsSwitch is not null && (s_completionsSwitch.Trim() == "1"
+            || string.Equals(s_completionsSwitch.Trim(), "true", StringComparison.OrdinalIgnoreCase)
+            || string.Equals(s_completionsSwitch.Trim(), "on", StringComparison.OrdinalIgnoreCase));
 
     /// <summary>Sets up the buffer ring when the kernel has multishot receive, provided buffer rings and the operations needed; otherwise notes why not.</summary>
     private void SetUpCompletions(bool wanted)
     {
-        if (!wanted || CompletionsSwitchedOff)
+        if (!wanted)
         {
-            _completionsReason = "switched off (EPOLLSHARP_IO_URING_COMPLETIONS=0, or by the caller)";
+            _completionsReason = "not switched on (EPOLLSHARP_IO_URING_COMPLETIONS=1)";
             return;
         }
 
-        if ((_ring.Features & Interop.IoUring.IORING_FEAT_REG_REG_RING) == 0)
+        // SENDMSG_ZC (Linux 6.1) is not used: it marks a kernel that has multishot receive (6.0), which the probe cannot ask about.
+        if (!_ring.SupportsOps(stackalloc byte[] { Interop.IoUring.IORING_OP_RECV, Interop.IoUring.IORING_OP_SENDMSG, Interop.IoUring.IORING_OP_ASYNC_CANCEL, Interop.IoUring.IORING_OP_SENDMSG_ZC }))
         {
-            _completionsReason = "the kernel is older than Linux 6.3 (no IORING_FEAT_REG_REG_RING)";
-            return;
-        }
-
-        if (!_ring.SupportsOps(stackalloc byte[] { Interop.IoUring.IORING_OP_RECV, Interop.IoUring.IORING_OP_SENDMSG, Interop.IoUring.IORING_OP_ASYNC_CANCEL }))
-        {
-            _completionsReason = "the kernel lacks RECV, SENDMSG or ASYNC_CANCEL";
+            _completionsReason = "the kernel lacks RECV, SENDMSG, ASYNC_CANCEL or SENDMSG_ZC (Linux 6.1 or later is needed)";
             return;
         }
 
@@ -351,6 +366,10 @@ internal sealed unsafe partial class IoUringBackend
     }
 
     /// <inheritdoc/>
+    public ICompletionSink SinkOf(int index) =>
+        (index < _pendingSendCount ? _pendingSends[index] : _pending[index - _pendingSendCount]).Channel!.Sink;
+
+    /// <inheritdoc/>
     public void DispatchCompletion(int index)
     {
         // Sends first: a stream that writes from a receive's callback then knows whether its last send is still in the
@@ -367,6 +386,8 @@ internal sealed unsafe partial class IoUringBackend
                 if (p.Kind == KindReceive)
                 {
                     channel.ReceiveArmed = false;
+                    channel.ReceiveEnds++;
+                    channel.LastReceiveEnd = p.Result;
                 }
                 else
                 {
@@ -384,7 +405,12 @@ internal sealed unsafe partial class IoUringBackend
                     channel.Receives++;
                 }
 
-                channel.Sink.OnReceiveCompleted(p.Result, (p.Flags & Interop.IoUring.IORING_CQE_F_MORE) != 0, data);
+                if (channel.Sink.OnReceiveCompleted(p.Result, (p.Flags & Interop.IoUring.IORING_CQE_F_MORE) != 0, bid, data) && data.Length > 0)
+                {
+                    // Kept: the sink gives it back.
+                    hasBuffer = false;
+                    _buffersKept++;
+                }
             }
             else
             {

@@ -86,15 +86,27 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     /// <summary>Creates the backend with <paramref name="extraSetupFlags"/> added to the ring's setup flags (tests pass an invalid one).</summary>
     /// <exception cref="PlatformNotSupportedException">io_uring cannot be set up in this process; the message says why.</exception>
     internal IoUringBackend(int maxEvents, uint extraSetupFlags)
+        : this(maxEvents, extraSetupFlags, CompletionsSwitchedOn)
     {
-        uint cq = (uint)Math.Max(1024, Math.Min(maxEvents, 1 << 16) * 4);
+    }
+
+    /// <summary>
+    /// Creates the backend; with <paramref name="completions"/>, also the completion path for the connection layer
+    /// (<see cref="ICompletionIo"/>) when the kernel has what it needs.
+    /// </summary>
+    /// <exception cref="PlatformNotSupportedException">io_uring cannot be set up in this process; the message says why.</exception>
+    internal IoUringBackend(int maxEvents, uint extraSetupFlags, bool completions)
+    {
+        // Room for the completion path's bursts too: a multishot receive posts one completion per provided buffer, and one
+        // that cannot post (the ring full) ends, to be armed again.
+        uint cq = (uint)Math.Max(BufferCount * 4, Math.Min(maxEvents, 1 << 16) * 4);
         if (!IoUringRing.TryCreate(SqEntries, cq, extraSetupFlags, out IoUringRing? ring, out string reason, out _))
         {
             throw new PlatformNotSupportedException("The io_uring backend is not available: " + reason);
         }
 
         _ring = ring!;
-        SetUpCompletions(wanted: true);
+        SetUpCompletions(completions);
     }
 
     public EventLoopBackend Kind => EventLoopBackend.IoUring;

@@ -42,6 +42,16 @@ public sealed partial class Connection : ICompletionSink
     /// <summary>Bytes the kernel delivered while the connection could not hand them over (paused, or behind held bytes), in order.</summary>
     private SendQueue? _held;
 
+    /// <summary>
+    /// Held bytes still in the backend's provided buffers, in order (a buffer kept rather than copied; given back once
+    /// delivered). Only while <see cref="_held"/> is empty: when buffers run short, these are copied there.
+    /// </summary>
+    private HeldPiece[]? _heldPieces;
+
+    private int _heldPieceHead;
+
+    private int _heldPieceCount;
+
     /// <summary>The end of stream came after <see cref="_held"/> bytes: delivered after them.</summary>
     private bool _heldEndOfStream;
 
@@ -64,10 +74,10 @@ public sealed partial class Connection : ICompletionSink
     /// <summary>Whether the connection uses the completion path.</summary>
     internal bool UsesCompletions => _completionIo is not null;
 
-    private bool HasHeld => _heldEndOfStream || _held is { IsEmpty: false };
+    private bool HasHeld => _heldEndOfStream || _heldPieceCount > 0 || _held is { IsEmpty: false };
 
     /// <inheritdoc/>
-    void ICompletionSink.OnReceiveCompleted(int result, bool more, ReadOnlySpan<byte> data)
+    bool ICompletionSink.OnReceiveCompleted(int result, bool more, ushort bufferId, ReadOnlySpan<byte> data)
     {
         if (!more)
         {
@@ -76,11 +86,16 @@ public sealed partial class Connection : ICompletionSink
 
         if (Has(ConnectionFlags.Closed))
         {
-            return;
+            return false;
         }
 
-        Guarded(static (c, r, d) => c.HandleReceiveCompletion(r.Result, r.More, d), (Result: result, More: more), data);
+        _keptBuffer = false;
+        Guarded(static (c, r, d) => c.HandleReceiveCompletion(r.Result, r.More, r.BufferId, d), (Result: result, More: more, BufferId: bufferId), data);
+        return _keptBuffer;
     }
+
+    /// <summary>Set while a receive completion is handled when its buffer is kept (held) rather than given back.</summary>
+    private bool _keptBuffer;
 
     /// <inheritdoc/>
     void ICompletionSink.OnSendCompleted(int result)
@@ -99,7 +114,7 @@ public sealed partial class Connection : ICompletionSink
     }
 
     /// <summary>The body of a receive completion: data delivered (or held), end of stream, an error, or the receive's end.</summary>
-    private bool HandleReceiveCompletion(int result, bool more, ReadOnlySpan<byte> data)
+    private bool HandleReceiveCompletion(int result, bool more, ushort bufferId, ReadOnlySpan<byte> data)
     {
         if (!more)
         {
@@ -109,15 +124,14 @@ public sealed partial class Connection : ICompletionSink
 
         if (result > 0)
         {
-            Volatile.Write(ref _bytesReceived, _bytesReceived + result);
-            _stats.AddReceived(result);
             _lastActivity = Stopwatch.GetTimestamp();
             if (Has(ConnectionFlags.InputEnded))
             {
+                CountReceived(result);
                 return true;
             }
 
-            DeliverReceived(data);
+            DeliverReceived(data, bufferId);
             return true;
         }
 
@@ -152,11 +166,12 @@ public sealed partial class Connection : ICompletionSink
     }
 
     /// <summary>Hands <paramref name="data"/> to the handler in pieces of at most the receive buffer size; holds what it cannot hand over now.</summary>
-    private void DeliverReceived(ReadOnlySpan<byte> data)
+    private void DeliverReceived(ReadOnlySpan<byte> data, ushort bufferId)
     {
+        int length = data.Length;
         if (HasHeld || Has(ConnectionFlags.ReceivingPaused | ConnectionFlags.InReceivePass))
         {
-            Hold(data);
+            Hold(data, bufferId, 0);
             return;
         }
 
@@ -178,11 +193,12 @@ public sealed partial class Connection : ICompletionSink
 
                 if (Has(ConnectionFlags.ReceivingPaused) || !TakeDeliveryBudget())
                 {
-                    Hold(data);
+                    Hold(data, bufferId, length - data.Length);
                     return;
                 }
 
                 int n = Math.Min(piece, data.Length);
+                CountReceived(n);
                 _handler.OnReceived(this, data.Slice(0, n));
                 data = data.Slice(n);
             }
@@ -191,6 +207,16 @@ public sealed partial class Connection : ICompletionSink
         {
             EndReceivePass();
         }
+    }
+
+    /// <summary>
+    /// Counts bytes received when they are handed over (or discarded), not when the kernel delivered them: held bytes are
+    /// the readiness path's bytes still in the socket.
+    /// </summary>
+    private void CountReceived(int n)
+    {
+        Volatile.Write(ref _bytesReceived, _bytesReceived + n);
+        _stats.AddReceived(n);
     }
 
     /// <summary>Counts one piece against this iteration's <see cref="ConnectionOptions.MaxReadsPerEvent"/>; false when the budget is spent.</summary>
@@ -212,11 +238,66 @@ public sealed partial class Connection : ICompletionSink
         return true;
     }
 
-    /// <summary>Copies bytes that arrived while they could not be delivered; they go out first when reading goes on.</summary>
-    private void Hold(ReadOnlySpan<byte> data)
+    /// <summary>
+    /// Holds bytes that arrived while they could not be delivered (at <paramref name="offset"/> in provided buffer
+    /// <paramref name="bufferId"/>); they go out first when reading goes on. The buffer is kept, not copied, unless the
+    /// backend runs short of buffers (then everything held is copied, and the buffers given back).
+    /// </summary>
+    private void Hold(ReadOnlySpan<byte> data, ushort bufferId, int offset)
     {
-        (_held ??= new SendQueue()).Append(data);
         MarkInterestDirty();
+        if (_held is { IsEmpty: false } || _completionIo!.ReceiveBuffersScarce)
+        {
+            CopyHeldPieces();
+            (_held ??= new SendQueue()).Append(data);
+            return;
+        }
+
+        if (_heldPieces is null || _heldPieceCount == _heldPieces.Length)
+        {
+            var grown = new HeldPiece[_heldPieces is null ? 8 : _heldPieces.Length * 2];
+            for (int i = 0; i < _heldPieceCount; i++)
+            {
+                grown[i] = _heldPieces![(_heldPieceHead + i) % _heldPieces.Length];
+            }
+
+            _heldPieces = grown;
+            _heldPieceHead = 0;
+        }
+
+        _heldPieces[(_heldPieceHead + _heldPieceCount) % _heldPieces.Length] = new HeldPiece(bufferId, offset, data.Length);
+        _heldPieceCount++;
+        _keptBuffer = true;
+    }
+
+    /// <summary>Copies the held pieces into <see cref="_held"/>, in order, and gives their buffers back.</summary>
+    private void CopyHeldPieces()
+    {
+        while (_heldPieceCount > 0)
+        {
+            ref HeldPiece piece = ref _heldPieces![_heldPieceHead];
+            (_held ??= new SendQueue()).Append(_completionIo!.ReceiveBuffer(piece.BufferId).Slice(piece.Start, piece.Length));
+            ReleaseHeldPiece();
+        }
+    }
+
+    /// <summary>Gives the first held piece's buffer back and drops it.</summary>
+    private void ReleaseHeldPiece()
+    {
+        ref HeldPiece piece = ref _heldPieces![_heldPieceHead];
+        _completionIo!.ReleaseReceiveBuffer(piece.BufferId);
+        piece = default;
+        _heldPieceHead = (_heldPieceHead + 1) % _heldPieces.Length;
+        _heldPieceCount--;
+    }
+
+    /// <summary>Gives back every held buffer (the connection closed).</summary>
+    private void ReleaseHeldPieces()
+    {
+        while (_heldPieceCount > 0)
+        {
+            ReleaseHeldPiece();
+        }
     }
 
     /// <summary>Delivers the held bytes (and a held end of stream) while reading goes on; from the posted continuation.</summary>
@@ -229,6 +310,48 @@ public sealed partial class Connection : ICompletionSink
 
         try
         {
+            while (_heldPieceCount > 0)
+            {
+                if (Has(ConnectionFlags.Closed))
+                {
+                    ReleaseHeldPieces();
+                    return;
+                }
+
+                bool discardPiece = Has(ConnectionFlags.InputEnded);
+                if (!discardPiece && Has(ConnectionFlags.ReceivingPaused))
+                {
+                    return;
+                }
+
+                if (!discardPiece && !TakeDeliveryBudget())
+                {
+                    MarkInterestDirty();
+                    return;
+                }
+
+                ref HeldPiece piece = ref _heldPieces![_heldPieceHead];
+                int n = Math.Min(piece.Length, _settings.ReceiveBufferSize);
+                ReadOnlySpan<byte> bytes = _completionIo!.ReceiveBuffer(piece.BufferId).Slice(piece.Start, n);
+                piece.Start += n;
+                piece.Length -= n;
+                CountReceived(n);
+                if (!discardPiece)
+                {
+                    _handler.OnReceived(this, bytes);
+                    if (Has(ConnectionFlags.Closed))
+                    {
+                        ReleaseHeldPieces();
+                        return;
+                    }
+                }
+
+                if (_heldPieces[_heldPieceHead].Length == 0)
+                {
+                    ReleaseHeldPiece();
+                }
+            }
+
             SendQueue? held = _held;
             while (held is { IsEmpty: false })
             {
@@ -253,6 +376,7 @@ public sealed partial class Connection : ICompletionSink
 
                 ArraySegment<byte> segment = held.Peek();
                 int n = Math.Min(segment.Count, _settings.ReceiveBufferSize);
+                CountReceived(n);
                 if (!discard)
                 {
                     _handler.OnReceived(this, new ReadOnlySpan<byte>(segment.Array!, segment.Offset, n));
@@ -518,6 +642,7 @@ public sealed partial class Connection : ICompletionSink
         if (!Has(ConnectionFlags.InReceivePass))
         {
             _held?.Clear();
+            ReleaseHeldPieces();
         }
 
         if (channel.SendInFlight)
@@ -527,5 +652,20 @@ public sealed partial class Connection : ICompletionSink
 
         FreeSendMessage();
         return true;
+    }
+
+    /// <summary>Held bytes in a provided buffer: the buffer's id, and where the bytes not yet delivered are in it.</summary>
+    private struct HeldPiece
+    {
+        public ushort BufferId;
+        public int Start;
+        public int Length;
+
+        public HeldPiece(ushort bufferId, int start, int length)
+        {
+            BufferId = bufferId;
+            Start = start;
+            Length = length;
+        }
     }
 }

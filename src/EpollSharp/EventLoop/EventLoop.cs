@@ -73,7 +73,7 @@ public sealed partial class EventLoop : IDisposable
             throw new ArgumentOutOfRangeException(nameof(options), options.Backend, "Unknown EventLoopBackend value.");
         }
 
-        _backend = BackendFactory.Create(options.Backend, options.MaxEventsPerWait);
+        _backend = BackendFactory.Create(options.Backend, options.MaxEventsPerWait, options.IoUringCompletions);
         _events = new BackendEvent[options.MaxEventsPerWait];
         _completionIo = _backend is ICompletionIo { Enabled: true } completions ? completions : null;
         _exceptionHandler = options.UnhandledExceptionHandler;
@@ -426,7 +426,7 @@ public sealed partial class EventLoop : IDisposable
         int count = completions.PendingCompletions;
         for (int i = 0; i < count; i++)
         {
-            BeginCallback(LoopCallbackKind.Readiness, completions, null);
+            BeginCallback(LoopCallbackKind.Readiness, completions.SinkOf(i), null);
             try
             {
                 completions.DispatchCompletion(i);

@@ -25,8 +25,6 @@ internal static partial class Interop
         internal const uint IORING_FEAT_NODROP = 1u << 1;
         internal const uint IORING_FEAT_EXT_ARG = 1u << 8;
         internal const uint IORING_FEAT_RSRC_TAGS = 1u << 10;
-        /// <summary>Registered ring descriptors as register targets (Linux 6.3): the marker the completion path takes for "multishot receive and provided buffer rings are there".</summary>
-        internal const uint IORING_FEAT_REG_REG_RING = 1u << 13;
 
         // mmap offsets of the rings and the submission entries.
         internal const long IORING_OFF_SQ_RING = 0;
@@ -45,6 +43,9 @@ internal static partial class Interop
         internal const byte IORING_OP_ASYNC_CANCEL = 14;
         internal const byte IORING_OP_SEND = 26;
         internal const byte IORING_OP_RECV = 27;
+
+        /// <summary>Zero-copy sendmsg (Linux 6.1): not used, only probed as the marker of a kernel with multishot receive (6.0).</summary>
+        internal const byte IORING_OP_SENDMSG_ZC = 48;
 
         // IoUringSqe.flags.
         internal const byte IOSQE_BUFFER_SELECT = 1 << 5;

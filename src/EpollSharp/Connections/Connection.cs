@@ -363,7 +363,7 @@ public sealed partial class Connection
         {
             if (_completionIo is not null)
             {
-                _channel = _completionIo.Open(_socket.SafeHandle, this);
+                _channel = _completionIo.Open(SocketHandles.TryGetSafeHandle(_socket) ?? throw new ObjectDisposedException("socket"), this);
                 MarkInterestDirty();
             }
             else

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <linux/io_uring.h>
 #include <linux/time_types.h>
@@ -37,6 +38,20 @@ int main(void)
     INT(IORING_OP_NOP);
     INT(IORING_OP_POLL_ADD);
     INT(IORING_OP_POLL_REMOVE);
+    INT(IORING_OP_SENDMSG);
+    INT(IORING_OP_ASYNC_CANCEL);
+    INT(IORING_OP_SEND);
+    INT(IORING_OP_RECV);
+    INT(IORING_OP_SENDMSG_ZC);
+    INT(IOSQE_BUFFER_SELECT);
+    INT(IORING_RECV_MULTISHOT);
+    INT(IORING_CQE_F_BUFFER);
+    INT(IORING_CQE_BUFFER_SHIFT);
+    INT(MSG_NOSIGNAL);
+    INT(IORING_REGISTER_PBUF_RING);
+    INT(IORING_UNREGISTER_PBUF_RING);
+    INT(MAP_PRIVATE);
+    INT(MAP_ANONYMOUS);
     INT(IORING_POLL_ADD_MULTI);
     INT(IORING_POLL_UPDATE_EVENTS);
     INT(IORING_POLL_UPDATE_USER_DATA);
@@ -75,5 +90,14 @@ int main(void)
     SIZE(SizeofIoUringProbeHeader, struct io_uring_probe);
     SIZE(SizeofIoUringProbeOp, struct io_uring_probe_op);
     OFFSET(IoUringProbeOpFlags, struct io_uring_probe_op, flags);
+    SIZE(SizeofIoUringBufReg, struct io_uring_buf_reg);
+    OFFSET(IoUringBufRegBgid, struct io_uring_buf_reg, bgid);
+    SIZE(SizeofIoUringBuf, struct io_uring_buf);
+    OFFSET(IoUringBufBid, struct io_uring_buf, bid);
+    OFFSET(IoUringSqeBufIndex, struct io_uring_sqe, buf_index);
+    OFFSET(IoUringSqeIoPrio, struct io_uring_sqe, ioprio);
+    SIZE(SizeofMsgHdr, struct msghdr);
+    OFFSET(MsgHdrIov, struct msghdr, msg_iov);
+    OFFSET(MsgHdrIovLen, struct msghdr, msg_iovlen);
     return 0;
 }

@@ -57,7 +57,7 @@ internal static class BackendFactory
         }
     }
 
-    internal static IPollBackend Create(EventLoopBackend requested, int maxEvents)
+    internal static IPollBackend Create(EventLoopBackend requested, int maxEvents, bool? ioUringCompletions = null)
     {
         EventLoopBackend kind = Resolve(requested);
         return kind switch
@@ -70,7 +70,7 @@ internal static class BackendFactory
                 : throw new PlatformNotSupportedException(kqueueReason),
             EventLoopBackend.Managed => new ManagedBackend(maxEvents),
             EventLoopBackend.IoUring => IoUringBackend.IsAvailable(out string ioUringReason)
-                ? new IoUringBackend(maxEvents)
+                ? new IoUringBackend(maxEvents, 0, ioUringCompletions ?? IoUringBackend.CompletionsSwitchedOn)
                 : throw new PlatformNotSupportedException("The io_uring backend is not available: " + ioUringReason),
             _ => throw new ArgumentOutOfRangeException(nameof(requested), requested, "Unknown backend."),
         };

@@ -42,7 +42,7 @@ namespace EpollSharp.Backends;
 /// is disposed. Remove and Dispose wait for the removed polls to complete, so that the files are let go when they return.</para>
 /// <para>Unlike epoll, a poll accepts a regular file (which is always ready) rather than refusing it.</para>
 /// </remarks>
-internal sealed unsafe class IoUringBackend : IPollBackend
+internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionIo
 {
     /// <summary>The user data of the wake-up no-op.</summary>
     private const ulong WakeUserData = ulong.MaxValue;
@@ -86,14 +86,27 @@ internal sealed unsafe class IoUringBackend : IPollBackend
     /// <summary>Creates the backend with <paramref name="extraSetupFlags"/> added to the ring's setup flags (tests pass an invalid one).</summary>
     /// <exception cref="PlatformNotSupportedException">io_uring cannot be set up in this process; the message says why.</exception>
     internal IoUringBackend(int maxEvents, uint extraSetupFlags)
+        : this(maxEvents, extraSetupFlags, CompletionsSwitchedOn)
     {
-        uint cq = (uint)Math.Max(1024, Math.Min(maxEvents, 1 << 16) * 4);
+    }
+
+    /// <summary>
+    /// Creates the backend; with <paramref name="completions"/>, also the completion path for the connection layer
+    /// (<see cref="ICompletionIo"/>) when the kernel has what it needs.
+    /// </summary>
+    /// <exception cref="PlatformNotSupportedException">io_uring cannot be set up in this process; the message says why.</exception>
+    internal IoUringBackend(int maxEvents, uint extraSetupFlags, bool completions)
+    {
+        // Room for the completion path's bursts too: a multishot receive posts one completion per provided buffer, and one
+        // that cannot post (the ring full) ends, to be armed again.
+        uint cq = (uint)Math.Max(BufferCount * 4, Math.Min(maxEvents, 1 << 16) * 4);
         if (!IoUringRing.TryCreate(SqEntries, cq, extraSetupFlags, out IoUringRing? ring, out string reason, out _))
         {
             throw new PlatformNotSupportedException("The io_uring backend is not available: " + reason);
         }
 
         _ring = ring!;
+        SetUpCompletions(completions);
     }
 
     public EventLoopBackend Kind => EventLoopBackend.IoUring;
@@ -260,7 +273,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
             }
 
             int n = Reap(events, out bool woke);
-            if (n > 0 || woke || timedOut || timeoutMilliseconds == 0)
+            if (n > 0 || woke || timedOut || timeoutMilliseconds == 0 || _pendingCount > 0)
             {
                 return n;
             }
@@ -315,6 +328,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
                 }
             }
 
+            CancelAllChannels();
             Submit();
 
             // Nothing reaps any more: take every completion (moving those that overflowed the ring into it) until the
@@ -322,7 +336,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
             // later, from a kernel worker, while the files stayed open.
             long deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
             var spin = default(SpinWait);
-            while (_releases.Count > 0 && Stopwatch.GetTimestamp() < deadline)
+            while ((_releases.Count > 0 || _channelOps > 0) && Stopwatch.GetTimestamp() < deadline)
             {
                 _ring.Enter(0, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out _);
                 uint tail = _ring.CqTail;
@@ -330,6 +344,7 @@ internal sealed unsafe class IoUringBackend : IPollBackend
                 for (; head != tail; head++)
                 {
                     ref Interop.IoUringCqe cqe = ref _ring.Cqe(head);
+                    NoteFinalOnDispose(cqe.UserData, cqe.Flags);
                     if ((cqe.Flags & Interop.IoUring.IORING_CQE_F_MORE) == 0)
                     {
                         _releases.Remove(cqe.UserData);
@@ -337,11 +352,16 @@ internal sealed unsafe class IoUringBackend : IPollBackend
                 }
 
                 _ring.AdvanceCq(head);
-                if (_releases.Count > 0)
+                if (_releases.Count > 0 || _channelOps > 0)
                 {
                     spin.SpinOnce();
                 }
             }
+
+            // The completions reaped by the last wait and not dispatched (the loop is going away) hold buffers: the
+            // buffers go with the mapping. The kernel writes into it no more once every operation ended.
+            CompletionsDispatched();
+            TearDownCompletions(opsDone: _channelOps <= 0);
         }
 
         _ring.Dispose();
@@ -391,6 +411,12 @@ internal sealed unsafe class IoUringBackend : IPollBackend
 
                 if (userData == RemovalUserData)
                 {
+                    continue;
+                }
+
+                if ((userData & CompletionTag) != 0)
+                {
+                    ReapCompletion(userData, res, flags);
                     continue;
                 }
 
@@ -575,6 +601,12 @@ internal sealed unsafe class IoUringBackend : IPollBackend
             ulong userData = cqe.UserData;
             if (userData == WakeUserData)
             {
+                break;
+            }
+
+            if ((userData & CompletionTag) != 0 && userData != RemovalUserData)
+            {
+                // The loop's to dispatch.
                 break;
             }
 

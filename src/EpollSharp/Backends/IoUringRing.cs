@@ -196,6 +196,30 @@ internal sealed unsafe class IoUringRing : IDisposable
         return true;
     }
 
+    /// <summary>Whether the kernel supports every opcode in <paramref name="ops"/> (<c>IORING_REGISTER_PROBE</c>).</summary>
+    internal bool SupportsOps(ReadOnlySpan<byte> ops)
+    {
+        const int count = 64;
+        byte* buffer = stackalloc byte[sizeof(Interop.IoUringProbeHeader) + (count * sizeof(Interop.IoUringProbeOp))];
+        new Span<byte>(buffer, sizeof(Interop.IoUringProbeHeader) + (count * sizeof(Interop.IoUringProbeOp))).Clear();
+        if (Interop.IoUring.io_uring_register(_fd.FileDescriptor, Interop.IoUring.IORING_REGISTER_PROBE, buffer, count) < 0)
+        {
+            return false;
+        }
+
+        var header = (Interop.IoUringProbeHeader*)buffer;
+        var probed = (Interop.IoUringProbeOp*)(buffer + sizeof(Interop.IoUringProbeHeader));
+        foreach (byte op in ops)
+        {
+            if (op >= header->OpsLen || (probed[op].Flags & Interop.IoUring.IO_URING_OP_SUPPORTED) == 0)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
     /// <summary>The number of entries written but not yet consumed by the kernel. Under the submission lock.</summary>
     internal uint Unsubmitted => _sqLocalTail - Volatile.Read(ref *_sqHead);
 

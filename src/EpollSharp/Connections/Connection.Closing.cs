@@ -181,6 +181,7 @@ public sealed partial class Connection
         CloseReason = reason;
         SocketError = error;
         _registration?.Dispose();
+        bool backlogFree = CloseCompletions();
         _timer?.Cancel();
         if (abortive)
         {
@@ -197,7 +198,11 @@ public sealed partial class Connection
         }
 
         _socket.Dispose();
-        _sendQueue?.Clear();
+        if (backlogFree)
+        {
+            _sendQueue?.Clear();
+        }
+
         if (notify && Has(ConnectionFlags.Started))
         {
             // The listener hears of it after OnClosed, so that a drained ShutdownAsync means every OnClosed has run.

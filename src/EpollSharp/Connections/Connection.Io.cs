@@ -120,6 +120,11 @@ public sealed partial class Connection
     /// <summary>The body of <see cref="Write(ReadOnlySpan{byte})"/>: sends at once what the kernel takes, buffers the rest.</summary>
     private bool WriteCore(ReadOnlySpan<byte> data)
     {
+        if (_completionIo is not null)
+        {
+            return WriteQueued(data);
+        }
+
         if (_sendQueue is null || _sendQueue.IsEmpty)
         {
             int sent = _transfer.Send(data, out SocketError error);
@@ -351,6 +356,18 @@ public sealed partial class Connection
             return;
         }
 
+        if (_completionIo is not null)
+        {
+            Guarded(
+                static (c, _, _) =>
+                {
+                    c.CompletionReceiveStep();
+                    return true;
+                },
+                0);
+            return;
+        }
+
         Guarded(
             static (c, _, _) =>
             {
@@ -367,6 +384,12 @@ public sealed partial class Connection
     /// <summary>Registers the interest the state wants now: readable while reading goes on, writable while a backlog waits.</summary>
     private void ApplyInterest()
     {
+        if (_completionIo is not null)
+        {
+            ApplyCompletions();
+            return;
+        }
+
         if (Has(ConnectionFlags.Closed) || _registration is null)
         {
             return;

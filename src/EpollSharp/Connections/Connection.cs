@@ -69,6 +69,7 @@ public sealed partial class Connection
         Loop = loop;
         _socket = socket;
         _transfer = new SocketTransfer(socket);
+        _completionIo = loop.CompletionIo;
         _handler = handler;
         _settings = settings;
         _stats = LoopConnectionStats.For(loop);
@@ -287,7 +288,12 @@ public sealed partial class Connection
     private bool ChangeReceiving(bool paused)
     {
         SetReceivingPaused(paused);
-        if (!paused && _settings.TriggerMode == TriggerMode.Edge)
+        if (!paused && _completionIo is not null)
+        {
+            // Held bytes go first, from a continuation (the outermost Exit posts it); the receive is armed after them.
+            MarkInterestDirty();
+        }
+        else if (!paused && _settings.TriggerMode == TriggerMode.Edge)
         {
             // Edge-triggered, data that was left in the socket while paused raises no new edge: read it.
             PostReceiveContinuation();
@@ -322,6 +328,17 @@ public sealed partial class Connection
         {
             ProceedClose();
         }
+        else if (_completionIo is not null)
+        {
+            // What arrived is delivered before the input ends. With every receive completion of the connection handed
+            // over, the rest is in the socket: read it to its end now (DrainForClose), as the readiness pass does (the
+            // multishot receive then reads on, and discards). Otherwise the receive is cancelled (the outermost Exit asks
+            // for it), and the socket is read to its end once its completions are all delivered.
+            if (!Has(ConnectionFlags.ReceivingPaused | ConnectionFlags.InReceivePass) && !HasHeld && (_channel is null || !_completionIo.ReceivePending(_channel)))
+            {
+                DrainForClose();
+            }
+        }
         else if (!Has(ConnectionFlags.ReceivingPaused | ConnectionFlags.InReceivePass))
         {
             // Deliver what has arrived; the pass ends the input when the socket has nothing more.
@@ -344,7 +361,15 @@ public sealed partial class Connection
         List<KeyValuePair<string, SocketError>>? optionFailures = ApplySocketOptions();
         try
         {
-            _registration = Loop.Register(_socket, Interest.Readable, s_onReady, this, _settings.TriggerMode);
+            if (_completionIo is not null)
+            {
+                _channel = _completionIo.Open(SocketHandles.TryGetSafeHandle(_socket) ?? throw new ObjectDisposedException("socket"), this);
+                MarkInterestDirty();
+            }
+            else
+            {
+                _registration = Loop.Register(_socket, Interest.Readable, s_onReady, this, _settings.TriggerMode);
+            }
         }
         catch (ObjectDisposedException)
         {

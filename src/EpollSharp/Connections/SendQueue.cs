@@ -62,6 +62,27 @@ internal sealed class SendQueue
         return new ArraySegment<byte>(head.Array, head.Start, head.End - head.Start);
     }
 
+    /// <summary>How many chunks hold queued bytes.</summary>
+    public int ChunkCount => _count;
+
+    /// <summary>The queued bytes of chunk <paramref name="index"/> (0 is Peek's).</summary>
+    public ArraySegment<byte> ChunkAt(int index)
+    {
+        ref Chunk chunk = ref _ring[(_head + index) & (_ring.Length - 1)];
+        return new ArraySegment<byte>(chunk.Array, chunk.Start, chunk.End - chunk.Start);
+    }
+
+    /// <summary>Removes <paramref name="count"/> bytes from the front, across chunks.</summary>
+    public void ConsumeAcross(long count)
+    {
+        while (count > 0)
+        {
+            int n = (int)Math.Min(count, Peek().Count);
+            Consume(n);
+            count -= n;
+        }
+    }
+
     /// <summary>Removes <paramref name="count"/> bytes (at most <see cref="Peek"/>'s count) from the front; returns a drained chunk to the pool.</summary>
     public void Consume(int count)
     {

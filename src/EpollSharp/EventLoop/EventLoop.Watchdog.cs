@@ -168,6 +168,11 @@ public sealed partial class EventLoop
                 name = TextOf(timer.State) ?? "timer";
                 method = timer.Callback.Method;
                 break;
+            case Backends.ICompletionSink sink:
+                // A completion of the backend's I/O (io_uring), named by its stream (a connection names itself).
+                name = TextOf(sink) ?? "completion";
+                method = null;
+                break;
             case Delegate work:
                 name = TextOf(state) ?? "posted work";
                 method = work.Method;

@@ -32,6 +32,9 @@ namespace EpollSharp;
 public sealed partial class EventLoop : IDisposable
 {
     private readonly IPollBackend _backend;
+
+    /// <summary>The backend's completion side (io_uring, when set up): the connection layer's receives and sends; null otherwise.</summary>
+    private readonly ICompletionIo? _completionIo;
     private readonly BackendEvent[] _events;
     private readonly Action<Exception>? _exceptionHandler;
     private readonly string _threadName;
@@ -70,8 +73,9 @@ public sealed partial class EventLoop : IDisposable
             throw new ArgumentOutOfRangeException(nameof(options), options.Backend, "Unknown EventLoopBackend value.");
         }
 
-        _backend = BackendFactory.Create(options.Backend, options.MaxEventsPerWait);
+        _backend = BackendFactory.Create(options.Backend, options.MaxEventsPerWait, options.IoUringCompletions);
         _events = new BackendEvent[options.MaxEventsPerWait];
+        _completionIo = _backend is ICompletionIo { Enabled: true } completions ? completions : null;
         _exceptionHandler = options.UnhandledExceptionHandler;
         _threadName = options.ThreadName;
         _synchronizationContext = new LoopSynchronizationContext(this);
@@ -95,6 +99,12 @@ public sealed partial class EventLoop : IDisposable
 
     /// <summary>The backend this loop uses (never <see cref="EventLoopBackend.Auto"/>).</summary>
     public EventLoopBackend Backend => _backend.Kind;
+
+    /// <summary>
+    /// The backend's completion I/O when it offers it (io_uring with multishot receive and provided buffer rings), for the
+    /// connection layer; null when streams are to use readiness.
+    /// </summary>
+    internal ICompletionIo? CompletionIo => _completionIo;
 
     /// <summary>Whether the calling thread is this loop's thread, inside <see cref="Run"/>.</summary>
     public bool IsOnLoopThread => Volatile.Read(ref _loopThreadId) == Environment.CurrentManagedThreadId;
@@ -391,12 +401,62 @@ public sealed partial class EventLoop : IDisposable
             Dispatch(_events[i].Token, _events[i].Readiness, _events[i].SocketError);
         }
 
+        if (_completionIo is not null)
+        {
+            DispatchCompletions(_completionIo);
+        }
+
         RunDueTimers();
         RunPostedWork();
+        if (_completionIo is not null)
+        {
+            RunDeferredSends(_completionIo);
+        }
+
         if (timing)
         {
             Volatile.Write(ref _waitTicks, _waitTicks + (woke - waitStart));
             Volatile.Write(ref _busyTicks, _busyTicks + (Stopwatch.GetTimestamp() - woke));
+        }
+    }
+
+    /// <summary>Hands the completions the wait reaped to their sinks, each as one callback.</summary>
+    private void DispatchCompletions(ICompletionIo completions)
+    {
+        int count = completions.PendingCompletions;
+        for (int i = 0; i < count; i++)
+        {
+            BeginCallback(LoopCallbackKind.Readiness, completions.SinkOf(i), null);
+            try
+            {
+                completions.DispatchCompletion(i);
+            }
+            catch (Exception ex)
+            {
+                OnCallbackException(ex);
+            }
+            finally
+            {
+                EndCallback();
+            }
+        }
+
+        if (count > 0)
+        {
+            completions.CompletionsDispatched();
+        }
+    }
+
+    /// <summary>The sends the iteration's callbacks deferred to its end (<see cref="ICompletionIo.DeferSend"/>).</summary>
+    private void RunDeferredSends(ICompletionIo completions)
+    {
+        try
+        {
+            completions.RunDeferredSends();
+        }
+        catch (Exception ex)
+        {
+            OnCallbackException(ex);
         }
     }
 

@@ -12,6 +12,13 @@ public sealed class EventLoopOptions
     public EventLoopBackend Backend { get; set; } = EventLoopBackend.Auto;
 
     /// <summary>
+    /// Whether an io_uring loop's connections use completions (multishot receive, submitted sends) rather than readiness;
+    /// null for the process default (<c>EPOLLSHARP_IO_URING_COMPLETIONS=1</c> switches it on). Internal: for the tests
+    /// and the benchmarks' A/B runs.
+    /// </summary>
+    internal bool? IoUringCompletions { get; set; }
+
+    /// <summary>
     /// The most readiness events one wait returns (the size of the event buffer, allocated once).
     /// When a wait fills it, the loop waits again without sleeping. Default 256; 1 to 65,536.
     /// </summary>

@@ -39,6 +39,26 @@ internal static partial class Interop
         internal const byte IORING_OP_NOP = 0;
         internal const byte IORING_OP_POLL_ADD = 6;
         internal const byte IORING_OP_POLL_REMOVE = 7;
+        internal const byte IORING_OP_SENDMSG = 9;
+        internal const byte IORING_OP_ASYNC_CANCEL = 14;
+        internal const byte IORING_OP_SEND = 26;
+        internal const byte IORING_OP_RECV = 27;
+
+        /// <summary>Zero-copy sendmsg (Linux 6.1): not used, only probed as the marker of a kernel with multishot receive (6.0).</summary>
+        internal const byte IORING_OP_SENDMSG_ZC = 48;
+
+        // IoUringSqe.flags.
+        internal const byte IOSQE_BUFFER_SELECT = 1 << 5;
+
+        // IoUringSqe.ioprio of RECV: keep receiving into provided buffers until cancelled or failed.
+        internal const ushort IORING_RECV_MULTISHOT = 1 << 1;
+
+        // The CQE's buffer id: flags >> IORING_CQE_BUFFER_SHIFT when IORING_CQE_F_BUFFER is set.
+        internal const uint IORING_CQE_F_BUFFER = 1u << 0;
+        internal const int IORING_CQE_BUFFER_SHIFT = 16;
+
+        // send(2) flags: no SIGPIPE on a connection the peer reset.
+        internal const uint MSG_NOSIGNAL = 0x4000;
 
         // IoUringSqe.len of POLL_ADD and POLL_REMOVE.
         internal const uint IORING_POLL_ADD_MULTI = 1u << 0;
@@ -53,6 +73,8 @@ internal static partial class Interop
 
         // io_uring_register opcodes and the probe's flag.
         internal const uint IORING_REGISTER_PROBE = 8;
+        internal const uint IORING_REGISTER_PBUF_RING = 22;
+        internal const uint IORING_UNREGISTER_PBUF_RING = 23;
         internal const ushort IO_URING_OP_SUPPORTED = 1;
 
         // mmap protection and flags for the rings.
@@ -60,6 +82,8 @@ internal static partial class Interop
         internal const int PROT_WRITE = 0x2;
         internal const int MAP_SHARED = 0x01;
         internal const int MAP_POPULATE = 0x8000;
+        internal const int MAP_PRIVATE = 0x02;
+        internal const int MAP_ANONYMOUS = 0x20;
 
         /// <summary><c>int io_uring_setup(u32 entries, struct io_uring_params *p);</c> Returns the ring descriptor, or -1 with errno set.</summary>
         internal static int io_uring_setup(uint entries, IoUringParams* p) =>
@@ -153,6 +177,50 @@ internal static partial class Interop
         public ulong UserData;
         public int Res;
         public uint Flags;
+    }
+
+    /// <summary><c>struct msghdr</c> on the 64-bit ABIs (56 bytes): only the iovec fields are used.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct MsgHdr
+    {
+        public nint Name;
+        public uint NameLen;
+        public nint Iov;
+        public nuint IovLen;
+        public nint Control;
+        public nuint ControlLen;
+        public int Flags;
+    }
+
+    /// <summary><c>struct iovec</c> (16 bytes on the 64-bit ABIs).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct IoVec
+    {
+        public nint Base;
+        public nuint Len;
+    }
+
+    /// <summary><c>struct io_uring_buf_reg</c>: registers a provided buffer ring (<c>IORING_REGISTER_PBUF_RING</c>). 40 bytes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct IoUringBufReg
+    {
+        public ulong RingAddr;
+        public uint RingEntries;
+        public ushort Bgid;
+        public ushort Flags;
+        public ulong Resv0;
+        public ulong Resv1;
+        public ulong Resv2;
+    }
+
+    /// <summary><c>struct io_uring_buf</c>: one entry of a provided buffer ring, 16 bytes; the ring's tail is the first entry's last 16 bits.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct IoUringBuf
+    {
+        public ulong Addr;
+        public uint Len;
+        public ushort Bid;
+        public ushort Resv;
     }
 
     /// <summary><c>struct io_uring_getevents_arg</c>, passed with <c>IORING_ENTER_EXT_ARG</c>. 24 bytes.</summary>

@@ -44,6 +44,15 @@ public sealed class IoUringAbiTests
         ["SizeofIoUringProbeHeader"] = Unsafe.SizeOf<Interop.IoUringProbeHeader>(),
         ["SizeofIoUringProbeOp"] = Unsafe.SizeOf<Interop.IoUringProbeOp>(),
         ["IoUringProbeOpFlags"] = Offset<Interop.IoUringProbeOp>(nameof(Interop.IoUringProbeOp.Flags)),
+        ["SizeofIoUringBufReg"] = Unsafe.SizeOf<Interop.IoUringBufReg>(),
+        ["IoUringBufRegBgid"] = Offset<Interop.IoUringBufReg>(nameof(Interop.IoUringBufReg.Bgid)),
+        ["SizeofIoUringBuf"] = Unsafe.SizeOf<Interop.IoUringBuf>(),
+        ["IoUringBufBid"] = Offset<Interop.IoUringBuf>(nameof(Interop.IoUringBuf.Bid)),
+        ["IoUringSqeBufIndex"] = Offset<Interop.IoUringSqe>(nameof(Interop.IoUringSqe.BufIndex)),
+        ["IoUringSqeIoPrio"] = Offset<Interop.IoUringSqe>(nameof(Interop.IoUringSqe.IoPrio)),
+        ["SizeofMsgHdr"] = Unsafe.SizeOf<Interop.MsgHdr>(),
+        ["MsgHdrIov"] = Offset<Interop.MsgHdr>(nameof(Interop.MsgHdr.Iov)),
+        ["MsgHdrIovLen"] = Offset<Interop.MsgHdr>(nameof(Interop.MsgHdr.IovLen)),
     };
 
     private readonly ITestOutputHelper _output;

@@ -74,9 +74,10 @@ public class EchoHandler : ConnectionHandler
 /// <summary>A loop on its own thread with a listener on 127.0.0.1, port 0; collects exceptions that reach the loop.</summary>
 public sealed class EchoServer : IDisposable
 {
-    public EchoServer(EventLoopBackend backend, ConnectionHandler handler, ListenerOptions? options = null)
+    public EchoServer(EventLoopBackend backend, ConnectionHandler handler, ListenerOptions? options = null, bool? ioUringCompletions = null)
     {
-        Loop = Backends.CreateLoop(backend, onError: Errors.Enqueue);
+        Backends.SkipUnlessAvailable(backend);
+        Loop = new EventLoop(new EventLoopOptions { Backend = backend, UnhandledExceptionHandler = Errors.Enqueue, IoUringCompletions = ioUringCompletions });
         Harness = new LoopHarness(Loop);
         Listener = ConnectionListener.Listen(Loop, new IPEndPoint(IPAddress.Loopback, 0), handler, options);
     }

@@ -327,7 +327,9 @@ public class OutboundTests
         var handler = new DialHandler();
         Connection connection = await Connection.ConnectAsync(loop, server.EndPoint, handler).WaitAsync(TimeSpan.FromSeconds(20));
         Task<Connection> pending = Connection.ConnectAsync(loop, full.LocalEndPoint!, handler);
-        LoopHarness.WaitUntil(() => loop.RegistrationCount == 2, "the second connect is in progress");
+        // The dialed connection has a registration of its own unless it uses io_uring's completions.
+        int registrations = connection.UsesCompletions ? 1 : 2;
+        LoopHarness.WaitUntil(() => loop.RegistrationCount == registrations, "the second connect is in progress");
         harness.Dispose();
         loop.Dispose();
         ConnectException e = await FailsAsync(pending);

@@ -1,0 +1,144 @@
+using System;
+using System.Runtime.InteropServices;
+
+namespace EpollSharp.Backends;
+
+/// <summary>
+/// What a backend that does the I/O itself (io_uring) offers beside readiness: a byte stream's receives and sends as
+/// submitted operations whose completions it hands to an <see cref="ICompletionSink"/>. It knows nothing of what the
+/// stream carries (TCP or a Unix socket, a connection's states): the caller decides when to receive, what to send and
+/// when to close. Every member is called on the loop thread only.
+/// </summary>
+internal interface ICompletionIo
+{
+    /// <summary>Whether the completion path is set up and may be used (otherwise streams stay on readiness).</summary>
+    bool Enabled { get; }
+
+    /// <summary>The size of each provided receive buffer: a receive completion carries at most this many bytes.</summary>
+    int ReceiveBufferSize { get; }
+
+    /// <summary>Provided buffers handed to a receive completion and not yet given back (an idle stream holds none).</summary>
+    int ReceiveBuffersInUse { get; }
+
+    /// <summary>Whether so many provided buffers are kept (or out) that a sink should copy what it holds rather than keep more.</summary>
+    bool ReceiveBuffersScarce { get; }
+
+    /// <summary>The whole of provided buffer <paramref name="bufferId"/>, which a sink kept.</summary>
+    ReadOnlySpan<byte> ReceiveBuffer(ushort bufferId);
+
+    /// <summary>Gives a kept buffer back to the kernel.</summary>
+    void ReleaseReceiveBuffer(ushort bufferId);
+
+    /// <summary>Opens a channel on the stream <paramref name="handle"/> (which the caller keeps open until <see cref="Close"/>); completions go to <paramref name="sink"/>.</summary>
+    CompletionChannel Open(SafeHandle handle, ICompletionSink sink);
+
+    /// <summary>Arms a multishot receive into the provided buffers; it goes to the kernel with the loop's next wait. Only when none is armed.</summary>
+    void StartReceive(CompletionChannel channel);
+
+    /// <summary>Asks the kernel to cancel the armed receive; its final completion (with no more to come) follows.</summary>
+    void CancelReceive(CompletionChannel channel);
+
+    /// <summary>
+    /// Submits a send of the bytes that <paramref name="message"/> (a <c>struct msghdr</c>) points to through its iovecs;
+    /// the message, the iovecs and the bytes must stay valid and pinned until its completion. Only when no send is in
+    /// flight. It goes to the kernel with the loop's next wait; on a stream socket the kernel sends it all (waiting for
+    /// room as needed) before it completes, unless an error ends it.
+    /// </summary>
+    unsafe void Send(CompletionChannel channel, Interop.MsgHdr* message);
+
+    /// <summary>
+    /// Closes the channel: cancels what is in flight, at once (so the kernel lets go of the file before the caller closes
+    /// it). The completions still to come (the cancelled ones) are handed to the sink; the channel is freed after the last.
+    /// </summary>
+    void Close(CompletionChannel channel);
+
+    /// <summary>
+    /// Asks for <see cref="ICompletionSink.OnSendReady"/> at the end of the loop's iteration (<see cref="RunDeferredSends"/>),
+    /// right before the wait that submits: a stream's sends of one iteration go out as one, and while completions are
+    /// dispatched a send in flight has always reached the kernel (so one still in flight means the socket pushed back).
+    /// </summary>
+    void DeferSend(CompletionChannel channel);
+
+    /// <summary>Calls <see cref="ICompletionSink.OnSendReady"/> for each channel that asked with <see cref="DeferSend"/>.</summary>
+    void RunDeferredSends();
+
+    /// <summary>
+    /// Whether a receive completion of <paramref name="channel"/> waits to be dispatched (reaped by the last wait and not
+    /// yet handed over, or still in the completion queue): bytes that arrived and that the sink has not seen.
+    /// </summary>
+    bool ReceivePending(CompletionChannel channel);
+
+    /// <summary>How many completions the last wait reaped, to dispatch with <see cref="DispatchCompletion"/>.</summary>
+    int PendingCompletions { get; }
+
+    /// <summary>The sink completion <paramref name="index"/> goes to (to name the callback in slow-callback reports).</summary>
+    ICompletionSink SinkOf(int index);
+
+    /// <summary>Hands the completion <paramref name="index"/> to its sink (and gives its receive buffer back afterwards, even when the sink throws).</summary>
+    void DispatchCompletion(int index);
+
+    /// <summary>Every pending completion was dispatched.</summary>
+    void CompletionsDispatched();
+}
+
+/// <summary>Receives a channel's completions, on the loop thread.</summary>
+internal interface ICompletionSink
+{
+    /// <summary>
+    /// A receive completed: <paramref name="result"/> bytes (in <paramref name="data"/>, provided buffer
+    /// <paramref name="bufferId"/>), 0 at the end of stream, or a negated errno. <paramref name="more"/> is false when the
+    /// multishot receive ended (it must be armed again to go on).
+    /// </summary>
+    /// <returns>
+    /// True to keep the buffer (the data stays valid until <see cref="ICompletionIo.ReleaseReceiveBuffer"/>); false to
+    /// give it back when the call returns.
+    /// </returns>
+    bool OnReceiveCompleted(int result, bool more, ushort bufferId, ReadOnlySpan<byte> data);
+
+    /// <summary>The end of the iteration a send was deferred to (<see cref="ICompletionIo.DeferSend"/>): submit it now.</summary>
+    void OnSendReady();
+
+    /// <summary>A send completed: the bytes sent, or a negated errno (<c>ECANCELED</c> after a close).</summary>
+    void OnSendCompleted(int result);
+}
+
+/// <summary>One stream's operations on a completion backend: its slot and generation (in each operation's user data), and what is in flight.</summary>
+internal sealed class CompletionChannel
+{
+    internal CompletionChannel(int fd, int slot, uint generation, ICompletionSink sink)
+    {
+        Fd = fd;
+        Slot = slot;
+        Generation = generation;
+        Sink = sink;
+    }
+
+    internal int Fd { get; }
+
+    internal int Slot { get; }
+
+    internal uint Generation { get; }
+
+    internal ICompletionSink Sink { get; }
+
+    /// <summary>A multishot receive is in the kernel (its final completion not yet reaped).</summary>
+    internal bool ReceiveArmed { get; set; }
+
+    /// <summary>A send is in the kernel (its completion not yet reaped).</summary>
+    internal bool SendInFlight { get; set; }
+
+    /// <summary><see cref="ICompletionIo.Close"/> was called.</summary>
+    internal bool Closed { get; set; }
+
+    /// <summary>Receives completed with data (for tests and diagnostics).</summary>
+    internal long Receives { get; set; }
+
+    /// <summary>The result of the last receive completion that ended a multishot receive (for tests and diagnostics).</summary>
+    internal int LastReceiveEnd { get; set; }
+
+    /// <summary>How many multishot receives ended (for tests and diagnostics).</summary>
+    internal int ReceiveEnds { get; set; }
+
+    /// <summary>Sends completed (for tests and diagnostics).</summary>
+    internal long Sends { get; set; }
+}

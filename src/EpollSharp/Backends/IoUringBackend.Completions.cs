@@ -1,0 +1,591 @@
+using System;
+using System.Runtime.InteropServices;
+using System.Threading;
+using EpollSharp.Native;
+
+namespace EpollSharp.Backends;
+
+/// <summary>
+/// The completion side of the io_uring backend (<see cref="ICompletionIo"/>): multishot receives into a provided buffer
+/// ring, sends as submitted operations, cancellation. Its operations go to the kernel with the loop's next
+/// <c>io_uring_enter</c> (the wait), so a receive or a send costs no system call of its own.
+/// </summary>
+/// <remarks>
+/// <para>The buffer ring: <see cref="BufferCount"/> buffers of <see cref="BufferSize"/> bytes, in one anonymous mapping,
+/// registered with <c>IORING_REGISTER_PBUF_RING</c> as group 0. The kernel takes a buffer only when data arrives; the
+/// completion names it (<c>IORING_CQE_F_BUFFER</c>), and it goes back to the ring as soon as the sink's call returned.
+/// An idle stream therefore holds no buffer.</para>
+/// <para>User data: bit 63 marks a completion-side operation, bits 59-62 its kind, bits 32-58 the channel's slot, the
+/// low 32 bits the slot's generation. A channel's slot is freed only after the final completion of each of its
+/// operations was reaped, and a completion whose generation is not the slot's current one gives its buffer back and is
+/// dropped, so a completion never reaches a stream other than its own, whatever descriptor numbers the kernel reuses.</para>
+/// </remarks>
+internal sealed unsafe partial class IoUringBackend
+{
+    /// <summary>Each provided receive buffer's size.</summary>
+    internal const int BufferSize = 4096;
+
+    /// <summary>How many provided receive buffers the ring has (a power of two, at most 32,768).</summary>
+    internal const int BufferCount = 2048;
+
+    private const ulong CompletionTag = 1UL << 63;
+    private const int KindShift = 59;
+    private const ulong KindReceive = 1;
+    private const ulong KindSend = 2;
+    private const ulong KindCancel = 3;
+    private const ushort BufferGroup = 0;
+
+    private static readonly string? s_completionsSwitch = Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_COMPLETIONS");
+
+    private CompletionChannel?[] _channels = new CompletionChannel?[64];
+    private uint[] _channelGenerations = new uint[64];
+    private int[] _freeChannels = new int[64];
+    private int _freeChannelCount;
+    private int _channelsUsed;
+
+    /// <summary>Operations of channels whose final completion was not yet reaped (for <see cref="Dispose"/>).</summary>
+    private int _channelOps;
+
+    /// <summary>Reaped receive completions, in the order the kernel posted them.</summary>
+    private PendingCompletion[] _pending = new PendingCompletion[256];
+    private int _pendingReceives;
+
+    /// <summary>Reaped send completions: dispatched before the receives of the same wait (see <see cref="DispatchCompletion"/>).</summary>
+    private PendingCompletion[] _pendingSends = new PendingCompletion[256];
+    private int _pendingSendCount;
+
+    /// <summary>Both, for the wait's return test.</summary>
+    private int _pendingCount;
+
+    /// <summary>The channels that asked for <see cref="ICompletionSink.OnSendReady"/> this iteration.</summary>
+    private CompletionChannel?[] _deferredSends = new CompletionChannel?[64];
+    private int _deferredSendCount;
+
+    private bool _completions;
+    private string _completionsReason = "not set up";
+    private nint _bufferRegion;
+    private nuint _bufferRegionLength;
+    private Interop.IoUringBuf* _bufferRing;
+    private byte* _bufferBase;
+    private ushort _bufferTail;
+    private int _buffersOut;
+
+    /// <summary>Buffers sinks kept (held data) and have not given back: at a quarter of the ring, sinks copy instead.</summary>
+    private int _buffersKept;
+
+    /// <summary>Whether the completion path is set up (the kernel has what it needs, and it was not switched off); why not otherwise.</summary>
+    internal bool CompletionsAvailable(out string reason)
+    {
+        reason = _completionsReason;
+        return _completions;
+    }
+
+    /// <inheritdoc/>
+    public bool Enabled => _completions;
+
+    /// <inheritdoc/>
+    public int ReceiveBufferSize => BufferSize;
+
+    /// <inheritdoc/>
+    public int ReceiveBuffersInUse => Volatile.Read(ref _buffersOut);
+
+    /// <inheritdoc/>
+    public int PendingCompletions => _pendingCount;
+
+    /// <inheritdoc/>
+    public bool ReceiveBuffersScarce => _buffersKept >= BufferCount / 4;
+
+    /// <inheritdoc/>
+    public ReadOnlySpan<byte> ReceiveBuffer(ushort bufferId) =>
+        _completions ? new ReadOnlySpan<byte>(_bufferBase + ((long)bufferId * BufferSize), BufferSize) : default;
+
+    /// <inheritdoc/>
+    public void ReleaseReceiveBuffer(ushort bufferId)
+    {
+        _buffersKept--;
+        GiveBack(bufferId);
+    }
+
+    /// <inheritdoc/>
+    public bool ReceivePending(CompletionChannel channel)
+    {
+        for (int i = 0; i < _pendingReceives; i++)
+        {
+            if (_pending[i].Channel == channel)
+            {
+                return true;
+            }
+        }
+
+        lock (_lock)
+        {
+            ulong userData = OpUserData(KindReceive, channel);
+            uint tail = _ring.CqTail;
+            for (uint head = _ring.CqHead; head != tail; head++)
+            {
+                if (_ring.Cqe(head).UserData == userData)
+                {
+                    return true;
+                }
+            }
+
+            return _ring.CqOverflowed;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void DeferSend(CompletionChannel channel)
+    {
+        if (_deferredSendCount == _deferredSends.Length)
+        {
+            Array.Resize(ref _deferredSends, _deferredSends.Length * 2);
+        }
+
+        _deferredSends[_deferredSendCount++] = channel;
+    }
+
+    /// <inheritdoc/>
+    public void RunDeferredSends()
+    {
+        // A sink may defer again (it cannot while its send is in flight, so this ends).
+        for (int i = 0; i < _deferredSendCount; i++)
+        {
+            CompletionChannel channel = _deferredSends[i]!;
+            _deferredSends[i] = null;
+            channel.Sink.OnSendReady();
+        }
+
+        _deferredSendCount = 0;
+    }
+
+    /// <summary>
+    /// Whether <c>EPOLLSHARP_IO_URING_COMPLETIONS</c> switches the completion path on ("1", "true", "on"). It is off by
+    /// default while it is being proven (docs/backends-io_uring.md says what is known).
+    /// </summary>
+    internal static bool CompletionsSwitchedOn =>
+        s_completionsSwitch is not null && (s_completionsSwitch.Trim() == "1"
+            || string.Equals(s_completionsSwitch.Trim(), "true", StringComparison.OrdinalIgnoreCase)
+            || string.Equals(s_completionsSwitch.Trim(), "on", StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>Sets up the buffer ring when the kernel has multishot receive, provided buffer rings and the operations needed; otherwise notes why not.</summary>
+    private void SetUpCompletions(bool wanted)
+    {
+        if (!wanted)
+        {
+            _completionsReason = "not switched on (EPOLLSHARP_IO_URING_COMPLETIONS=1)";
+            return;
+        }
+
+        // SENDMSG_ZC (Linux 6.1) is not used: it marks a kernel that has multishot receive (6.0), which the probe cannot ask about.
+        if (!_ring.SupportsOps(stackalloc byte[] { Interop.IoUring.IORING_OP_RECV, Interop.IoUring.IORING_OP_SENDMSG, Interop.IoUring.IORING_OP_ASYNC_CANCEL, Interop.IoUring.IORING_OP_SENDMSG_ZC }))
+        {
+            _completionsReason = "the kernel lacks RECV, SENDMSG, ASYNC_CANCEL or SENDMSG_ZC (Linux 6.1 or later is needed)";
+            return;
+        }
+
+        nuint ringBytes = (nuint)(BufferCount * sizeof(Interop.IoUringBuf));
+        nuint length = ringBytes + ((nuint)BufferCount * BufferSize);
+        nint region = Interop.Sys.mmap(0, length, Interop.IoUring.PROT_READ | Interop.IoUring.PROT_WRITE, Interop.IoUring.MAP_PRIVATE | Interop.IoUring.MAP_ANONYMOUS, -1, 0);
+        if (region == -1)
+        {
+            _completionsReason = "mmap of the receive buffers failed with " + ErrnoNames.NameOf(Interop.Errno.Last());
+            return;
+        }
+
+        var reg = default(Interop.IoUringBufReg);
+        reg.RingAddr = (ulong)region;
+        reg.RingEntries = BufferCount;
+        reg.Bgid = BufferGroup;
+        using (SafeHandleLease lease = SafeHandleLease.Acquire(_ring.Handle))
+        {
+            if (Interop.IoUring.io_uring_register(_ring.Handle.FileDescriptor, Interop.IoUring.IORING_REGISTER_PBUF_RING, &reg, 1) < 0)
+            {
+                _completionsReason = "io_uring_register(IORING_REGISTER_PBUF_RING) failed with " + ErrnoNames.NameOf(Interop.Errno.Last());
+                Interop.Sys.munmap(region, length);
+                return;
+            }
+        }
+
+        _bufferRegion = region;
+        _bufferRegionLength = length;
+        _bufferRing = (Interop.IoUringBuf*)region;
+        _bufferBase = (byte*)region + ringBytes;
+        for (int bid = 0; bid < BufferCount; bid++)
+        {
+            PutBuffer((ushort)bid);
+        }
+
+        Volatile.Write(ref *(ushort*)((byte*)_bufferRing + 14), _bufferTail);
+        _completions = true;
+        _completionsReason = string.Empty;
+    }
+
+    /// <summary>Unregisters the buffer ring and unmaps it, once nothing in the kernel can write to it any more.</summary>
+    private void TearDownCompletions(bool opsDone)
+    {
+        if (!_completions)
+        {
+            return;
+        }
+
+        _completions = false;
+        var reg = default(Interop.IoUringBufReg);
+        reg.Bgid = BufferGroup;
+        Interop.IoUring.io_uring_register(_ring.Handle.FileDescriptor, Interop.IoUring.IORING_UNREGISTER_PBUF_RING, &reg, 1);
+        if (opsDone)
+        {
+            // Otherwise the memory stays mapped (a kernel that still holds an operation must not write into a reused address).
+            Interop.Sys.munmap(_bufferRegion, _bufferRegionLength);
+        }
+    }
+
+    /// <inheritdoc/>
+    public CompletionChannel Open(SafeHandle handle, ICompletionSink sink)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            int slot;
+            if (_freeChannelCount > 0)
+            {
+                slot = _freeChannels[--_freeChannelCount];
+            }
+            else
+            {
+                if (_channelsUsed == _channels.Length)
+                {
+                    Array.Resize(ref _channels, _channels.Length * 2);
+                    Array.Resize(ref _channelGenerations, _channelGenerations.Length * 2);
+                    Array.Resize(ref _freeChannels, _freeChannels.Length * 2);
+                }
+
+                slot = _channelsUsed++;
+            }
+
+            var channel = new CompletionChannel((int)handle.DangerousGetHandle(), slot, ++_channelGenerations[slot], sink);
+            _channels[slot] = channel;
+            return channel;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void StartReceive(CompletionChannel channel)
+    {
+        lock (_lock)
+        {
+            if (_disposed || channel.Closed || channel.ReceiveArmed)
+            {
+                return;
+            }
+
+            Interop.IoUringSqe* sqe = NextSqe();
+            sqe->Opcode = Interop.IoUring.IORING_OP_RECV;
+            sqe->Flags = Interop.IoUring.IOSQE_BUFFER_SELECT;
+            sqe->IoPrio = Interop.IoUring.IORING_RECV_MULTISHOT;
+            sqe->Fd = channel.Fd;
+            sqe->BufIndex = BufferGroup;
+            sqe->UserData = OpUserData(KindReceive, channel);
+            channel.ReceiveArmed = true;
+            _channelOps++;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void CancelReceive(CompletionChannel channel)
+    {
+        lock (_lock)
+        {
+            if (_disposed || !channel.ReceiveArmed)
+            {
+                return;
+            }
+
+            QueueCancel(OpUserData(KindReceive, channel), channel);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Send(CompletionChannel channel, Interop.MsgHdr* message)
+    {
+        lock (_lock)
+        {
+            if (_disposed || channel.Closed || channel.SendInFlight)
+            {
+                throw new InvalidOperationException("A send is already in flight, or the channel is closed.");
+            }
+
+            Interop.IoUringSqe* sqe = NextSqe();
+            sqe->Opcode = Interop.IoUring.IORING_OP_SENDMSG;
+            sqe->Fd = channel.Fd;
+            sqe->Addr = (ulong)message;
+            sqe->Len = 1;
+            sqe->OpFlags = Interop.IoUring.MSG_NOSIGNAL;
+            sqe->UserData = OpUserData(KindSend, channel);
+            channel.SendInFlight = true;
+            _channelOps++;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Close(CompletionChannel channel)
+    {
+        lock (_lock)
+        {
+            if (channel.Closed)
+            {
+                return;
+            }
+
+            channel.Closed = true;
+            if (_disposed)
+            {
+                return;
+            }
+
+            if (channel.ReceiveArmed)
+            {
+                QueueCancel(OpUserData(KindReceive, channel), channel);
+            }
+
+            if (channel.SendInFlight)
+            {
+                QueueCancel(OpUserData(KindSend, channel), channel);
+            }
+
+            if (!channel.ReceiveArmed && !channel.SendInFlight)
+            {
+                FreeChannel(channel);
+            }
+            else
+            {
+                // Now, not with the next wait: the cancelled operations hold a reference on the file, which must be let
+                // go before the caller closes its descriptor (or no FIN or reset would go out until the next wait).
+                Submit();
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public ICompletionSink SinkOf(int index) =>
+        (index < _pendingSendCount ? _pendingSends[index] : _pending[index - _pendingSendCount]).Channel!.Sink;
+
+    /// <inheritdoc/>
+    public void DispatchCompletion(int index)
+    {
+        // Sends first: a stream that writes from a receive's callback then knows whether its last send is still in the
+        // kernel (the socket pushed back) or done.
+        ref PendingCompletion p = ref index < _pendingSendCount ? ref _pendingSends[index] : ref _pending[index - _pendingSendCount];
+        CompletionChannel channel = p.Channel!;
+        p.Channel = null;
+        bool hasBuffer = (p.Flags & Interop.IoUring.IORING_CQE_F_BUFFER) != 0;
+        ushort bid = (ushort)(p.Flags >> Interop.IoUring.IORING_CQE_BUFFER_SHIFT);
+        try
+        {
+            if ((p.Flags & Interop.IoUring.IORING_CQE_F_MORE) == 0)
+            {
+                if (p.Kind == KindReceive)
+                {
+                    channel.ReceiveArmed = false;
+                    channel.ReceiveEnds++;
+                    channel.LastReceiveEnd = p.Result;
+                }
+                else
+                {
+                    channel.SendInFlight = false;
+                }
+            }
+
+            if (p.Kind == KindReceive)
+            {
+                ReadOnlySpan<byte> data = hasBuffer && p.Result > 0
+                    ? new ReadOnlySpan<byte>(_bufferBase + ((long)bid * BufferSize), p.Result)
+                    : default;
+                if (p.Result > 0)
+                {
+                    channel.Receives++;
+                }
+
+                if (channel.Sink.OnReceiveCompleted(p.Result, (p.Flags & Interop.IoUring.IORING_CQE_F_MORE) != 0, bid, data) && data.Length > 0)
+                {
+                    // Kept: the sink gives it back.
+                    hasBuffer = false;
+                    _buffersKept++;
+                }
+            }
+            else
+            {
+                channel.Sends++;
+                channel.Sink.OnSendCompleted(p.Result);
+            }
+        }
+        finally
+        {
+            if (hasBuffer)
+            {
+                GiveBack(bid);
+            }
+
+            if (channel.Closed && !channel.ReceiveArmed && !channel.SendInFlight)
+            {
+                lock (_lock)
+                {
+                    FreeChannel(channel);
+                }
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void CompletionsDispatched()
+    {
+        _pendingCount = 0;
+        _pendingSendCount = 0;
+        _pendingReceives = 0;
+    }
+
+    /// <summary>Takes a completion-side CQE while reaping (under the lock): updates its channel, queues it for dispatch.</summary>
+    private void ReapCompletion(ulong userData, int res, uint flags)
+    {
+        ulong kind = (userData >> KindShift) & 0xF;
+        if (kind == KindCancel)
+        {
+            return;
+        }
+
+        int slot = (int)((userData >> 32) & 0x7FF_FFFF);
+        CompletionChannel? channel = slot < _channelsUsed ? _channels[slot] : null;
+        bool final = (flags & Interop.IoUring.IORING_CQE_F_MORE) == 0;
+        if ((flags & Interop.IoUring.IORING_CQE_F_BUFFER) != 0)
+        {
+            _buffersOut++;
+        }
+
+        if (channel is null || channel.Generation != (uint)userData)
+        {
+            // Cannot happen while slots are freed only after their operations' final completions; a buffer is given back regardless.
+            if ((flags & Interop.IoUring.IORING_CQE_F_BUFFER) != 0)
+            {
+                GiveBack((ushort)(flags >> Interop.IoUring.IORING_CQE_BUFFER_SHIFT));
+            }
+
+            return;
+        }
+
+        if (final)
+        {
+            // The channel's own flags change when the completion is dispatched: until then, what the stream does for
+            // completions dispatched before this one must still see the operation in flight (a send's bytes not yet
+            // consumed must not be sent again).
+            _channelOps--;
+        }
+
+        ref PendingCompletion p = ref kind == KindSend ? ref Append(ref _pendingSends, ref _pendingSendCount) : ref Append(ref _pending, ref _pendingReceives);
+        _pendingCount++;
+        p.Channel = channel;
+        p.Kind = kind;
+        p.Result = res;
+        p.Flags = flags;
+    }
+
+    private static ref PendingCompletion Append(ref PendingCompletion[] array, ref int count)
+    {
+        if (count == array.Length)
+        {
+            Array.Resize(ref array, array.Length * 2);
+        }
+
+        return ref array[count++];
+    }
+
+    private static ulong OpUserData(ulong kind, CompletionChannel channel) =>
+        CompletionTag | (kind << KindShift) | ((ulong)(uint)channel.Slot << 32) | channel.Generation;
+
+    private void QueueCancel(ulong target, CompletionChannel channel)
+    {
+        Interop.IoUringSqe* sqe = NextSqe();
+        sqe->Opcode = Interop.IoUring.IORING_OP_ASYNC_CANCEL;
+        sqe->Fd = -1;
+        sqe->Addr = target;
+        sqe->UserData = OpUserData(KindCancel, channel);
+    }
+
+    /// <summary>Frees a closed channel's slot once nothing of it is in the kernel; the generation moves on. Under the lock.</summary>
+    private void FreeChannel(CompletionChannel channel)
+    {
+        if (_channels[channel.Slot] != channel)
+        {
+            return;
+        }
+
+        _channels[channel.Slot] = null;
+        ++_channelGenerations[channel.Slot];
+        _freeChannels[_freeChannelCount++] = channel.Slot;
+    }
+
+    /// <summary>Gives buffer <paramref name="bid"/> back to the ring (loop thread).</summary>
+    private void GiveBack(ushort bid)
+    {
+        if (!_completions)
+        {
+            return;
+        }
+
+        PutBuffer(bid);
+        Volatile.Write(ref *(ushort*)((byte*)_bufferRing + 14), _bufferTail);
+        _buffersOut--;
+    }
+
+    /// <summary>Writes buffer <paramref name="bid"/> at the ring's tail (not yet published). Never the entry's last 16 bits: in entry 0 they are the tail.</summary>
+    private void PutBuffer(ushort bid)
+    {
+        Interop.IoUringBuf* entry = &_bufferRing[_bufferTail & (BufferCount - 1)];
+        entry->Addr = (ulong)(_bufferBase + ((long)bid * BufferSize));
+        entry->Len = BufferSize;
+        entry->Bid = bid;
+        _bufferTail++;
+    }
+
+    /// <summary>On dispose (under the lock): cancels every channel's operations.</summary>
+    private void CancelAllChannels()
+    {
+        for (int slot = 0; slot < _channelsUsed; slot++)
+        {
+            if (_channels[slot] is CompletionChannel channel)
+            {
+                channel.Closed = true;
+                if (channel.ReceiveArmed)
+                {
+                    QueueCancel(OpUserData(KindReceive, channel), channel);
+                }
+
+                if (channel.SendInFlight)
+                {
+                    QueueCancel(OpUserData(KindSend, channel), channel);
+                }
+            }
+        }
+    }
+
+    /// <summary>On dispose: notes a reaped completion-side CQE's end (no sink is called any more).</summary>
+    private void NoteFinalOnDispose(ulong userData, uint flags)
+    {
+        if ((userData & CompletionTag) == 0 || userData >= RemovalUserData || ((userData >> KindShift) & 0xF) == KindCancel)
+        {
+            return;
+        }
+
+        if ((flags & Interop.IoUring.IORING_CQE_F_MORE) == 0)
+        {
+            _channelOps--;
+        }
+    }
+
+    /// <summary>One reaped completion waiting for dispatch.</summary>
+    private struct PendingCompletion
+    {
+        public CompletionChannel? Channel;
+        public ulong Kind;
+        public int Result;
+        public uint Flags;
+    }
+}

@@ -1,0 +1,671 @@
+using System;
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Threading;
+using EpollSharp.Backends;
+using EpollSharp.Native;
+
+namespace EpollSharp.Connections;
+
+// The completion path: on a loop whose backend does the I/O itself (io_uring, EventLoop.CompletionIo), the connection
+// has no readiness registration. A multishot receive hands it data in the backend's provided buffers (given back when
+// OnReceived returns), and the backlog goes out as one submitted send at a time, from the pinned head chunk. Both go to
+// the kernel with the loop's next wait: no recv or send system call per message. The public behaviour is the readiness
+// path's; where the kernel's completions could get ahead of the connection's state (a pause, a graceful close), the
+// receive is cancelled, and what arrives meanwhile is held (copied) and delivered in order when reading goes on.
+public sealed partial class Connection : ICompletionSink
+{
+    /// <summary>The loop's completion I/O when the connection uses it; null on the readiness path.</summary>
+    private readonly ICompletionIo? _completionIo;
+
+    /// <summary>The connection's channel on <see cref="_completionIo"/>, once started.</summary>
+    private CompletionChannel? _channel;
+
+    /// <summary>A cancel of the armed receive was asked for (its final completion not yet here).</summary>
+    private bool _receiveCancelling;
+
+    /// <summary>A send is deferred to the end of the iteration (<see cref="ICompletionIo.DeferSend"/>).</summary>
+    private bool _sendDeferred;
+
+    /// <summary>The most chunks (of <see cref="SendQueue.ChunkSize"/>) one send takes.</summary>
+    private const int MaxSendChunks = 64;
+
+    /// <summary>The pins of the chunks the send in flight reads from (the first <see cref="_sendPinCount"/>).</summary>
+    private GCHandle[]? _sendPins;
+
+    private int _sendPinCount;
+
+    /// <summary>The send's <c>msghdr</c> and its iovecs, in native memory (allocated with the first send, freed after the last completion).</summary>
+    private IntPtr _sendMessage;
+
+    /// <summary>Bytes the kernel delivered while the connection could not hand them over (paused, or behind held bytes), in order.</summary>
+    private SendQueue? _held;
+
+    /// <summary>
+    /// Held bytes still in the backend's provided buffers, in order (a buffer kept rather than copied; given back once
+    /// delivered). Only while <see cref="_held"/> is empty: when buffers run short, these are copied there.
+    /// </summary>
+    private HeldPiece[]? _heldPieces;
+
+    private int _heldPieceHead;
+
+    private int _heldPieceCount;
+
+    /// <summary>The end of stream came after <see cref="_held"/> bytes: delivered after them.</summary>
+    private bool _heldEndOfStream;
+
+    /// <summary>The loop iteration whose deliveries <see cref="_deliveredPieces"/> counts.</summary>
+    private long _deliveryIteration;
+
+    /// <summary>
+    /// Pieces handed to the handler in <see cref="_deliveryIteration"/>: at most <see cref="ConnectionOptions.MaxReadsPerEvent"/>
+    /// per iteration, as the readiness path reads per event (one busy connection cannot hold the loop, and what it writes
+    /// back meets the kernel at the pace it does there); the rest is held for the next iteration.
+    /// </summary>
+    private int _deliveredPieces;
+
+    /// <summary>Receive completions with data (tests check the completion path is in use).</summary>
+    internal long CompletionReceives => _channel?.Receives ?? 0;
+
+    /// <summary>Send completions (tests check the completion path is in use).</summary>
+    internal long CompletionSends => _channel?.Sends ?? 0;
+
+    /// <summary>Whether the connection uses the completion path.</summary>
+    internal bool UsesCompletions => _completionIo is not null;
+
+    private bool HasHeld => _heldEndOfStream || _heldPieceCount > 0 || _held is { IsEmpty: false };
+
+    /// <inheritdoc/>
+    bool ICompletionSink.OnReceiveCompleted(int result, bool more, ushort bufferId, ReadOnlySpan<byte> data)
+    {
+        if (!more)
+        {
+            _receiveCancelling = false;
+        }
+
+        if (Has(ConnectionFlags.Closed))
+        {
+            return false;
+        }
+
+        _keptBuffer = false;
+        Guarded(static (c, r, d) => c.HandleReceiveCompletion(r.Result, r.More, r.BufferId, d), (Result: result, More: more, BufferId: bufferId), data);
+        return _keptBuffer;
+    }
+
+    /// <summary>Set while a receive completion is handled when its buffer is kept (held) rather than given back.</summary>
+    private bool _keptBuffer;
+
+    /// <inheritdoc/>
+    void ICompletionSink.OnSendCompleted(int result)
+    {
+        UnpinSent();
+
+        if (Has(ConnectionFlags.Closed))
+        {
+            // The close left the backlog and the message to this completion: the kernel no longer reads them.
+            _sendQueue?.Clear();
+            FreeSendMessage();
+            return;
+        }
+
+        Guarded(static (c, r, _) => c.HandleSendCompletion(r), result);
+    }
+
+    /// <summary>The body of a receive completion: data delivered (or held), end of stream, an error, or the receive's end.</summary>
+    private bool HandleReceiveCompletion(int result, bool more, ushort bufferId, ReadOnlySpan<byte> data)
+    {
+        if (!more)
+        {
+            // Armed again (or not) by the outermost Exit, from the state.
+            MarkInterestDirty();
+        }
+
+        if (result > 0)
+        {
+            _lastActivity = Stopwatch.GetTimestamp();
+            if (Has(ConnectionFlags.InputEnded))
+            {
+                CountReceived(result);
+                return true;
+            }
+
+            DeliverReceived(data, bufferId);
+            return true;
+        }
+
+        if (result == 0)
+        {
+            if (HasHeld)
+            {
+                _heldEndOfStream = true;
+            }
+            else
+            {
+                EndOfInput();
+            }
+
+            return true;
+        }
+
+        int errno = -result;
+        if (errno is Interop.Errno.ECANCELED or Interop.Errno.ENOBUFS or Interop.Errno.EAGAIN or Interop.Errno.EINTR)
+        {
+            // Cancelled (a pause, a close, a thread that submitted it ended) or out of buffers: the state decides.
+            if (!more && Has(ConnectionFlags.CloseRequested) && !Has(ConnectionFlags.InputEnded) && !Has(ConnectionFlags.ReceivingPaused) && !HasHeld)
+            {
+                DrainForClose();
+            }
+
+            return true;
+        }
+
+        CloseOnError(SocketErrors.FromLinuxErrno(errno));
+        return true;
+    }
+
+    /// <summary>Hands <paramref name="data"/> to the handler in pieces of at most the receive buffer size; holds what it cannot hand over now.</summary>
+    private void DeliverReceived(ReadOnlySpan<byte> data, ushort bufferId)
+    {
+        int length = data.Length;
+        if (HasHeld || Has(ConnectionFlags.ReceivingPaused | ConnectionFlags.InReceivePass))
+        {
+            Hold(data, bufferId, 0);
+            return;
+        }
+
+        TryBeginReceivePass();
+        try
+        {
+            int piece = _settings.ReceiveBufferSize;
+            while (!data.IsEmpty)
+            {
+                if (Has(ConnectionFlags.Closed))
+                {
+                    return;
+                }
+
+                if (Has(ConnectionFlags.InputEnded))
+                {
+                    return;
+                }
+
+                if (Has(ConnectionFlags.ReceivingPaused) || !TakeDeliveryBudget())
+                {
+                    Hold(data, bufferId, length - data.Length);
+                    return;
+                }
+
+                int n = Math.Min(piece, data.Length);
+                CountReceived(n);
+                _handler.OnReceived(this, data.Slice(0, n));
+                data = data.Slice(n);
+            }
+        }
+        finally
+        {
+            EndReceivePass();
+        }
+    }
+
+    /// <summary>
+    /// Counts bytes received when they are handed over (or discarded), not when the kernel delivered them: held bytes are
+    /// the readiness path's bytes still in the socket.
+    /// </summary>
+    private void CountReceived(int n)
+    {
+        Volatile.Write(ref _bytesReceived, _bytesReceived + n);
+        _stats.AddReceived(n);
+    }
+
+    /// <summary>Counts one piece against this iteration's <see cref="ConnectionOptions.MaxReadsPerEvent"/>; false when the budget is spent.</summary>
+    private bool TakeDeliveryBudget()
+    {
+        long iteration = Loop.MetricIterations;
+        if (iteration != _deliveryIteration)
+        {
+            _deliveryIteration = iteration;
+            _deliveredPieces = 0;
+        }
+
+        if (_deliveredPieces >= _settings.MaxReadsPerEvent)
+        {
+            return false;
+        }
+
+        _deliveredPieces++;
+        return true;
+    }
+
+    /// <summary>
+    /// Holds bytes that arrived while they could not be delivered (at <paramref name="offset"/> in provided buffer
+    /// <paramref name="bufferId"/>); they go out first when reading goes on. The buffer is kept, not copied, unless the
+    /// backend runs short of buffers (then everything held is copied, and the buffers given back).
+    /// </summary>
+    private void Hold(ReadOnlySpan<byte> data, ushort bufferId, int offset)
+    {
+        MarkInterestDirty();
+        if (_held is { IsEmpty: false } || _completionIo!.ReceiveBuffersScarce)
+        {
+            CopyHeldPieces();
+            (_held ??= new SendQueue()).Append(data);
+            return;
+        }
+
+        if (_heldPieces is null || _heldPieceCount == _heldPieces.Length)
+        {
+            var grown = new HeldPiece[_heldPieces is null ? 8 : _heldPieces.Length * 2];
+            for (int i = 0; i < _heldPieceCount; i++)
+            {
+                grown[i] = _heldPieces![(_heldPieceHead + i) % _heldPieces.Length];
+            }
+
+            _heldPieces = grown;
+            _heldPieceHead = 0;
+        }
+
+        _heldPieces[(_heldPieceHead + _heldPieceCount) % _heldPieces.Length] = new HeldPiece(bufferId, offset, data.Length);
+        _heldPieceCount++;
+        _keptBuffer = true;
+    }
+
+    /// <summary>Copies the held pieces into <see cref="_held"/>, in order, and gives their buffers back.</summary>
+    private void CopyHeldPieces()
+    {
+        while (_heldPieceCount > 0)
+        {
+            ref HeldPiece piece = ref _heldPieces![_heldPieceHead];
+            (_held ??= new SendQueue()).Append(_completionIo!.ReceiveBuffer(piece.BufferId).Slice(piece.Start, piece.Length));
+            ReleaseHeldPiece();
+        }
+    }
+
+    /// <summary>Gives the first held piece's buffer back and drops it.</summary>
+    private void ReleaseHeldPiece()
+    {
+        ref HeldPiece piece = ref _heldPieces![_heldPieceHead];
+        _completionIo!.ReleaseReceiveBuffer(piece.BufferId);
+        piece = default;
+        _heldPieceHead = (_heldPieceHead + 1) % _heldPieces.Length;
+        _heldPieceCount--;
+    }
+
+    /// <summary>Gives back every held buffer (the connection closed).</summary>
+    private void ReleaseHeldPieces()
+    {
+        while (_heldPieceCount > 0)
+        {
+            ReleaseHeldPiece();
+        }
+    }
+
+    /// <summary>Delivers the held bytes (and a held end of stream) while reading goes on; from the posted continuation.</summary>
+    private void DeliverHeld()
+    {
+        if (!TryBeginReceivePass())
+        {
+            return;
+        }
+
+        try
+        {
+            while (_heldPieceCount > 0)
+            {
+                if (Has(ConnectionFlags.Closed))
+                {
+                    ReleaseHeldPieces();
+                    return;
+                }
+
+                bool discardPiece = Has(ConnectionFlags.InputEnded);
+                if (!discardPiece && Has(ConnectionFlags.ReceivingPaused))
+                {
+                    return;
+                }
+
+                if (!discardPiece && !TakeDeliveryBudget())
+                {
+                    MarkInterestDirty();
+                    return;
+                }
+
+                ref HeldPiece piece = ref _heldPieces![_heldPieceHead];
+                int n = Math.Min(piece.Length, _settings.ReceiveBufferSize);
+                ReadOnlySpan<byte> bytes = _completionIo!.ReceiveBuffer(piece.BufferId).Slice(piece.Start, n);
+                piece.Start += n;
+                piece.Length -= n;
+                CountReceived(n);
+                if (!discardPiece)
+                {
+                    _handler.OnReceived(this, bytes);
+                    if (Has(ConnectionFlags.Closed))
+                    {
+                        ReleaseHeldPieces();
+                        return;
+                    }
+                }
+
+                if (_heldPieces[_heldPieceHead].Length == 0)
+                {
+                    ReleaseHeldPiece();
+                }
+            }
+
+            SendQueue? held = _held;
+            while (held is { IsEmpty: false })
+            {
+                if (Has(ConnectionFlags.Closed))
+                {
+                    held.Clear();
+                    return;
+                }
+
+                bool discard = Has(ConnectionFlags.InputEnded);
+                if (!discard && Has(ConnectionFlags.ReceivingPaused))
+                {
+                    return;
+                }
+
+                if (!discard && !TakeDeliveryBudget())
+                {
+                    // The rest in a later iteration (the outermost Exit posts the continuation again).
+                    MarkInterestDirty();
+                    return;
+                }
+
+                ArraySegment<byte> segment = held.Peek();
+                int n = Math.Min(segment.Count, _settings.ReceiveBufferSize);
+                CountReceived(n);
+                if (!discard)
+                {
+                    _handler.OnReceived(this, new ReadOnlySpan<byte>(segment.Array!, segment.Offset, n));
+                    if (Has(ConnectionFlags.Closed))
+                    {
+                        held.Clear();
+                        return;
+                    }
+                }
+
+                held.Consume(n);
+            }
+        }
+        finally
+        {
+            EndReceivePass();
+        }
+
+        if (_heldEndOfStream)
+        {
+            _heldEndOfStream = false;
+            EndOfInput();
+        }
+
+        MarkInterestDirty();
+    }
+
+    /// <summary>The completion path's posted continuation: held bytes first, then the read-through of a graceful close.</summary>
+    private void CompletionReceiveStep()
+    {
+        if (HasHeld)
+        {
+            DeliverHeld();
+            if (Has(ConnectionFlags.Closed) || HasHeld)
+            {
+                return;
+            }
+        }
+
+        if (Has(ConnectionFlags.CloseRequested) && !Has(ConnectionFlags.InputEnded | ConnectionFlags.ReadClosed | ConnectionFlags.ReceivingPaused) && (_channel is null || !_completionIo!.ReceivePending(_channel)))
+        {
+            DrainForClose();
+        }
+
+        MarkInterestDirty();
+    }
+
+    /// <summary>
+    /// A graceful close delivers what has arrived: with every receive completion handed over, reads the socket to its end
+    /// with <c>recv</c>, as the readiness path does; the input then ends, and the multishot receive reads on (and
+    /// discards) to the peer's end of stream. Bytes the multishot receive takes meanwhile arrived after the close.
+    /// </summary>
+    private void DrainForClose()
+    {
+        ReceivePass();
+        if (!Has(ConnectionFlags.Closed) && Has(ConnectionFlags.CloseRequested) && !Has(ConnectionFlags.InputEnded | ConnectionFlags.ReadClosed | ConnectionFlags.ReceivingPaused))
+        {
+            // The pass stopped at its read budget: go on after the loop's other work.
+            PostReceiveContinuation();
+        }
+
+        MarkInterestDirty();
+    }
+
+    /// <summary>The body of a send completion: the bytes leave the backlog; the next send, the low watermark, a pending FIN.</summary>
+    private bool HandleSendCompletion(int result)
+    {
+        SendQueue queue = _sendQueue!;
+        if (result < 0)
+        {
+            int errno = -result;
+            if (errno is Interop.Errno.ECANCELED or Interop.Errno.EAGAIN or Interop.Errno.EINTR)
+            {
+                // Sent again by the outermost Exit.
+                MarkInterestDirty();
+                return true;
+            }
+
+            CloseOnError(SocketErrors.FromLinuxErrno(errno));
+            return true;
+        }
+
+        if (result > 0)
+        {
+            queue.ConsumeAcross(result);
+            Volatile.Write(ref _bytesSent, _bytesSent + result);
+            _stats.AddSent(result);
+            _lastActivity = Stopwatch.GetTimestamp();
+        }
+
+        MarkInterestDirty();
+        if (queue.Length <= _settings.LowWatermark && TryResumeWrites())
+        {
+            _handler.OnWriteResumed(this);
+            if (Has(ConnectionFlags.Closed))
+            {
+                return true;
+            }
+        }
+
+        if (queue.IsEmpty && Has(ConnectionFlags.OutputShutdownRequested) && !Has(ConnectionFlags.OutputShut))
+        {
+            ShutdownOutputNow();
+        }
+
+        return true;
+    }
+
+    /// <summary>The completion path's <see cref="WriteCore"/>: the bytes join the backlog, which the outermost Exit submits.</summary>
+    private bool WriteQueued(ReadOnlySpan<byte> data)
+    {
+        SendQueue queue = _sendQueue ??= new SendQueue();
+        if (queue.Length + data.Length > _settings.MaxBufferedBytes)
+        {
+            FinishClose(ConnectionCloseReason.OutputLimitExceeded, SocketError.Success, abortive: true);
+            return false;
+        }
+
+        queue.Append(data);
+        MarkInterestDirty();
+
+        // The backlog counts the bytes of a send in flight (the kernel has not taken them until it completes). Writes
+        // wait for the iteration's one send. The high watermark applies as on the readiness path, to bytes the kernel did
+        // not take: reaching it with no send in flight, the bytes are offered to the kernel now (one send call, as the
+        // readiness path makes for every write); with a send still in flight, the socket pushed back (sends are submitted
+        // at the end of an iteration and their completions dispatched before the receives', so it reached the kernel).
+        if (!_channel!.SendInFlight && queue.Length >= _settings.HighWatermark && !Has(ConnectionFlags.WritePaused))
+        {
+            Flush();
+            if (Has(ConnectionFlags.Closed))
+            {
+                return false;
+            }
+        }
+
+        if (queue.Length >= _settings.HighWatermark && TryPauseWrites())
+        {
+            _stats.OnWritePaused();
+            _handler.OnWritePaused(this);
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// The completion path's <see cref="ApplyInterest"/>: arms the receive when reading goes on (and nothing is held, and
+    /// no close is reading the socket through), cancels it when not, and submits the backlog's head when no send is in flight.
+    /// </summary>
+    private unsafe void ApplyCompletions()
+    {
+        CompletionChannel? channel = _channel;
+        if (channel is null || Has(ConnectionFlags.Closed))
+        {
+            return;
+        }
+
+        bool closeDrain = Has(ConnectionFlags.CloseRequested) && !Has(ConnectionFlags.InputEnded);
+        bool read = WantsToRead && !closeDrain && !HasHeld;
+        if (read && !channel.ReceiveArmed)
+        {
+            _completionIo!.StartReceive(channel);
+            _receiveCancelling = false;
+        }
+        else if (!read && channel.ReceiveArmed && !_receiveCancelling)
+        {
+            _completionIo!.CancelReceive(channel);
+            _receiveCancelling = true;
+        }
+
+        if (HasHeld && (Has(ConnectionFlags.InputEnded) || !Has(ConnectionFlags.ReceivingPaused)))
+        {
+            PostReceiveContinuation();
+        }
+        else if (closeDrain && WantsToRead && !channel.ReceiveArmed && !Has(ConnectionFlags.InReceivePass))
+        {
+            PostReceiveContinuation();
+        }
+
+        if (_sendQueue is { IsEmpty: false } && !channel.SendInFlight && !_sendDeferred)
+        {
+            _sendDeferred = true;
+            _completionIo!.DeferSend(channel);
+        }
+    }
+
+    /// <inheritdoc/>
+    void ICompletionSink.OnSendReady()
+    {
+        _sendDeferred = false;
+        if (!Has(ConnectionFlags.Closed) && _sendQueue is { IsEmpty: false } queue && _channel is { SendInFlight: false } channel)
+        {
+            SubmitSend(channel, queue);
+        }
+    }
+
+    /// <summary>Submits one send of the whole backlog (up to <see cref="MaxSendChunks"/> chunks), its chunks pinned until the completion.</summary>
+    private unsafe void SubmitSend(CompletionChannel channel, SendQueue queue)
+    {
+        if (_sendMessage == IntPtr.Zero)
+        {
+            _sendMessage = Marshal.AllocHGlobal(sizeof(Interop.MsgHdr) + (MaxSendChunks * sizeof(Interop.IoVec)));
+            _sendPins ??= new GCHandle[MaxSendChunks];
+        }
+
+        var message = (Interop.MsgHdr*)_sendMessage;
+        var iov = (Interop.IoVec*)((byte*)_sendMessage + sizeof(Interop.MsgHdr));
+        int chunks = Math.Min(queue.ChunkCount, MaxSendChunks);
+        for (int i = 0; i < chunks; i++)
+        {
+            ArraySegment<byte> chunk = queue.ChunkAt(i);
+            _sendPins![i] = GCHandle.Alloc(chunk.Array, GCHandleType.Pinned);
+            iov[i].Base = _sendPins[i].AddrOfPinnedObject() + chunk.Offset;
+            iov[i].Len = (nuint)chunk.Count;
+        }
+
+        _sendPinCount = chunks;
+        *message = default;
+        message->Iov = (nint)iov;
+        message->IovLen = (nuint)chunks;
+        _completionIo!.Send(channel, message);
+    }
+
+    /// <summary>Lets the chunks of the completed send move again.</summary>
+    private void UnpinSent()
+    {
+        for (int i = 0; i < _sendPinCount; i++)
+        {
+            _sendPins![i].Free();
+        }
+
+        _sendPinCount = 0;
+    }
+
+    /// <summary>Frees the send's native message (after the last send completed, or when none is in flight at the close).</summary>
+    private void FreeSendMessage()
+    {
+        if (_sendMessage != IntPtr.Zero)
+        {
+            Marshal.FreeHGlobal(_sendMessage);
+            _sendMessage = IntPtr.Zero;
+        }
+    }
+
+    /// <summary>The completion path's part of <see cref="FinishClose"/>: cancels what is in flight before the socket is closed.</summary>
+    /// <returns>Whether the backlog may be cleared now (no send reads from it any more).</returns>
+    private bool CloseCompletions()
+    {
+        CompletionChannel? channel = _channel;
+        if (channel is null)
+        {
+            return true;
+        }
+
+        try
+        {
+            _completionIo!.Close(channel);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The ring is gone, and what was in flight with it.
+        }
+
+        if (!Has(ConnectionFlags.InReceivePass))
+        {
+            _held?.Clear();
+            ReleaseHeldPieces();
+        }
+
+        if (channel.SendInFlight)
+        {
+            return false;
+        }
+
+        FreeSendMessage();
+        return true;
+    }
+
+    /// <summary>Held bytes in a provided buffer: the buffer's id, and where the bytes not yet delivered are in it.</summary>
+    private struct HeldPiece
+    {
+        public ushort BufferId;
+        public int Start;
+        public int Length;
+
+        public HeldPiece(ushort bufferId, int start, int length)
+        {
+            BufferId = bufferId;
+            Start = start;
+            Length = length;
+        }
+    }
+}

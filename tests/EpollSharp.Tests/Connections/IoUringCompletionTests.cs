@@ -1,0 +1,217 @@
+using System.Diagnostics;
+using EpollSharp.Backends;
+using Xunit.Abstractions;
+
+namespace EpollSharp.Tests.Connections;
+
+/// <summary>
+/// The connection layer on io_uring's completion path (multishot receive into a provided buffer ring, sends submitted
+/// with the loop's wait): that it is in use, and correct under volume, resets, closes with pending output, descriptor
+/// reuse and idleness. Each test switches the path on for its own loop.
+/// </summary>
+public class IoUringCompletionTests
+{
+    private readonly ITestOutputHelper _output;
+
+    public IoUringCompletionTests(ITestOutputHelper output) => _output = output;
+
+    private static EchoServer Server(ConnectionHandler handler, ListenerOptions? options = null)
+    {
+        var server = new EchoServer(EventLoopBackend.IoUring, handler, options, ioUringCompletions: true);
+        if (server.Loop.CompletionIo is null)
+        {
+            server.Dispose();
+            var backend = new IoUringBackend(16, 0, completions: true);
+            backend.CompletionsAvailable(out string reason);
+            backend.Dispose();
+            Skip.If(true, "io_uring completions unavailable: " + reason);
+        }
+
+        return server;
+    }
+
+    [SkippableFact]
+    public void Echo_over_many_connections_goes_through_completions_with_no_readiness_registration()
+    {
+        const int Clients = 16;
+        const int Messages = 200;
+        var handler = new EchoHandler();
+        using var server = Server(handler);
+        var sockets = Enumerable.Range(0, Clients).Select(_ => server.Connect()).ToList();
+        LoopHarness.WaitUntil(() => handler.Connected == Clients, "every client is accepted");
+        byte[] message = SocketTestExtensions.Pattern(5, 64);
+        for (int m = 0; m < Messages; m++)
+        {
+            foreach (Socket s in sockets)
+            {
+                s.Send(message);
+            }
+
+            foreach (Socket s in sockets)
+            {
+                Assert.Equal(message, s.ReceiveExactly(message.Length));
+            }
+        }
+
+        var stats = server.Harness.Invoke(() => handler.Connections.Select(c => (c.UsesCompletions, c.CompletionReceives, c.CompletionSends)).ToList());
+        int registrations = server.Harness.Invoke(() => server.Loop.RegistrationCount);
+        _output.WriteLine($"registrations {registrations}; per connection receives/sends: {string.Join(", ", stats.Select(s => s.CompletionReceives + "/" + s.CompletionSends))}");
+        Assert.All(stats, s => Assert.True(s.UsesCompletions));
+        Assert.All(stats, s => Assert.InRange(s.CompletionReceives, Messages, long.MaxValue));
+        Assert.All(stats, s => Assert.InRange(s.CompletionSends, 1, long.MaxValue));
+
+        // Only the listener is registered for readiness: the connections' bytes never go through readiness and recv/send.
+        Assert.Equal(1, registrations);
+        Assert.Equal((long)Clients * Messages * message.Length, handler.BytesEchoed);
+        sockets.ForEach(s => s.Dispose());
+        LoopHarness.WaitUntil(() => handler.Closed == Clients, "every connection closes");
+        Assert.All(handler.Closes, c => Assert.Equal(ConnectionCloseReason.Completed, c.Reason));
+        server.AssertNoLoopErrors();
+    }
+
+    [SkippableFact]
+    public async Task Sixteen_MiB_each_way_arrive_byte_for_byte()
+    {
+        var handler = new EchoHandler();
+        using var server = Server(handler);
+        using Socket client = server.Connect(receiveTimeoutMs: 30_000);
+        byte[] payload = SocketTestExtensions.Pattern(11, 16 * 1024 * 1024);
+        Task send = Task.Run(() =>
+        {
+            for (int offset = 0; offset < payload.Length; offset += 256 * 1024)
+            {
+                client.Send(payload, offset, Math.Min(256 * 1024, payload.Length - offset), SocketFlags.None);
+            }
+        });
+        byte[] echoed = client.ReceiveExactly(payload.Length);
+        await send;
+        Assert.True(payload.AsSpan().SequenceEqual(echoed), "the echo differs");
+        Connection connection = handler.Connections.Single();
+        Assert.Equal(payload.Length, server.Harness.Invoke(() => connection.BytesReceived));
+        Assert.Equal(payload.Length, server.Harness.Invoke(() => connection.BytesSent));
+        Assert.True(connection.UsesCompletions);
+        server.AssertNoLoopErrors();
+    }
+
+    [SkippableFact]
+    public void A_peer_reset_mid_way_ends_the_connection_as_reset_and_gives_every_buffer_back()
+    {
+        var handler = new EchoHandler();
+        using var server = Server(handler);
+        Socket client = server.Connect();
+        byte[] chunk = SocketTestExtensions.Pattern(2, 256 * 1024);
+        client.Send(chunk);
+        client.ReceiveExactly(64 * 1024);
+        client.LingerState = new LingerOption(true, 0);
+        client.Dispose();
+        LoopHarness.WaitUntil(() => handler.Closed == 1, "the connection ends");
+        (ConnectionCloseReason reason, SocketError error) = handler.Closes.Single();
+        _output.WriteLine($"{reason} {error}");
+        Assert.True(reason is ConnectionCloseReason.Reset or ConnectionCloseReason.BrokenPipe, reason.ToString());
+        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => server.Loop.CompletionIo!.ReceiveBuffersInUse) == 0, "every provided buffer is back in the ring");
+        server.AssertNoLoopErrors();
+    }
+
+    [SkippableFact]
+    public void Close_with_pending_sends_delivers_every_byte_then_the_FIN()
+    {
+        byte[] big = SocketTestExtensions.Pattern(9, 8 * 1024 * 1024);
+        var handler = new WriteThenCloseHandler(big);
+        using var server = Server(handler, new ListenerOptions { Connection = { MaxBufferedBytes = 16 * 1024 * 1024, HighWatermark = 16 * 1024 * 1024, LowWatermark = 1024 } });
+        using Socket client = server.Connect(receiveTimeoutMs: 30_000);
+        client.Send(new byte[] { 1 });
+        byte[] received = client.ReceiveToEnd();
+        Assert.Equal(big.Length, received.Length);
+        Assert.True(big.AsSpan().SequenceEqual(received), "the bytes differ");
+        client.Shutdown(SocketShutdown.Send);
+        LoopHarness.WaitUntil(() => handler.Reason != ConnectionCloseReason.None, "the connection ends");
+        Assert.Equal(ConnectionCloseReason.Completed, handler.Reason);
+        server.AssertNoLoopErrors();
+    }
+
+    [SkippableFact]
+    public async Task Connections_opening_and_closing_never_get_each_others_bytes()
+    {
+        var handler = new EchoHandler();
+        using var server = Server(handler);
+        const int Workers = 8;
+        const int Rounds = 60;
+        await Task.WhenAll(Enumerable.Range(0, Workers).Select(w => Task.Run(() =>
+        {
+            for (int r = 0; r < Rounds; r++)
+            {
+                // Each connection's bytes are its own: a completion that reached another connection (a reused
+                // descriptor number, a reused slot) would show here as foreign bytes.
+                byte[] mine = SocketTestExtensions.Pattern((w * 1000) + r, 1 + ((w * 7919) + (r * 104729)) % (64 * 1024));
+                using Socket s = server.Connect();
+                s.Send(mine);
+                byte[] back = s.ReceiveExactly(mine.Length);
+                Assert.True(mine.AsSpan().SequenceEqual(back), $"worker {w} round {r}: foreign bytes");
+                if (r % 3 == 0)
+                {
+                    s.LingerState = new LingerOption(true, 0);
+                }
+            }
+        })));
+        LoopHarness.WaitUntil(() => handler.Closed == Workers * Rounds, "every connection closes");
+        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => server.Loop.CompletionIo!.ReceiveBuffersInUse) == 0, "every provided buffer is back in the ring");
+        server.AssertNoLoopErrors();
+    }
+
+    [SkippableFact]
+    public void Idle_connections_hold_no_receive_buffer()
+    {
+        const int Clients = 100;
+        var handler = new EchoHandler();
+        using var server = Server(handler);
+        var sockets = Enumerable.Range(0, Clients).Select(_ => server.Connect()).ToList();
+        foreach (Socket s in sockets)
+        {
+            s.Send(SocketTestExtensions.Pattern(1, 3000));
+        }
+
+        foreach (Socket s in sockets)
+        {
+            s.ReceiveExactly(3000);
+        }
+
+        // Every connection has a multishot receive armed, and none holds a buffer until data arrives.
+        int inUse = server.Harness.Invoke(() => server.Loop.CompletionIo!.ReceiveBuffersInUse);
+        long managedHeld = server.Harness.Invoke(() => handler.Connections.Sum(c => c.BufferedBytes));
+        _output.WriteLine($"{Clients} idle connections: {inUse} provided buffers in use, {managedHeld} bytes buffered");
+        Assert.Equal(0, inUse);
+        Assert.Equal(0, managedHeld);
+        sockets.ForEach(s => s.Dispose());
+        LoopHarness.WaitUntil(() => handler.Closed == Clients, "every connection closes");
+        server.AssertNoLoopErrors();
+    }
+
+    [SkippableFact]
+    public void Completions_are_off_unless_switched_on()
+    {
+        Skip.IfNot(EpollSharp.Backends.BackendFactory.IsAvailable(EventLoopBackend.IoUring, out _), "no io_uring");
+        using var loop = new EventLoop(new EventLoopOptions { Backend = EventLoopBackend.IoUring, IoUringCompletions = false });
+        Assert.Null(loop.CompletionIo);
+    }
+
+    /// <summary>Writes a large block when the first byte arrives, then closes gracefully at once.</summary>
+    private sealed class WriteThenCloseHandler : ConnectionHandler
+    {
+        private readonly byte[] _block;
+
+        public WriteThenCloseHandler(byte[] block) => _block = block;
+
+        public volatile ConnectionCloseReason Reason;
+
+        public override void OnReceived(Connection connection, ReadOnlySpan<byte> data)
+        {
+            if (connection.BytesSent == 0 && connection.BufferedBytes == 0)
+            {
+                Assert.True(connection.Write(_block));
+                connection.Close(TimeSpan.FromSeconds(30));
+            }
+        }
+
+        public override void OnClosed(Connection connection) => Reason = connection.CloseReason;
+    }
+}

@@ -390,6 +390,45 @@ public class HttpTests
         Assert.Equal("13", parts[2]);
     }
 
+    [SkippableTheory]
+    [InlineData(null)]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task RunContinuationsOnLoop_decides_where_Kestrel_processes_requests(bool? onLoop)
+    {
+        await using WebServer server = await WebServer.StartAsync(
+            app => app.MapGet("/thread", () => $"{Thread.CurrentThread.IsThreadPoolThread}|{Thread.CurrentThread.Name}"),
+            transport: o =>
+            {
+                if (onLoop is { } value)
+                {
+                    o.RunContinuationsOnLoop = value;
+                }
+            });
+
+        // Over one keep-alive connection: from the second request on, Kestrel resumes from a read that waited for the
+        // request, on the scheduler the option picks (the first may run where Kestrel started the connection).
+        using HttpClient client = server.Client();
+        string[] seen = new string[5];
+        for (int i = 0; i < seen.Length; i++)
+        {
+            seen[i] = await client.GetStringAsync("/thread");
+        }
+
+        foreach (string thread in seen.Skip(1))
+        {
+            if (onLoop ?? true)
+            {
+                // A loop thread ("EpollSharp loop N"), not a pool thread.
+                Assert.Matches("^False\\|EpollSharp .*loop", thread);
+            }
+            else
+            {
+                Assert.StartsWith("True|", thread, StringComparison.Ordinal);
+            }
+        }
+    }
+
     private static int IndexOf(byte[] haystack, byte[] needle)
     {
         for (int i = 0; i <= haystack.Length - needle.Length; i++)

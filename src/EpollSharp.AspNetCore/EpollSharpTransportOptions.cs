@@ -26,6 +26,7 @@ public sealed class EpollSharpTransportOptions
     private long _outputPauseThreshold = 64 * 1024;
     private long _outputResumeThreshold = 32 * 1024;
     private TimeSpan _closeTimeout = TimeSpan.FromSeconds(15);
+    private int _maxEventsPerWait = 16;
 
     /// <summary>
     /// How many event loops (one thread each) accept and serve the connections; 0 (the default) for one per processor
@@ -136,6 +137,22 @@ public sealed class EpollSharpTransportOptions
     /// with the socket transport, and a blocked request holds up only a pool thread.
     /// </summary>
     public bool RunContinuationsOnLoop { get; set; } = true;
+
+    /// <summary>
+    /// The most sockets one pass of a loop serves before it sends what their requests produced: the readiness events one
+    /// wait returns (<see cref="EventLoopOptions.MaxEventsPerWait"/>). With <see cref="RunContinuationsOnLoop"/> a loop
+    /// reads the requests of one pass, runs Kestrel on each, and sends the responses at the start of the next pass; a
+    /// small pass gets the first responses out early, so that clients send their next requests while the loop works on
+    /// the rest (with 256 busy connections a pass of 256 left the client idle while the loop worked, and the loop idle
+    /// while the client answered). Default 16 (a pass of 256 costs one <c>epoll_wait</c> per 256 requests, one of 16 one
+    /// per 16: either is small beside the request's own system calls); 1 to 65,536.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is outside 1 to 65,536.</exception>
+    public int MaxEventsPerWait
+    {
+        get => _maxEventsPerWait;
+        set => _maxEventsPerWait = value is >= 1 and <= 65536 ? value : throw new ArgumentOutOfRangeException(nameof(MaxEventsPerWait), value, "MaxEventsPerWait must be between 1 and 65,536.");
+    }
 
     /// <summary>Checks what depends on two settings: each resume threshold must not be above its pause threshold (when that one is not 0).</summary>
     /// <exception cref="ArgumentOutOfRangeException">A resume threshold is above its pause threshold.</exception>

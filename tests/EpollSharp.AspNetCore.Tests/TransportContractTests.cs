@@ -165,6 +165,9 @@ public class TransportContractTests
     {
         var options = new EpollSharpTransportOptions();
         Assert.True(options.RunContinuationsOnLoop);
+        Assert.Equal(16, options.MaxEventsPerWait);
+        Assert.Equal("MaxEventsPerWait", Assert.Throws<ArgumentOutOfRangeException>(() => options.MaxEventsPerWait = 0).ParamName);
+        Assert.Equal("MaxEventsPerWait", Assert.Throws<ArgumentOutOfRangeException>(() => options.MaxEventsPerWait = 65537).ParamName);
         Assert.Equal("LoopCount", Assert.Throws<ArgumentOutOfRangeException>(() => options.LoopCount = -1).ParamName);
         Assert.Equal("Backlog", Assert.Throws<ArgumentOutOfRangeException>(() => options.Backlog = 0).ParamName);
         Assert.Equal("InputPauseThreshold", Assert.Throws<ArgumentOutOfRangeException>(() => options.InputPauseThreshold = -1).ParamName);

@@ -2,7 +2,7 @@
 //
 //   dotnet run --project samples/HelloWeb -c Release -- [--transport epollsharp|sockets] [--urls http://127.0.0.1:5000;https://127.0.0.1:5001]
 //                                                       [--loops N] [--inline true|false]
-//                                                       (EpollSharp: loop count; RunContinuationsOnLoop, true by default)
+//                                                       (EpollSharp: loop count; RunContinuationsOnLoop, false by default)
 //
 //   GET /plaintext  "Hello, World!" (text/plain)
 //   GET /json       {"message":"Hello, World!"}
@@ -54,7 +54,7 @@ if (transport == "epollsharp")
             o.LoopCount = loops;
         }
 
-        // --inline false: Kestrel's processing on the thread pool instead of the loop threads (the transport's default).
+        // --inline true: Kestrel's processing on the loop threads (no hop to the thread pool and back); false: the default.
         if (builder.Configuration["inline"] is { } inline)
         {
             o.RunContinuationsOnLoop = bool.TryParse(inline, out bool onLoop)

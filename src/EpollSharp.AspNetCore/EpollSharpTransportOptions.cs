@@ -128,15 +128,13 @@ public sealed class EpollSharpTransportOptions
 
     /// <summary>
     /// Run Kestrel's connection processing on the connection's loop thread instead of the thread pool (the equivalent of
-    /// the socket transport's <c>UnsafePreferInlineScheduling</c>). Default <see langword="true"/>: each request is parsed,
-    /// handled and answered on the loop that received it, with no hop to the thread pool and back (the hop was the main
-    /// per-request cost of the transport besides Kestrel itself). The price: the application's code runs on the loop too
-    /// (its continuations resume there), so it must never block — no <c>Task.Wait</c>/<c>.Result</c>, no synchronous I/O,
-    /// no long computation — because while it blocks every other connection of that loop waits. Set it to
-    /// <see langword="false"/> for applications that may block: Kestrel's processing then runs on the thread pool, as
+    /// the socket transport's <c>UnsafePreferInlineScheduling</c>): no hop to the thread pool and back per request, but
+    /// the application's code runs on the loop too (its continuations resume there), so it must never block — no
+    /// <c>Task.Wait</c>/<c>.Result</c>, no synchronous I/O, no long computation — because while it blocks every other
+    /// connection of that loop waits. Default <see langword="false"/>: Kestrel's processing runs on the thread pool, as
     /// with the socket transport, and a blocked request holds up only a pool thread.
     /// </summary>
-    public bool RunContinuationsOnLoop { get; set; } = true;
+    public bool RunContinuationsOnLoop { get; set; }
 
     /// <summary>
     /// The most sockets one pass of a loop serves before it sends what their requests produced: the readiness events one

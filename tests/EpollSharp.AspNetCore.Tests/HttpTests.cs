@@ -417,7 +417,7 @@ public class HttpTests
 
         foreach (string thread in seen.Skip(1))
         {
-            if (onLoop ?? true)
+            if (onLoop ?? false)
             {
                 // A loop thread ("EpollSharp loop N"), not a pool thread.
                 Assert.Matches("^False\\|EpollSharp .*loop", thread);

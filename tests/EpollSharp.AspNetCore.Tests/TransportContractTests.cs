@@ -164,7 +164,7 @@ public class TransportContractTests
     public void Options_are_checked_with_the_property_named()
     {
         var options = new EpollSharpTransportOptions();
-        Assert.True(options.RunContinuationsOnLoop);
+        Assert.False(options.RunContinuationsOnLoop);
         Assert.Equal(16, options.MaxEventsPerWait);
         Assert.Equal("MaxEventsPerWait", Assert.Throws<ArgumentOutOfRangeException>(() => options.MaxEventsPerWait = 0).ParamName);
         Assert.Equal("MaxEventsPerWait", Assert.Throws<ArgumentOutOfRangeException>(() => options.MaxEventsPerWait = 65537).ParamName);

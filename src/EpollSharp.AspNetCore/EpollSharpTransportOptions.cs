@@ -139,7 +139,7 @@ public sealed class EpollSharpTransportOptions
     /// <summary>
     /// The most sockets one pass of a loop serves before it sends what their requests produced: the readiness events one
     /// wait returns (<see cref="EventLoopOptions.MaxEventsPerWait"/>). With <see cref="RunContinuationsOnLoop"/> a loop
-    /// reads the requests of one pass, runs Kestrel on each, and sends the responses at the start of the next pass; a
+    /// reads the requests of one pass, runs Kestrel on each, and sends the responses during the next pass; a
     /// small pass gets the first responses out early, so that clients send their next requests while the loop works on
     /// the rest (with 256 busy connections a pass of 256 left the client idle while the loop worked, and the loop idle
     /// while the client answered). Default 16 (a pass of 256 costs one <c>epoll_wait</c> per 256 requests, one of 16 one

@@ -1,7 +1,8 @@
 // HelloWeb: Kestrel on the EpollSharp transport (or the socket transport, to compare).
 //
 //   dotnet run --project samples/HelloWeb -c Release -- [--transport epollsharp|sockets] [--urls http://127.0.0.1:5000;https://127.0.0.1:5001]
-//                                                       [--loops N] [--inline true]   (EpollSharp: loop count, RunContinuationsOnLoop)
+//                                                       [--loops N] [--inline true|false]
+//                                                       (EpollSharp: loop count; RunContinuationsOnLoop, false by default)
 //
 //   GET /plaintext  "Hello, World!" (text/plain)
 //   GET /json       {"message":"Hello, World!"}
@@ -53,8 +54,13 @@ if (transport == "epollsharp")
             o.LoopCount = loops;
         }
 
-        // --inline true: Kestrel's processing on the loop threads (no hop to the thread pool and back).
-        o.RunContinuationsOnLoop = string.Equals(builder.Configuration["inline"], "true", StringComparison.OrdinalIgnoreCase);
+        // --inline true: Kestrel's processing on the loop threads (no hop to the thread pool and back); false: the default.
+        if (builder.Configuration["inline"] is { } inline)
+        {
+            o.RunContinuationsOnLoop = bool.TryParse(inline, out bool onLoop)
+                ? onLoop
+                : throw new ArgumentException($"--inline must be true or false, not '{inline}'", "inline");
+        }
     });
 }
 

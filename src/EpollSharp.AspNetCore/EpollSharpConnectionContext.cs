@@ -16,7 +16,7 @@ namespace EpollSharp.AspNetCore;
 /// <summary>
 /// One accepted connection as Kestrel sees it: a <see cref="ConnectionContext"/> over a <see cref="PipeConnection"/>. It is its
 /// own feature collection (the transport's features are answered without a lookup table; the features Kestrel and its
-/// middleware add are kept in a short list).
+/// middleware add are kept in two short arrays).
 /// </summary>
 internal sealed class EpollSharpConnectionContext : ConnectionContext, IFeatureCollection,
     IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature, IConnectionLifetimeFeature,
@@ -26,7 +26,9 @@ internal sealed class EpollSharpConnectionContext : ConnectionContext, IFeatureC
 
     private readonly PipeConnection _connection;
     private readonly TaskCompletionSource<bool> _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private List<KeyValuePair<Type, object>>? _extra;
+    private Type[]? _extraKeys;
+    private object[]? _extraValues;
+    private int _extraCount;
     private string? _connectionId;
     private IDictionary<object, object?>? _items;
     private CancellationToken _connectionClosed;
@@ -86,14 +88,14 @@ internal sealed class EpollSharpConnectionContext : ConnectionContext, IFeatureC
         get
         {
             ArgumentNullException.ThrowIfNull(key);
-            if (_extra is { } extra)
+
+            // Kestrel asks for features on every request (most of them absent): a scan of two short arrays, no enumerator.
+            Type[]? keys = _extraKeys;
+            for (int i = 0; i < _extraCount; i++)
             {
-                foreach (KeyValuePair<Type, object> pair in extra)
+                if (keys![i] == key)
                 {
-                    if (pair.Key == key)
-                    {
-                        return pair.Value;
-                    }
+                    return _extraValues![i];
                 }
             }
 
@@ -104,18 +106,21 @@ internal sealed class EpollSharpConnectionContext : ConnectionContext, IFeatureC
         {
             ArgumentNullException.ThrowIfNull(key);
             _revision++;
-            List<KeyValuePair<Type, object>> extra = _extra ??= new List<KeyValuePair<Type, object>>(4);
-            for (int i = 0; i < extra.Count; i++)
+            for (int i = 0; i < _extraCount; i++)
             {
-                if (extra[i].Key == key)
+                if (_extraKeys![i] == key)
                 {
                     if (value is null)
                     {
-                        extra.RemoveAt(i);
+                        _extraCount--;
+                        Array.Copy(_extraKeys, i + 1, _extraKeys, i, _extraCount - i);
+                        Array.Copy(_extraValues!, i + 1, _extraValues!, i, _extraCount - i);
+                        _extraKeys[_extraCount] = null!;
+                        _extraValues![_extraCount] = null!;
                     }
                     else
                     {
-                        extra[i] = new KeyValuePair<Type, object>(key, value);
+                        _extraValues![i] = value;
                     }
 
                     return;
@@ -124,7 +129,16 @@ internal sealed class EpollSharpConnectionContext : ConnectionContext, IFeatureC
 
             if (value is not null)
             {
-                extra.Add(new KeyValuePair<Type, object>(key, value));
+                if (_extraKeys is null || _extraCount == _extraKeys.Length)
+                {
+                    int size = _extraKeys is null ? 8 : _extraKeys.Length * 2;
+                    Array.Resize(ref _extraKeys, size);
+                    Array.Resize(ref _extraValues, size);
+                }
+
+                _extraKeys[_extraCount] = key;
+                _extraValues![_extraCount] = value;
+                _extraCount++;
             }
         }
     }
@@ -136,13 +150,16 @@ internal sealed class EpollSharpConnectionContext : ConnectionContext, IFeatureC
     IEnumerator<KeyValuePair<Type, object>> IEnumerable<KeyValuePair<Type, object>>.GetEnumerator()
     {
         var seen = new HashSet<Type>();
-        if (_extra is { } extra)
+        var extra = new KeyValuePair<Type, object>[_extraCount];
+        for (int i = 0; i < extra.Length; i++)
         {
-            foreach (KeyValuePair<Type, object> pair in extra.ToArray())
-            {
-                seen.Add(pair.Key);
-                yield return pair;
-            }
+            extra[i] = new KeyValuePair<Type, object>(_extraKeys![i], _extraValues![i]);
+        }
+
+        foreach (KeyValuePair<Type, object> pair in extra)
+        {
+            seen.Add(pair.Key);
+            yield return pair;
         }
 
         foreach (Type type in s_ownFeatures)

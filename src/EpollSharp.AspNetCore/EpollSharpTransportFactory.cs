@@ -111,6 +111,7 @@ public sealed class EpollSharpTransportFactory : IConnectionListenerFactory, ICo
                     Backend = _options.Backend,
                     LoggerFactory = _loggerFactory,
                     ThreadName = "EpollSharp Kestrel loop",
+                    MaxEventsPerWait = _options.MaxEventsPerWait,
 
                     // An exception escaping a loop callback is logged; the loop goes on serving its other connections.
                     UnhandledExceptionHandler = e => _logger.LogError(e, "An exception escaped an EpollSharp loop callback."),

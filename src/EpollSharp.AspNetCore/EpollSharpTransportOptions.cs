@@ -26,6 +26,7 @@ public sealed class EpollSharpTransportOptions
     private long _outputPauseThreshold = 64 * 1024;
     private long _outputResumeThreshold = 32 * 1024;
     private TimeSpan _closeTimeout = TimeSpan.FromSeconds(15);
+    private int _maxEventsPerWait = 16;
 
     /// <summary>
     /// How many event loops (one thread each) accept and serve the connections; 0 (the default) for one per processor
@@ -127,11 +128,29 @@ public sealed class EpollSharpTransportOptions
 
     /// <summary>
     /// Run Kestrel's connection processing on the connection's loop thread instead of the thread pool (the equivalent of
-    /// the socket transport's <c>UnsafePreferInlineScheduling</c>): saves two thread hops per request, but any code that
-    /// blocks (the application's too, since its continuations then resume on the loop) stalls every connection of that
-    /// loop. Default <see langword="false"/>.
+    /// the socket transport's <c>UnsafePreferInlineScheduling</c>): no hop to the thread pool and back per request, but
+    /// the application's code runs on the loop too (its continuations resume there), so it must never block — no
+    /// <c>Task.Wait</c>/<c>.Result</c>, no synchronous I/O, no long computation — because while it blocks every other
+    /// connection of that loop waits. Default <see langword="false"/>: Kestrel's processing runs on the thread pool, as
+    /// with the socket transport, and a blocked request holds up only a pool thread.
     /// </summary>
     public bool RunContinuationsOnLoop { get; set; }
+
+    /// <summary>
+    /// The most sockets one pass of a loop serves before it sends what their requests produced: the readiness events one
+    /// wait returns (<see cref="EventLoopOptions.MaxEventsPerWait"/>). With <see cref="RunContinuationsOnLoop"/> a loop
+    /// reads the requests of one pass, runs Kestrel on each, and sends the responses during the next pass; a
+    /// small pass gets the first responses out early, so that clients send their next requests while the loop works on
+    /// the rest (with 256 busy connections a pass of 256 left the client idle while the loop worked, and the loop idle
+    /// while the client answered). Default 16 (a pass of 256 costs one <c>epoll_wait</c> per 256 requests, one of 16 one
+    /// per 16: either is small beside the request's own system calls); 1 to 65,536.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is outside 1 to 65,536.</exception>
+    public int MaxEventsPerWait
+    {
+        get => _maxEventsPerWait;
+        set => _maxEventsPerWait = value is >= 1 and <= 65536 ? value : throw new ArgumentOutOfRangeException(nameof(MaxEventsPerWait), value, "MaxEventsPerWait must be between 1 and 65,536.");
+    }
 
     /// <summary>Checks what depends on two settings: each resume threshold must not be above its pause threshold (when that one is not 0).</summary>
     /// <exception cref="ArgumentOutOfRangeException">A resume threshold is above its pause threshold.</exception>

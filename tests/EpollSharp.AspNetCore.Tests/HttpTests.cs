@@ -390,6 +390,91 @@ public class HttpTests
         Assert.Equal("13", parts[2]);
     }
 
+    [SkippableTheory]
+    [InlineData(null)]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task RunContinuationsOnLoop_decides_where_Kestrel_processes_requests(bool? onLoop)
+    {
+        await using WebServer server = await WebServer.StartAsync(
+            app => app.MapGet("/thread", () => $"{Thread.CurrentThread.IsThreadPoolThread}|{Thread.CurrentThread.Name}"),
+            transport: o =>
+            {
+                if (onLoop is { } value)
+                {
+                    o.RunContinuationsOnLoop = value;
+                }
+            });
+
+        // Over one keep-alive connection: from the second request on, Kestrel resumes from a read that waited for the
+        // request, on the scheduler the option picks (the first may run where Kestrel started the connection).
+        using HttpClient client = server.Client();
+        string[] seen = new string[5];
+        for (int i = 0; i < seen.Length; i++)
+        {
+            seen[i] = await client.GetStringAsync("/thread");
+        }
+
+        foreach (string thread in seen.Skip(1))
+        {
+            if (onLoop ?? false)
+            {
+                // A loop thread ("EpollSharp loop N"), not a pool thread.
+                Assert.Matches("^False\\|EpollSharp .*loop", thread);
+            }
+            else
+            {
+                Assert.StartsWith("True|", thread, StringComparison.Ordinal);
+            }
+        }
+    }
+
+    [SkippableTheory]
+    [InlineData(1)]
+    [InlineData(16)]
+    [InlineData(1024)]
+    public async Task Many_connections_ready_at_once_are_all_answered_whatever_MaxEventsPerWait(int maxEvents)
+    {
+        await using WebServer server = await WebServer.StartAsync(
+            app => app.MapGet("/n/{i:int}", (int i) => $"<{i}>"),
+            transport: o =>
+            {
+                o.LoopCount = 1;
+                o.MaxEventsPerWait = maxEvents;
+            });
+
+        // 64 connections, each with a request written before any is read: one loop finds them all ready, and serves
+        // them in passes of at most maxEvents sockets.
+        const int count = 64;
+        var sockets = new Socket[count];
+        try
+        {
+            for (int i = 0; i < count; i++)
+            {
+                sockets[i] = WebKit.Connect(new IPEndPoint(IPAddress.Loopback, server.Port));
+            }
+
+            for (int i = 0; i < count; i++)
+            {
+                sockets[i].Send(Encoding.ASCII.GetBytes($"GET /n/{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+            }
+
+            for (int i = 0; i < count; i++)
+            {
+                string text = Encoding.ASCII.GetString(sockets[i].ReceiveToEnd());
+                Assert.StartsWith("HTTP/1.1 200 OK", text, StringComparison.Ordinal);
+                Assert.Contains($"\r\n<{i}>\r\n", text, StringComparison.Ordinal);
+            }
+        }
+        finally
+        {
+            foreach (Socket? socket in sockets)
+            {
+                socket?.Dispose();
+            }
+        }
+    }
+
     private static int IndexOf(byte[] haystack, byte[] needle)
     {
         for (int i = 0; i <= haystack.Length - needle.Length; i++)

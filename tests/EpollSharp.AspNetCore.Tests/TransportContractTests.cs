@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Text;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
@@ -92,9 +93,81 @@ public class TransportContractTests
     }
 
     [SkippableFact]
+    public async Task Features_set_by_Kestrel_are_kept_replaced_and_removed()
+    {
+        using EpollSharpTransportFactory factory = Factory();
+        IConnectionListener listener = await factory.BindAsync(new IPEndPoint(IPAddress.Loopback, 0));
+        using Socket client = WebKit.Connect((IPEndPoint)listener.EndPoint);
+        ConnectionContext context = (await listener.AcceptAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(20)))!;
+        IFeatureCollection features = context.Features;
+        int revision = features.Revision;
+
+        // More features than the first storage holds, so that it grows; each is found again, the transport's own too.
+        var added = new List<object>();
+        for (int i = 0; i < 12; i++)
+        {
+            object feature = Activator.CreateInstance(typeof(Marker<>).MakeGenericType(s_markerArguments[i]))!;
+            features[feature.GetType()] = feature;
+            added.Add(feature);
+        }
+
+        Assert.Equal(revision + 12, features.Revision);
+        foreach (object feature in added)
+        {
+            Assert.Same(feature, features[feature.GetType()]);
+        }
+
+        Assert.Same(context, features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionIdFeature>());
+        Assert.Null(features[typeof(Marker<Guid>)]);
+
+        // Replaced, then removed (the others stay); a feature set over one of the transport's own wins until removed.
+        var replacement = new Marker<int>();
+        features[typeof(Marker<int>)] = replacement;
+        Assert.Same(replacement, features.Get<Marker<int>>());
+        features[typeof(Marker<int>)] = null;
+        Assert.Null(features[typeof(Marker<int>)]);
+        Assert.Same(added[^1], features[added[^1].GetType()]);
+        Assert.Same(added[1], features[added[1].GetType()]);
+        var items = new ItemsOverride();
+        features.Set<Microsoft.AspNetCore.Connections.Features.IConnectionItemsFeature>(items);
+        Assert.Same(items, features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionItemsFeature>());
+        features.Set<Microsoft.AspNetCore.Connections.Features.IConnectionItemsFeature>(null);
+        Assert.Same(context, features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionItemsFeature>());
+
+        // Enumeration: the 11 left, then the transport's 6.
+        List<KeyValuePair<Type, object>> all = features.ToList();
+        Assert.Equal(11 + 6, all.Count);
+        Assert.Equal(all.Count, all.Select(pair => pair.Key).Distinct().Count());
+        Assert.Throws<ArgumentNullException>(() => features[null!]);
+
+        context.Abort(new ConnectionAbortedException("test over"));
+        await context.DisposeAsync();
+        await listener.UnbindAsync();
+    }
+
+    private static readonly Type[] s_markerArguments =
+    {
+        typeof(int), typeof(long), typeof(short), typeof(byte), typeof(sbyte), typeof(uint),
+        typeof(ulong), typeof(ushort), typeof(char), typeof(bool), typeof(double), typeof(float),
+    };
+
+    private sealed class Marker<T>
+    {
+    }
+
+    private sealed class ItemsOverride : Microsoft.AspNetCore.Connections.Features.IConnectionItemsFeature
+    {
+        public IDictionary<object, object?> Items { get; set; } = new Dictionary<object, object?>();
+    }
+
+    [SkippableFact]
     public void Options_are_checked_with_the_property_named()
     {
         var options = new EpollSharpTransportOptions();
+        Assert.False(options.RunContinuationsOnLoop);
+        Assert.Equal(16, options.MaxEventsPerWait);
+        Assert.Equal("MaxEventsPerWait", Assert.Throws<ArgumentOutOfRangeException>(() => options.MaxEventsPerWait = 0).ParamName);
+        Assert.Equal("MaxEventsPerWait", Assert.Throws<ArgumentOutOfRangeException>(() => options.MaxEventsPerWait = 65537).ParamName);
         Assert.Equal("LoopCount", Assert.Throws<ArgumentOutOfRangeException>(() => options.LoopCount = -1).ParamName);
         Assert.Equal("Backlog", Assert.Throws<ArgumentOutOfRangeException>(() => options.Backlog = 0).ParamName);
         Assert.Equal("InputPauseThreshold", Assert.Throws<ArgumentOutOfRangeException>(() => options.InputPauseThreshold = -1).ParamName);

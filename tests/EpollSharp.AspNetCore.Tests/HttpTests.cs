@@ -419,8 +419,8 @@ public class HttpTests
         {
             if (onLoop ?? false)
             {
-                // A loop thread ("EpollSharp loop N"), not a pool thread.
-                Assert.Matches("^False\\|EpollSharp .*loop", thread);
+                // One of the transport's loop threads ("EpollSharp Kestrel loop N"), not a pool thread.
+                Assert.Matches("^False\\|EpollSharp Kestrel loop [0-9]+$", thread);
             }
             else
             {

@@ -28,9 +28,12 @@ public sealed class EventLoopGroup : IDisposable
     private int _next = -1;
     private int _disposed;
 
-    /// <summary>Creates <paramref name="loopCount"/> loops and starts each on its own background thread.</summary>
+    /// <summary>
+    /// Creates <paramref name="loopCount"/> loops and starts each on its own background thread, named
+    /// <see cref="EventLoopOptions.ThreadName"/> followed by the loop's index ("EpollSharp loop 0", ... by default).
+    /// </summary>
     /// <param name="loopCount">How many loops; 0 for <see cref="Environment.ProcessorCount"/>.</param>
-    /// <param name="options">Options for every loop (its backend, exception handler...); <see langword="null"/> for the defaults.</param>
+    /// <param name="options">Options for every loop (its backend, thread name, exception handler...); <see langword="null"/> for the defaults.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="loopCount"/> is negative.</exception>
     /// <exception cref="PlatformNotSupportedException">The requested backend is not available.</exception>
     public EventLoopGroup(int loopCount = 0, EventLoopOptions? options = null)
@@ -45,6 +48,7 @@ public sealed class EventLoopGroup : IDisposable
             loopCount = Environment.ProcessorCount;
         }
 
+        string threadName = (options ?? new EventLoopOptions()).ThreadName;
         _loops = new EventLoop[loopCount];
         var runs = new Task[loopCount];
         try
@@ -54,7 +58,7 @@ public sealed class EventLoopGroup : IDisposable
                 // A loop that ends on its own (an unhandled exception, or a Stop) is disposed at once, on its own thread, so
                 // that its listener and connections are closed rather than left open with nothing serving them.
                 _loops[i] = new EventLoop(options) { DisposeWhenRunEnds = true };
-                runs[i] = _loops[i].Start("EpollSharp loop " + i.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                runs[i] = _loops[i].Start(threadName + " " + i.ToString(System.Globalization.CultureInfo.InvariantCulture));
             }
         }
         catch

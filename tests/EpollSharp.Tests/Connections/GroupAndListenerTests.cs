@@ -102,6 +102,26 @@ public class GroupAndListenerTests
         Assert.All(handler.Closes, c => Assert.Equal(ConnectionCloseReason.Completed, c.Reason));
     }
 
+    /// <summary>The group names each loop's thread after <see cref="EventLoopOptions.ThreadName"/> and the loop's index.</summary>
+    [Fact]
+    public void Group_loop_threads_carry_the_options_thread_name_and_their_index()
+    {
+        using var group = new EventLoopGroup(2, new EventLoopOptions { Backend = EventLoopBackend.Managed, ThreadName = "test group loop" });
+        for (int i = 0; i < group.Loops.Count; i++)
+        {
+            var name = new TaskCompletionSource<string?>(TaskCreationOptions.RunContinuationsAsynchronously);
+            group.Loops[i].Post(() => name.SetResult(Thread.CurrentThread.Name));
+            Assert.True(name.Task.Wait(TimeSpan.FromSeconds(10)), "the loop runs the posted work");
+            Assert.Equal("test group loop " + i.ToString(System.Globalization.CultureInfo.InvariantCulture), name.Task.Result);
+        }
+
+        using var defaults = new EventLoopGroup(1, new EventLoopOptions { Backend = EventLoopBackend.Managed });
+        var defaultName = new TaskCompletionSource<string?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        defaults.Loops[0].Post(() => defaultName.SetResult(Thread.CurrentThread.Name));
+        Assert.True(defaultName.Task.Wait(TimeSpan.FromSeconds(10)), "the loop runs the posted work");
+        Assert.Equal("EpollSharp loop 0", defaultName.Task.Result);
+    }
+
     [Theory]
     [InlineData("Max open files            1024                 524288               files     ", 1024)]
     [InlineData("Max open files            unlimited            unlimited            files     ", int.MaxValue)]

@@ -35,6 +35,17 @@ internal sealed unsafe partial class IoUringBackend
     private const ulong KindCancel = 3;
     private const ushort BufferGroup = 0;
 
+    /// <summary>
+    /// The most bytes one armed multishot receive takes before it ends (<c>sqe-&gt;optlen</c>, Linux 6.16 and later); the
+    /// stream arms it again while it reads on. A multishot receive drains the socket as data arrives, whatever the stream
+    /// does with it: without a cap, a stream that paused (its cancel not yet reached the kernel) would be handed the
+    /// whole socket buffer, megabytes held in memory. With the cap it holds at most this much.
+    /// </summary>
+    internal const int ReceiveArmBytes = 64 * 1024;
+
+    /// <summary>Whether the kernel takes <see cref="ReceiveArmBytes"/> (cleared when a capped receive failed with EINVAL).</summary>
+    private bool _receiveCap = true;
+
     private static readonly string? s_completionsSwitch = Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_COMPLETIONS");
 
     private CompletionChannel?[] _channels = new CompletionChannel?[64];
@@ -284,6 +295,7 @@ internal sealed unsafe partial class IoUringBackend
             sqe->IoPrio = Interop.IoUring.IORING_RECV_MULTISHOT;
             sqe->Fd = channel.Fd;
             sqe->BufIndex = BufferGroup;
+            sqe->SpliceFdIn = _receiveCap ? ReceiveArmBytes : 0;
             sqe->UserData = OpUserData(KindReceive, channel);
             channel.ReceiveArmed = true;
             _channelOps++;
@@ -397,6 +409,14 @@ internal sealed unsafe partial class IoUringBackend
 
             if (p.Kind == KindReceive)
             {
+                if (p.Result == -Interop.Errno.EINVAL && _receiveCap)
+                {
+                    // A kernel older than the total cap (Linux 6.16): arm without it from now on (the sink arms again
+                    // on a retryable end). Such a kernel's paused stream may hold what its receive took meanwhile.
+                    _receiveCap = false;
+                    p.Result = -Interop.Errno.EAGAIN;
+                }
+
                 ReadOnlySpan<byte> data = hasBuffer && p.Result > 0
                     ? new ReadOnlySpan<byte>(_bufferBase + ((long)bid * BufferSize), p.Result)
                     : default;

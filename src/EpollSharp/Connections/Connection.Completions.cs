@@ -71,6 +71,21 @@ public sealed partial class Connection : ICompletionSink
     /// <summary>Send completions (tests check the completion path is in use).</summary>
     internal long CompletionSends => _channel?.Sends ?? 0;
 
+    /// <summary>Bytes the kernel delivered that the connection holds (paused, or behind earlier held bytes), in provided buffers or copied.</summary>
+    internal long HeldBytes
+    {
+        get
+        {
+            long n = _held?.Length ?? 0;
+            for (int i = 0; i < _heldPieceCount; i++)
+            {
+                n += _heldPieces![(_heldPieceHead + i) % _heldPieces.Length].Length;
+            }
+
+            return n;
+        }
+    }
+
     /// <summary>Whether the connection uses the completion path.</summary>
     internal bool UsesCompletions => _completionIo is not null;
 

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using EpollSharp.Backends;
 using Xunit.Abstractions;
@@ -186,12 +187,74 @@ public class IoUringCompletionTests
         server.AssertNoLoopErrors();
     }
 
+    /// <summary>
+    /// A connection that paused receiving holds what its armed receive took before the cancel reached the kernel, and no
+    /// more than one arm's worth: the peer's further bytes stay in the socket, as on the readiness path (a multishot
+    /// receive without a cap would drain the whole socket buffer, megabytes, into the process).
+    /// </summary>
+    [SkippableFact]
+    public void A_paused_connection_holds_at_most_one_receive_arm_of_bytes()
+    {
+        var handler = new PauseOnFirstReceive();
+        using var server = Server(handler);
+        using Socket client = server.Connect();
+        client.Blocking = false;
+        byte[] chunk = new byte[64 * 1024];
+        long sent = 0;
+        while (sent < 64L * 1024 * 1024)
+        {
+            int n = client.Send(chunk, 0, chunk.Length, SocketFlags.None, out SocketError error);
+            if (error == SocketError.WouldBlock)
+            {
+                if (!client.Poll(500_000, SelectMode.SelectWrite))
+                {
+                    // Every buffer between the client and the server's socket stayed full: the server stopped taking bytes.
+                    break;
+                }
+
+                continue;
+            }
+
+            Assert.Equal(SocketError.Success, error);
+            sent += n;
+        }
+
+        Assert.InRange(sent, 1, 64L * 1024 * 1024 - 1);
+        Connection connection = handler.Connections.Single();
+        (long held, long received, bool completions) = server.Harness.Invoke(() => (connection.HeldBytes, connection.BytesReceived, connection.UsesCompletions));
+        _output.WriteLine($"sent {sent:N0} bytes before the socket pushed back; delivered {received:N0}; held {held:N0}");
+        Assert.True(completions);
+        Assert.InRange(held, 0, IoUringBackend.ReceiveArmBytes + IoUringBackend.BufferSize);
+
+        // Resumed, every byte arrives.
+        server.Harness.Invoke(() => connection.ResumeReceiving());
+        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => connection.BytesReceived) == sent, "every byte sent is delivered after the resume");
+        Assert.Equal(0, server.Harness.Invoke(() => connection.HeldBytes));
+        server.AssertNoLoopErrors();
+    }
+
     [SkippableFact]
     public void Completions_are_off_unless_switched_on()
     {
         Skip.IfNot(EpollSharp.Backends.BackendFactory.IsAvailable(EventLoopBackend.IoUring, out _), "no io_uring");
         using var loop = new EventLoop(new EventLoopOptions { Backend = EventLoopBackend.IoUring, IoUringCompletions = false });
         Assert.Null(loop.CompletionIo);
+    }
+
+    /// <summary>Pauses receiving at the first bytes (and delivers the rest once resumed).</summary>
+    private sealed class PauseOnFirstReceive : ConnectionHandler
+    {
+        public ConcurrentQueue<Connection> Connections { get; } = new();
+
+        public override void OnConnected(Connection connection) => Connections.Enqueue(connection);
+
+        public override void OnReceived(Connection connection, ReadOnlySpan<byte> data)
+        {
+            if (connection.BytesReceived == data.Length)
+            {
+                connection.PauseReceiving();
+            }
+        }
     }
 
     /// <summary>Writes a large block when the first byte arrives, then closes gracefully at once.</summary>

@@ -70,12 +70,16 @@ public sealed partial class PipeConnection : IAsyncDisposable
 
         // Output: the application writes, the loop reads (its read continuation runs the pump at once on the loop thread, and
         // only posts to the loop from another thread, so Inline).
+        // With the default pool, its segments are the large blocks (16 KiB): a reply of up to that size written at once is
+        // one segment, which the pump sends as it is, rather than a 4 KiB block and the rest, which it would first gather
+        // into one buffer (a copy more). The blocks are pooled and held only while unsent, so small replies cost the same.
         _output = new Pipe(new PipeOptions(
             pool: options.MemoryPool ?? PipeBlockPool.Instance,
             readerScheduler: PipeScheduler.Inline,
             writerScheduler: application,
             pauseWriterThreshold: options.OutputPauseThreshold,
             resumeWriterThreshold: options.OutputPauseThreshold == 0 ? 0 : options.OutputResumeThreshold,
+            minimumSegmentSize: options.MemoryPool is null ? PipeBlockPool.LargeBlockSize : -1,
             useSynchronizationContext: false));
         Transport = new DuplexPipe(_input.Reader, _output.Writer);
         _onInputFlushed = OnInputFlushed;

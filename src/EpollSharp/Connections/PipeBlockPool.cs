@@ -7,7 +7,7 @@ namespace EpollSharp.Connections;
 /// <summary>
 /// The pipes' default pool (<see cref="PipeConnectionOptions.MemoryPool"/> left null): blocks of <see cref="BlockSize"/>
 /// bytes for the pipes' ordinary segments and of <see cref="LargeBlockSize"/> (a whole default receive buffer) for larger
-/// requests, kept for reuse when returned (up to <see cref="MaxRetainedBytes"/> of each size), so renting allocates nothing
+/// requests and for every segment of the output pipe (so that a reply of up to that size is sent without a gathering copy), kept for reuse when returned (up to <see cref="MaxRetainedBytes"/> of each size), so renting allocates nothing
 /// once enough blocks exist. <see cref="ArrayPool{T}.Shared"/>, which the pipes use for <see cref="MemoryPool{T}.Shared"/>,
 /// keeps only a few arrays per size and core: a loop serving tens of connections has more segments rented at once than
 /// that, and each rent past them allocated a new array (about 200 bytes per 64-byte message at 64 connections, 3 KB per

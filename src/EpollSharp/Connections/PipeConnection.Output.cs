@@ -6,7 +6,8 @@ using System.Threading.Tasks;
 namespace EpollSharp.Connections;
 
 // The output pipe: the application writes, the loop reads and hands the bytes to Connection.Write. The pump runs on the
-// loop thread; OnOutputReadable (the pipe's continuation, on the thread that flushed) only posts to the loop.
+// loop thread; OnOutputReadable (the pipe's continuation, on the thread that flushed) runs it there at once, or posts to
+// the loop from another thread.
 public sealed partial class PipeConnection
 {
     /// <summary>The most one <see cref="Connection.Write(ReadOnlySpan{byte})"/> call takes, so that backpressure is checked often and the backlog stays within <see cref="ConnectionOptions.HighWatermark"/> plus this.</summary>
@@ -97,9 +98,20 @@ public sealed partial class PipeConnection
         }
     }
 
-    /// <summary>The waiting read completed (the application flushed or completed, or the pump was stopped): on to the loop.</summary>
+    /// <summary>
+    /// The waiting read completed (the application flushed or completed, or the pump was stopped). On the loop thread (the
+    /// application's flush with continuations on the loop) the pump sends at once, inside that flush: one send per flush
+    /// with no post to the loop, as a callback handler's <c>Write</c>. From another thread, or when the connection
+    /// closed (the pump was canceled inside the loop's handling of the close), on to the loop.
+    /// </summary>
     private void OnOutputReadable()
     {
+        if (!_outputStopRequested && Connection.Loop.IsOnLoopThread)
+        {
+            OutputReadableOnLoop();
+            return;
+        }
+
         if (!Connection.Loop.TryPost(s_outputReadableOnLoop, this))
         {
             // The loop is gone, and the connection with it: nothing will read the output any more.

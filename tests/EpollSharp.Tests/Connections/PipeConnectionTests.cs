@@ -85,6 +85,64 @@ public class PipeConnectionTests
         server.AssertNoLoopErrors();
     }
 
+    /// <summary>
+    /// With continuations on the loop, the application's read continues inside the loop's receive, and its flush hands the
+    /// bytes to the connection before it returns (sent, or queued behind the socket): no posted step in between. Each
+    /// message is answered byte for byte, and the connection still ends gracefully at the peer's end of stream.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
+    public void With_continuations_on_the_loop_a_flush_hands_the_reply_to_the_connection_before_it_returns(EventLoopBackend backend)
+    {
+        var notHandedOver = new ConcurrentQueue<long>();
+        var onLoopThread = new ConcurrentQueue<bool>();
+        var started = new ConcurrentQueue<PipeConnection>();
+        var handler = new PipeConnectionHandler(
+            Tracked(started, async c =>
+            {
+                PipeReader input = c.Transport.Input;
+                PipeWriter output = c.Transport.Output;
+                long flushed = 0;
+                while (true)
+                {
+                    ReadResult result = await input.ReadAsync();
+                    onLoopThread.Enqueue(c.Connection.Loop.IsOnLoopThread);
+                    foreach (ReadOnlyMemory<byte> segment in result.Buffer)
+                    {
+                        output.Write(segment.Span);
+                    }
+
+                    flushed += result.Buffer.Length;
+                    input.AdvanceTo(result.Buffer.End);
+                    FlushResult flush = await output.FlushAsync();
+                    notHandedOver.Enqueue(flushed - (c.Connection.BytesSent + c.Connection.BufferedBytes));
+                    if (result.IsCompleted || flush.IsCompleted)
+                    {
+                        return;
+                    }
+                }
+            }),
+            Options(onLoop: true));
+        using var server = new EchoServer(backend, handler);
+        using (Socket client = server.Connect(receiveTimeoutMs: 30_000))
+        {
+            for (int i = 0; i < 20; i++)
+            {
+                byte[] data = SocketTestExtensions.Pattern(i, i % 2 == 0 ? 64 : 40_000);
+                Assert.True(data.AsSpan().SequenceEqual(RoundTrip(client, data)), $"echo {i} differs");
+            }
+
+            client.Shutdown(SocketShutdown.Send);
+            Assert.Empty(client.ReceiveToEnd());
+        }
+
+        Assert.Equal(ConnectionCloseReason.Completed, CloseReasonOf(server, Last(started)));
+        Assert.NotEmpty(notHandedOver);
+        Assert.All(notHandedOver, pending => Assert.Equal(0, pending));
+        Assert.All(onLoopThread, Assert.True);
+        server.AssertNoLoopErrors();
+    }
+
     [SkippableTheory]
     [MemberData(nameof(BackendsAndModes))]
     public async Task A_dialed_pipe_connection_echoes_through_a_plain_server_and_closes_on_dispose(EventLoopBackend backend, bool onLoop)

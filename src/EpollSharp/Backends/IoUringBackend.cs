@@ -86,7 +86,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     /// <summary>Creates the backend with <paramref name="extraSetupFlags"/> added to the ring's setup flags (tests pass an invalid one).</summary>
     /// <exception cref="PlatformNotSupportedException">io_uring cannot be set up in this process; the message says why.</exception>
     internal IoUringBackend(int maxEvents, uint extraSetupFlags)
-        : this(maxEvents, extraSetupFlags, CompletionsSwitchedOn)
+        : this(maxEvents, extraSetupFlags, CompletionsByDefault)
     {
     }
 

@@ -1,0 +1,214 @@
+using System;
+using System.Collections.Generic;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Threading;
+using EpollSharp.Backends;
+using EpollSharp.Native;
+
+namespace EpollSharp.Connections;
+
+// Accepting with completions: on a loop whose backend does the I/O itself (io_uring's completion path), the listener arms
+// one multishot accept instead of a readiness registration; each accepted stream arrives as a completion with its new
+// descriptor, which goes straight to the connection path. Pausing cancels the accept, resuming arms it again; stopping
+// cancels it and waits for its final completion before the socket is closed, so the address is free when it returns.
+public sealed partial class ConnectionListener : IAcceptSink
+{
+    private static readonly Action<object?> s_startAccept = static state => ((ConnectionListener)state!).StartAcceptingOnLoop();
+
+    /// <summary>The loop's completion I/O when the listener accepts with it; null when it accepts through readiness.</summary>
+    private readonly ICompletionIo? _acceptIo;
+
+    // Loop-thread state of the completion path.
+    private CompletionChannel? _acceptChannel;
+
+    /// <summary>Sockets the kernel accepted while the listener was pausing (at the limit): admitted first when it resumes.</summary>
+    private Queue<Socket>? _parked;
+
+    /// <summary>Whether the listener accepts with a multishot accept (io_uring's completion path) rather than readiness.</summary>
+    internal bool AcceptsWithCompletions => _acceptIo is not null;
+
+    /// <summary>Accepts that came as completions (for tests and diagnostics); read on the loop thread.</summary>
+    internal long CompletionAccepts => _acceptChannel?.Accepts ?? 0;
+
+    /// <summary>The completion I/O to accept with on <paramref name="loop"/>, or null for readiness.</summary>
+    private static ICompletionIo? AcceptIoFor(EventLoop loop) => CanWrapDescriptors ? loop.CompletionIo : null;
+
+    /// <summary>Opens the accept channel and arms the accept (loop thread).</summary>
+    private void StartAcceptingOnLoop()
+    {
+        if (_stopped || _acceptChannel is not null)
+        {
+            return;
+        }
+
+        SafeHandle? handle = SocketHandles.TryGetSafeHandle(_socket);
+        if (handle is null)
+        {
+            return;
+        }
+
+        try
+        {
+            _acceptChannel = _acceptIo!.OpenAccept(handle, this);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The loop is being released; its release hook stops the listener.
+            return;
+        }
+
+        if (Volatile.Read(ref _pauseKind) == NotPaused)
+        {
+            _acceptIo.StartAccept(_acceptChannel);
+        }
+    }
+
+    /// <inheritdoc/>
+    void IAcceptSink.OnAcceptCompleted(int result, bool more)
+    {
+        if (result >= 0)
+        {
+            OnAccepted(result);
+        }
+        else if (result != -Interop.Errno.ECANCELED && !_stopped)
+        {
+            SocketError error = SocketErrors.FromLinuxErrno(-result);
+            if (Volatile.Read(ref _pauseKind) == NotPaused)
+            {
+                OnAcceptError(error);
+            }
+        }
+
+        if (!more)
+        {
+            RearmIfAccepting();
+        }
+    }
+
+    /// <summary>A descriptor the kernel accepted: admitted, or parked while the listener pauses.</summary>
+    private void OnAccepted(int fd)
+    {
+        Socket accepted;
+        try
+        {
+            accepted = WrapAccepted(fd);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            // Not wrapped (the handle was let go): nothing of it is open here any more.
+            return;
+        }
+
+        if (_stopped)
+        {
+            accepted.Dispose();
+            return;
+        }
+
+        if (Volatile.Read(ref _pauseKind) != NotPaused)
+        {
+            Park(accepted);
+            return;
+        }
+
+        if (!_budget.TryAcquire())
+        {
+            Park(accepted);
+            Pause(AcceptPauseReason.ConnectionLimit, SocketError.Success, shed: 0);
+            return;
+        }
+
+        try
+        {
+            EndEpisode();
+        }
+        finally
+        {
+            Admit(accepted);
+        }
+    }
+
+    private void Park(Socket accepted)
+    {
+        _parked ??= new Queue<Socket>();
+        _parked.Enqueue(accepted);
+    }
+
+    /// <summary>Arms the accept again when it ended while the listener accepts (the kernel ended it, or a cancelled one finished after a resume).</summary>
+    private void RearmIfAccepting()
+    {
+        if (!_stopped && _acceptChannel is not null && Volatile.Read(ref _pauseKind) == NotPaused)
+        {
+            _acceptIo!.StartAccept(_acceptChannel);
+        }
+    }
+
+    /// <summary>Pausing: the armed accept is cancelled (its final completion follows; a socket it still accepted is parked).</summary>
+    private void PauseAcceptCompletions()
+    {
+        if (_acceptChannel is not null)
+        {
+            _acceptIo!.CancelAccept(_acceptChannel);
+        }
+    }
+
+    /// <summary>
+    /// Resuming: admits the parked sockets while the budget allows, then, still accepting, ends the episode when nothing is
+    /// pending (as the readiness path's first pass does) and arms the accept.
+    /// </summary>
+    private void ResumeAcceptCompletions()
+    {
+        while (_parked is { Count: > 0 })
+        {
+            if (!_budget.TryAcquire())
+            {
+                Pause(AcceptPauseReason.ConnectionLimit, SocketError.Success, shed: 0);
+                return;
+            }
+
+            Socket accepted = _parked.Dequeue();
+            try
+            {
+                EndEpisode();
+            }
+            finally
+            {
+                Admit(accepted);
+            }
+
+            if (_stopped || Volatile.Read(ref _pauseKind) != NotPaused)
+            {
+                return;
+            }
+        }
+
+        if (_episode is not null && !_socket.Poll(0, SelectMode.SelectRead))
+        {
+            EndEpisode();
+        }
+
+        if (_acceptChannel is null)
+        {
+            StartAcceptingOnLoop();
+        }
+        else
+        {
+            _acceptIo!.StartAccept(_acceptChannel);
+        }
+    }
+
+    /// <summary>Stopping: cancels the accept and waits for its final completion (so the kernel lets go of the socket), drops the parked sockets.</summary>
+    private void StopAcceptCompletions()
+    {
+        if (_acceptChannel is not null)
+        {
+            _acceptIo!.CloseAccept(_acceptChannel);
+        }
+
+        while (_parked is { Count: > 0 })
+        {
+            _parked.Dequeue().Dispose();
+        }
+    }
+}

@@ -18,7 +18,20 @@ public class DescriptorExhaustionChildTests
     public void Out_of_descriptors_on_accept_and_on_connect_the_loop_serves_recovers_and_leaks_nothing()
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "needs ulimit, epoll and /proc");
-        ChildResult result = ChildProcess.Run("emfile", descriptorLimit: 256, TimeSpan.FromSeconds(90));
+        AssertScenario(ChildProcess.Run("emfile", descriptorLimit: 256, TimeSpan.FromSeconds(90)));
+    }
+
+    /// <summary>The same on io_uring, where the listener accepts with a multishot accept (the completion path, by default on a kernel that has it).</summary>
+    [SkippableFact]
+    public void Out_of_descriptors_on_IoUring_the_multishot_accept_pauses_recovers_and_leaks_nothing()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "needs ulimit, io_uring and /proc");
+        EpollSharp.Tests.Util.Backends.SkipUnlessAvailable(EventLoopBackend.IoUring);
+        AssertScenario(ChildProcess.Run("emfile", descriptorLimit: 256, TimeSpan.FromSeconds(90), new Dictionary<string, string> { ["EPOLLSHARP_BACKEND"] = "io_uring" }));
+    }
+
+    private void AssertScenario(ChildResult result)
+    {
         _output.WriteLine(result.Describe());
         Assert.True(result.Exited, "the child did not finish in 90 s");
         Assert.Empty(result.Failures);

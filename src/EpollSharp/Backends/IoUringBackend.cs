@@ -100,9 +100,12 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         // Room for the completion path's bursts too: a multishot receive posts one completion per provided buffer, and one
         // that cannot post (the ring full) ends, to be armed again.
         uint cq = (uint)Math.Max(BufferCount * 4, Math.Min(maxEvents, 1 << 16) * 4);
-        if (!IoUringRing.TryCreate(SqEntries, cq, extraSetupFlags, out IoUringRing? ring, out string reason, out _))
+        if (!IoUringRing.TryCreate(SqEntries, cq, extraSetupFlags, out IoUringRing? ring, out string reason, out int setupErrno))
         {
-            throw new PlatformNotSupportedException("The io_uring backend is not available: " + reason);
+            // Out of descriptors is no lack of support: the same exception as epoll_create1 gives then.
+            throw setupErrno is Interop.Errno.EMFILE or Interop.Errno.ENFILE
+                ? ErrnoNames.Create("io_uring_setup", setupErrno)
+                : new PlatformNotSupportedException("The io_uring backend is not available: " + reason);
         }
 
         _ring = ring!;

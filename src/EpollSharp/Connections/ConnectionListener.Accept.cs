@@ -42,6 +42,9 @@ public sealed partial class ConnectionListener : IAcceptSink
             return;
         }
 
+        // Out of descriptors, the listener sheds a pending connection with Socket.Accept, whose first call initialises
+        // IPAddress, which loads an assembly (a descriptor): the readiness path's accepts did that long before; do it now.
+        GC.KeepAlive(System.Net.IPAddress.IPv6Any);
         SafeHandle? handle = SocketHandles.TryGetSafeHandle(_socket);
         if (handle is null)
         {
@@ -73,7 +76,8 @@ public sealed partial class ConnectionListener : IAcceptSink
         }
         else if (result != -Interop.Errno.ECANCELED && !_stopped)
         {
-            SocketError error = SocketErrors.FromLinuxErrno(-result);
+            // As .NET's accept reports them: ENOMEM is a shortage like ENOBUFS.
+            SocketError error = result == -Interop.Errno.ENOMEM ? SocketError.NoBufferSpaceAvailable : SocketErrors.FromLinuxErrno(-result);
             if (Volatile.Read(ref _pauseKind) == NotPaused)
             {
                 OnAcceptError(error);

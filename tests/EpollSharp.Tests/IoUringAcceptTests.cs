@@ -244,6 +244,33 @@ public class IoUringAcceptTests
         Assert.Empty(errors);
     }
 
+    [SkippableFact]
+    public void A_listener_made_on_the_loop_thread_or_before_the_loop_runs_accepts_with_completions()
+    {
+        var errors = new ConcurrentQueue<Exception>();
+        using EventLoop loop = CompletionLoop(errors);
+
+        // Before the loop runs: the accept is armed when it starts.
+        var early = new EchoHandler();
+        using var before = ConnectionListener.Listen(loop, new IPEndPoint(IPAddress.Loopback, 0), early);
+        using Socket waiting = EchoServer.ConnectTo(before.LocalEndPoint);
+        using var harness = new LoopHarness(loop);
+
+        // On the loop thread: armed at once.
+        var late = new EchoHandler();
+        using ConnectionListener onLoop = harness.Invoke(() => ConnectionListener.Listen(loop, new IPEndPoint(IPAddress.Loopback, 0), late));
+        using Socket client = EchoServer.ConnectTo(onLoop.LocalEndPoint);
+        foreach (Socket s in new[] { waiting, client })
+        {
+            s.Send(new byte[] { 1, 2, 3 });
+            Assert.Equal(new byte[] { 1, 2, 3 }, s.ReceiveExactly(3));
+        }
+
+        Assert.True(before.AcceptsWithCompletions && onLoop.AcceptsWithCompletions);
+        Assert.Equal((1L, 1L), harness.Invoke(() => (before.CompletionAccepts, onLoop.CompletionAccepts)));
+        Assert.Empty(errors);
+    }
+
     /// <summary>Echoes, and records the pause episodes and the most connections open at once.</summary>
     private sealed class PauseRecordingHandler : EchoHandler
     {

@@ -70,23 +70,30 @@ public sealed partial class ConnectionListener : IAcceptSink
     /// <inheritdoc/>
     void IAcceptSink.OnAcceptCompleted(int result, bool more)
     {
-        if (result >= 0)
+        try
         {
-            OnAccepted(result);
-        }
-        else if (result != -Interop.Errno.ECANCELED && !_stopped)
-        {
-            // As .NET's accept reports them: ENOMEM is a shortage like ENOBUFS.
-            SocketError error = result == -Interop.Errno.ENOMEM ? SocketError.NoBufferSpaceAvailable : SocketErrors.FromLinuxErrno(-result);
-            if (Volatile.Read(ref _pauseKind) == NotPaused)
+            if (result >= 0)
             {
-                OnAcceptError(error);
+                OnAccepted(result);
+            }
+            else if (result != -Interop.Errno.ECANCELED && !_stopped)
+            {
+                // As .NET's accept reports them: ENOMEM is a shortage like ENOBUFS.
+                SocketError error = result == -Interop.Errno.ENOMEM ? SocketError.NoBufferSpaceAvailable : SocketErrors.FromLinuxErrno(-result);
+                if (Volatile.Read(ref _pauseKind) == NotPaused)
+                {
+                    OnAcceptError(error);
+                }
             }
         }
-
-        if (!more)
+        finally
         {
-            RearmIfAccepting();
+            // Even when a handler's callback (OnAcceptPaused, OnAcceptResumed) threw: an accept that ended and is not
+            // armed again would stop the listener for good, where a readiness registration stays armed.
+            if (!more)
+            {
+                RearmIfAccepting();
+            }
         }
     }
 

@@ -39,7 +39,8 @@ public class IoUringAcceptTests
         using EventLoop loop = CompletionLoop(errors);
         using var harness = new LoopHarness(loop);
         var handler = new EchoHandler();
-        using var listener = ConnectionListener.Listen(loop, new IPEndPoint(IPAddress.Loopback, 0), handler);
+        // A limit far above what the test opens: the listener keeps one multishot accept armed throughout.
+        using var listener = ConnectionListener.Listen(loop, new IPEndPoint(IPAddress.Loopback, 0), handler, new ListenerOptions { MaxConnections = 100_000 });
         Assert.True(listener.AcceptsWithCompletions);
         var endPoint = (IPEndPoint)listener.LocalEndPoint;
 
@@ -58,9 +59,11 @@ public class IoUringAcceptTests
             Assert.Equal(message, s.ReceiveExactly(message.Length));
         }
 
-        (int registrations, long accepts, bool completions) = harness.Invoke(() => (loop.RegistrationCount, listener.CompletionAccepts, handler.Connections.All(c => c.UsesCompletions)));
-        _output.WriteLine($"registrations {registrations}, accept completions {accepts}, accepted {listener.AcceptedCount}");
+        (int registrations, long accepts, bool completions, bool multishot, int ends) = harness.Invoke(() => (loop.RegistrationCount, listener.CompletionAccepts, handler.Connections.All(c => c.UsesCompletions), listener.AcceptMultishotArmed, listener.AcceptEnds));
+        _output.WriteLine($"registrations {registrations}, accept completions {accepts}, accepted {listener.AcceptedCount}, multishot armed {multishot}, accepts ended {ends}");
         Assert.Equal(0, registrations);
+        Assert.True(multishot, "a multishot accept is armed");
+        Assert.Equal(0, ends);
         Assert.Equal(Clients, accepts);
         Assert.Equal(Clients, listener.AcceptedCount);
         Assert.True(completions, "every connection uses completions");
@@ -163,6 +166,56 @@ public class IoUringAcceptTests
         using Socket late = EchoServer.ConnectTo(endPoint);
         late.Send(message);
         Assert.Equal(message, late.ReceiveExactly(message.Length));
+        Assert.Empty(errors);
+    }
+
+    [SkippableFact]
+    public void Near_the_limit_the_multishot_accept_gives_way_to_single_accepts_and_the_limit_holds()
+    {
+        // Multishot while more than Backlog + MaxAcceptsPerEvent = 20 connections fit: for the first 10 of 30.
+        const int Limit = 30;
+        const int Clients = 45;
+        var errors = new ConcurrentQueue<Exception>();
+        using EventLoop loop = CompletionLoop(errors);
+        using var harness = new LoopHarness(loop);
+        var handler = new PauseRecordingHandler();
+        var options = new ListenerOptions { MaxConnections = Limit, Backlog = 16, MaxAcceptsPerEvent = 4 };
+        using var listener = ConnectionListener.Listen(loop, new IPEndPoint(IPAddress.Loopback, 0), handler, options);
+        var endPoint = (IPEndPoint)listener.LocalEndPoint;
+        LoopHarness.WaitUntil(() => harness.Invoke(() => listener.AcceptMultishotArmed), "the multishot accept is armed");
+
+        // One by one up to the limit (the multishot accept ends at the 10th, single accepts follow), then a burst that
+        // finds the limit reached.
+        var clients = new ConcurrentBag<Socket>();
+        for (int i = 0; i < Limit; i++)
+        {
+            clients.Add(EchoServer.ConnectTo(endPoint));
+            LoopHarness.WaitUntil(() => handler.Connected == i + 1, $"client {i} is admitted");
+        }
+
+        Parallel.For(Limit, Clients, new ParallelOptions { MaxDegreeOfParallelism = 8 }, _ => clients.Add(EchoServer.ConnectTo(endPoint)));
+        LoopHarness.WaitUntil(() => listener.IsAcceptPaused, "the listener pauses at the limit");
+        harness.Settle();
+        (bool multishot, int ends) = harness.Invoke(() => (listener.AcceptMultishotArmed, listener.AcceptEnds));
+        _output.WriteLine($"open {listener.ConnectionCount}, most open {handler.MaxOpen}, multishot armed {multishot}, accepts ended {ends}");
+        Assert.Equal(Limit, listener.ConnectionCount);
+        Assert.True(handler.MaxOpen <= Limit, $"at most {Limit} open at once ({handler.MaxOpen})");
+        Assert.False(multishot, "no multishot accept is armed at the limit");
+        Assert.True(ends >= Limit - 10, $"the multishot accept ended, and single accepts followed ({ends} ended)");
+
+        // Everyone is served once room comes.
+        foreach (Socket s in clients)
+        {
+            s.Dispose();
+        }
+
+        LoopHarness.WaitUntil(() => handler.Closed == Clients, "every client was admitted and closed", 20);
+        Assert.Equal(Clients, listener.AcceptedCount);
+        Assert.True(handler.MaxOpen <= Limit, $"at most {Limit} open at once ({handler.MaxOpen})");
+        // With room again, the next accept (a single one, armed when room came) is followed by a multishot one.
+        using Socket late = EchoServer.ConnectTo(endPoint);
+        LoopHarness.WaitUntil(() => handler.Connected == Clients + 1, "a late client is admitted");
+        LoopHarness.WaitUntil(() => harness.Invoke(() => listener.AcceptMultishotArmed), "the multishot accept is armed again");
         Assert.Empty(errors);
     }
 

@@ -87,10 +87,12 @@ internal interface ICompletionIo
     CompletionChannel OpenAccept(SafeHandle handle, IAcceptSink sink);
 
     /// <summary>
-    /// Arms a multishot accept on the channel (each accepted stream a completion carrying its new descriptor, non-blocking
-    /// and close-on-exec); it goes to the kernel with the loop's next wait. Only when none is armed.
+    /// Arms an accept on the channel (each accepted stream a completion carrying its new descriptor, non-blocking and
+    /// close-on-exec): with <paramref name="multishot"/>, one that accepts every stream that arrives until it is cancelled
+    /// or fails; otherwise one that accepts a single stream. It goes to the kernel with the loop's next wait. Only when
+    /// none is armed.
     /// </summary>
-    void StartAccept(CompletionChannel channel);
+    void StartAccept(CompletionChannel channel, bool multishot);
 
     /// <summary>Asks the kernel to cancel the armed accept; its final completion (with no more to come) follows.</summary>
     void CancelAccept(CompletionChannel channel);
@@ -169,8 +171,11 @@ internal sealed class CompletionChannel
     /// <summary>Whoever gets the completions (to name a callback).</summary>
     internal object Owner => AcceptSink ?? (object)Sink;
 
-    /// <summary>A multishot accept is in the kernel (its final completion not yet reaped).</summary>
+    /// <summary>An accept is in the kernel (its final completion not yet reaped).</summary>
     internal bool AcceptArmed { get; set; }
+
+    /// <summary>The accept armed last is a multishot one.</summary>
+    internal bool AcceptMultishot { get; set; }
 
     /// <summary>Accept completions with a descriptor (for tests and diagnostics).</summary>
     internal long Accepts { get; set; }

@@ -56,7 +56,7 @@ internal sealed unsafe partial class IoUringBackend
     }
 
     /// <inheritdoc/>
-    public void StartAccept(CompletionChannel channel)
+    public void StartAccept(CompletionChannel channel, bool multishot)
     {
         lock (_lock)
         {
@@ -67,11 +67,12 @@ internal sealed unsafe partial class IoUringBackend
 
             Interop.IoUringSqe* sqe = NextSqe();
             sqe->Opcode = OpAccept;
-            sqe->IoPrio = AcceptMultishot;
+            sqe->IoPrio = multishot ? AcceptMultishot : (ushort)0;
             sqe->Fd = channel.Fd;
             sqe->OpFlags = Interop.Sys.SOCK_NONBLOCK | Interop.Sys.SOCK_CLOEXEC;
             sqe->UserData = OpUserData(KindAccept, channel);
             channel.AcceptArmed = true;
+            channel.AcceptMultishot = multishot;
             _channelOps++;
         }
     }

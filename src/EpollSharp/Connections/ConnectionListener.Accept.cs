@@ -31,6 +31,12 @@ public sealed partial class ConnectionListener : IAcceptSink
     /// <summary>Accepts that came as completions (for tests and diagnostics); read on the loop thread.</summary>
     internal long CompletionAccepts => _acceptChannel?.Accepts ?? 0;
 
+    /// <summary>Whether a multishot accept is armed (for tests); read on the loop thread.</summary>
+    internal bool AcceptMultishotArmed => _acceptChannel is { AcceptArmed: true, AcceptMultishot: true };
+
+    /// <summary>How many armed accepts ended (for tests): a multishot one only ends when cancelled or on an error; read on the loop thread.</summary>
+    internal int AcceptEnds { get; private set; }
+
     /// <summary>The completion I/O to accept with on <paramref name="loop"/>, or null for readiness.</summary>
     private static ICompletionIo? AcceptIoFor(EventLoop loop) => CanWrapDescriptors ? loop.CompletionIo : null;
 
@@ -63,9 +69,18 @@ public sealed partial class ConnectionListener : IAcceptSink
 
         if (Volatile.Read(ref _pauseKind) == NotPaused)
         {
-            _acceptIo.StartAccept(_acceptChannel);
+            _acceptIo.StartAccept(_acceptChannel, MultishotFits());
         }
     }
+
+    /// <summary>
+    /// Whether a multishot accept may run: it accepts whatever arrives, before the listener can check its budget, up to a
+    /// listen queue's worth (and what arrives meanwhile) before a cancellation takes effect. So it runs only while more
+    /// than <see cref="ListenerOptions.Backlog"/> + <see cref="ListenerOptions.MaxAcceptsPerEvent"/> connections fit in the
+    /// budget; nearer the limit, the listener accepts one connection per armed accept, and never holds more than one
+    /// beyond the limit (kept aside until there is room).
+    /// </summary>
+    private bool MultishotFits() => (long)_budget.Max - _budget.Count > (long)_options.Backlog + _options.MaxAcceptsPerEvent;
 
     /// <inheritdoc/>
     void IAcceptSink.OnAcceptCompleted(int result, bool more)
@@ -88,6 +103,11 @@ public sealed partial class ConnectionListener : IAcceptSink
         }
         finally
         {
+            if (!more)
+            {
+                AcceptEnds++;
+            }
+
             // Even when a handler's callback (OnAcceptPaused, OnAcceptResumed) threw: an accept that ended and is not
             // armed again would stop the listener for good, where a readiness registration stays armed.
             if (!more)
@@ -137,6 +157,11 @@ public sealed partial class ConnectionListener : IAcceptSink
         finally
         {
             Admit(accepted);
+            if (_acceptChannel is { AcceptArmed: true, AcceptMultishot: true } && !_stopped && !MultishotFits())
+            {
+                // Near the limit: the multishot accept ends (its final completion arms a single one).
+                _acceptIo!.CancelAccept(_acceptChannel);
+            }
         }
     }
 
@@ -151,7 +176,7 @@ public sealed partial class ConnectionListener : IAcceptSink
     {
         if (!_stopped && _acceptChannel is not null && Volatile.Read(ref _pauseKind) == NotPaused)
         {
-            _acceptIo!.StartAccept(_acceptChannel);
+            _acceptIo!.StartAccept(_acceptChannel, MultishotFits());
         }
     }
 
@@ -205,7 +230,7 @@ public sealed partial class ConnectionListener : IAcceptSink
         }
         else
         {
-            _acceptIo!.StartAccept(_acceptChannel);
+            _acceptIo!.StartAccept(_acceptChannel, MultishotFits());
         }
     }
 

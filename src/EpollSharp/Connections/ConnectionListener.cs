@@ -26,7 +26,8 @@ namespace EpollSharp.Connections;
 /// <para><b>On io_uring.</b> On an io_uring loop whose connections use completions, the listener arms one multishot accept
 /// instead of watching its socket: the kernel accepts each connection as it arrives. Pausing cancels the accept (a connection the
 /// kernel accepted meanwhile is kept and admitted first when accepting resumes), and stopping waits until the kernel let go of the
-/// socket, so the address is free when the listener is closed. <see cref="ListenerOptions.MaxAcceptsPerEvent"/> does not apply there.</para>
+/// socket, so the address is free when the listener is closed. Near the connection limit (within <see cref="ListenerOptions.Backlog"/> +
+/// <see cref="ListenerOptions.MaxAcceptsPerEvent"/>) it arms one single accept at a time instead, so the limit holds.</para>
 /// <para><b>Threads.</b> Every member may be called from any thread. Accepting, and the pause callbacks, run on <see cref="Loop"/>'s thread.</para>
 /// </remarks>
 public sealed partial class ConnectionListener : IDisposable

@@ -81,7 +81,8 @@ public sealed class ListenerOptions
 
     /// <summary>
     /// The most connections accepted per readiness event, so that a flood of connections cannot starve established ones. Default 64; 1 to 4,096.
-    /// Not used on io_uring's completion path, where the kernel posts each accepted connection as a completion of its own.
+    /// On io_uring's completion path, where the kernel posts each accepted connection as a completion of its own, it only
+    /// sets (with <see cref="Backlog"/>) how close to the connection limit a multishot accept may run.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The value is outside 1 to 4,096.</exception>
     public int MaxAcceptsPerEvent

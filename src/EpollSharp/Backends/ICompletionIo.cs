@@ -98,6 +98,13 @@ internal interface ICompletionIo
     void CancelAccept(CompletionChannel channel);
 
     /// <summary>
+    /// Whether an armed accept waits until a stream is pending before it takes a descriptor for it (io_uring's
+    /// <c>IORING_ACCEPT_POLL_FIRST</c>): then an accept that fails for lack of descriptors while nothing is pending can be
+    /// armed again without spinning. Otherwise it fails at once while the descriptor table is full.
+    /// </summary>
+    bool AcceptWaitsForPending { get; }
+
+    /// <summary>
     /// Closes an accept channel: cancels its accept and waits (at most a second) until the kernel posted the accept's final
     /// completion, so that the kernel holds no reference on the listening socket when it returns (closing it then releases
     /// the address). The completions still to come are handed to the sink.

@@ -26,6 +26,13 @@ internal sealed unsafe partial class IoUringBackend
     /// <summary><c>IORING_ACCEPT_MULTISHOT</c> (in <c>sqe-&gt;ioprio</c>).</summary>
     private const ushort AcceptMultishot = 1 << 0;
 
+    /// <summary><c>IORING_ACCEPT_POLL_FIRST</c> (Linux 6.10): wait for a pending connection before trying (and taking a descriptor).</summary>
+    private const ushort AcceptPollFirst = 1 << 2;
+
+    /// <inheritdoc/>
+    /// <remarks>On a kernel with the capped receive (6.16, probed), which also has <c>IORING_ACCEPT_POLL_FIRST</c> (6.10).</remarks>
+    public bool AcceptWaitsForPending => CappedReceiveAvailable(out _);
+
     /// <inheritdoc/>
     public CompletionChannel OpenAccept(SafeHandle handle, IAcceptSink sink)
     {
@@ -67,7 +74,7 @@ internal sealed unsafe partial class IoUringBackend
 
             Interop.IoUringSqe* sqe = NextSqe();
             sqe->Opcode = OpAccept;
-            sqe->IoPrio = multishot ? AcceptMultishot : (ushort)0;
+            sqe->IoPrio = (ushort)((multishot ? AcceptMultishot : 0) | (AcceptWaitsForPending ? AcceptPollFirst : 0));
             sqe->Fd = channel.Fd;
             sqe->OpFlags = Interop.Sys.SOCK_NONBLOCK | Interop.Sys.SOCK_CLOEXEC;
             sqe->UserData = OpUserData(KindAccept, channel);

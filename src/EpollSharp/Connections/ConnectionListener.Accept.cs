@@ -91,6 +91,12 @@ public sealed partial class ConnectionListener : IAcceptSink
             {
                 OnAccepted(result);
             }
+            else if ((result == -Interop.Errno.EMFILE || result == -Interop.Errno.ENFILE) && _acceptIo!.AcceptWaitsForPending && !_socket.Poll(0, SelectMode.SelectRead))
+            {
+                // The kernel takes the descriptor before it looks for a connection (a multishot accept tries again right
+                // after each one): with none pending, this took none. Armed again below, the accept waits for one first,
+                // as the readiness path waits for its socket to be readable.
+            }
             else if (result != -Interop.Errno.ECANCELED && !_stopped)
             {
                 // As .NET's accept reports them: ENOMEM is a shortage like ENOBUFS.

@@ -197,7 +197,7 @@ public static partial class ChildScenarios
                     return false;
                 }
             }
-        }, 10), "a descriptor came free for a new client after the recovery");
+        }, 10) || Diagnose(listener, handler, shedOrRefused, clients), "a descriptor came free for a new client after the recovery");
         Info($"new clients shed before one was served: {shedOrRefused} (connected: {connected})");
         Ok("a new client is echoed after the recovery");
         foreach (Socket socket in clients)
@@ -285,6 +285,14 @@ public static partial class ChildScenarios
             10);
         Check(leaked.Length == 0, "no socket, epoll or eventfd descriptor is left of the scenario: " + string.Join(", ", leaked));
         Info($"{Fds.CountOpen()} descriptors open at the end, {before} at the start; opened by the runtime meanwhile: {string.Join(", ", Fds.Describe().Except(openAtStart).Where(d => !IsLibraryKind(d)))}");
+    }
+
+    private static bool Diagnose(ConnectionListener listener, PauseRecordingEcho handler, int shed, List<Socket> clients)
+    {
+        clients[^1].Dispose();
+        clients.RemoveAt(clients.Count - 1);
+        Info($"not served: paused {listener.IsAcceptPaused}, accepted {listener.AcceptedCount}, open {listener.ConnectionCount}, shed {listener.ShedCount}, pauses {handler.Paused.Count}, resumes {handler.Resumed.Count}, clients reset {shed}; descriptors: {string.Join(" ", Fds.Describe().Select(d => d.Substring(d.IndexOf("->", StringComparison.Ordinal) + 2)).GroupBy(d => d.Split(':')[0]).Select(g => g.Key + "=" + g.Count()))}");
+        return false;
     }
 
     private static bool IsLibraryKind(string descriptor) =>

@@ -6,8 +6,8 @@ reference echo_ref, on 64 x 64 B, 1,000 x 64 B and 64 x 16 KiB: 3 alternating ro
 server on core 0, loadgen on core 1, server CPU from /proc/PID/stat over loadgen's measured window); then one more round
 in which `perf stat -e raw_syscalls:sys_enter,...` counts the server's system calls over the measured window (kept apart
 from the CPU figures: the tracepoints cost the traced process a little per call); then the idle test (19,000
-connections) and the allocation test (64 x 64 B, 1,000 x 64 B and 64 x 16 KiB) of both EchoServers. Writes only the section between
-IOURING_BEGIN and IOURING_END of docs/benchmarks.md and docs/images/bench-io_uring-*.png.
+connections) and the allocation test (64 x 64 B, 1,000 x 64 B and 64 x 16 KiB) of both EchoServers. Writes only the
+section between IOURING_BEGIN and IOURING_END of docs/benchmarks.md and docs/images/bench-io_uring-*.png.
 
 `--servers` also accepts `io_uring-poll` (the io_uring backend with readiness, EPOLLSHARP_IO_URING_COMPLETIONS=0), which
 is not measured by default. Called by bench.py (which passes itself as `bench`); standard library, gnuplot for the
@@ -40,9 +40,12 @@ DOTNET_KEYS = ("io_uring", "epoll", "io_uring-poll")
 
 # System calls counted one by one (those a server of this kind makes); the rest is in "other".
 SYSCALLS = ("recvfrom", "sendto", "recvmsg", "sendmsg", "io_uring_enter", "epoll_wait", "epoll_pwait", "epoll_ctl",
-            "accept4", "futex", "read", "write")
+            "accept4", "futex", "read", "write", "madvise", "mprotect", "membarrier", "mmap", "munmap")
+# The breakdown's columns: (calls, heading); "–" where none of the calls was counted. The runtime's memory calls are
+# mostly the garbage collector's (a collection suspends the threads with membarrier, and decommits and protects pages).
 CALL_COLUMNS = (("recvfrom", "recv"), ("sendto", "send"), ("io_uring_enter", "io_uring_enter"),
-                ("epoll_wait|epoll_pwait", "epoll_wait"), ("futex", "futex"))
+                ("epoll_wait|epoll_pwait", "epoll_wait"), ("futex", "futex"),
+                ("madvise|mprotect|membarrier|mmap|munmap", "madvise, mprotect, membarrier, mmap, munmap"))
 
 COLORS = {"io_uring": "#2ca02c", "io_uring-poll": "#98df8a", "epoll": "#1f77b4", "c": "#7f7f7f"}
 
@@ -242,6 +245,11 @@ def syscalls_per_message(row):
     return out
 
 
+def per_msg(report, v):
+    """Bytes per message: four decimals near zero (the reading of "none"), whole bytes above one."""
+    return f"{v:,.0f}" if abs(v) >= 1 else report.per_msg_bytes(v)
+
+
 def alloc_label(a):
     size = a["size"]
     return f"{a.get('connections', 64):,} × " + (f"{size // 1024} KiB" if size >= 1024 else f"{size} B")
@@ -428,11 +436,11 @@ def section(report, results, docs):
                 p = d["rows"][0]
                 cols = []
                 for names_, _ in CALL_COLUMNS:
-                    cols.append(sum(p.get(n, 0.0) for n in names_.split("|")))
+                    counted = [n for n in names_.split("|") if n in p]
+                    cols.append(f"{sum(p[n] for n in counted):.3f}" if counted else "–")
                 others = p["other"] + sum(p.get(n, 0.0) for n in ("recvmsg", "sendmsg", "epoll_ctl", "accept4", "read",
                                                                   "write"))
-                w(f"| {wl['label']} | {short.get(key, key)} | {p['all']:.3f} | " + " | ".join(f"{v:.3f}" for v in cols)
-                  + f" | {others:.3f} |")
+                w(f"| {wl['label']} | {short.get(key, key)} | {p['all']:.3f} | " + " | ".join(cols) + f" | {others:.3f} |")
         w("")
         io = [st.get(("io_uring", wl["key"])) for wl in wls]
         io = [d["rows"][0] for d in io if d]
@@ -494,7 +502,7 @@ def section(report, results, docs):
                 w(f"| {label} | {names.get(a['server'], a['server'])} | – | – | failed: {a.get('problem')} |")
             else:
                 w(f"| {label} | {names.get(a['server'], a['server'])} | {a['messages']:,.0f} | "
-                  f"{a['allocated']:,} | {report.per_msg_bytes(a['per_message'])} |")
+                  f"{a['allocated']:,} | {per_msg(report, a['per_message'])} |")
         w("")
         big = [a for a in allocs if a["server"] == "io_uring" and (a.get("per_message") or 0) > 100]
         if big:
@@ -502,8 +510,8 @@ def section(report, results, docs):
               + ", ".join(f"{alloc_label(a)}: {a['per_message']:,.0f} B" for a in big) + "). The known cause: on the "
               "completion path every `Write` goes into the connection's backlog (`SendQueue`), whose 16 KiB chunks come "
               "from `ArrayPool<byte>.Shared` and stay rented until the send completes, so a loop has about one chunk "
-              "rented per connection with a send in flight; the shared pool keeps only 32 arrays of a size per core "
-              "(plus one per thread), and each rent past them allocates a new 16 KiB array (the readiness path sends "
+              "rented per connection with a send in flight; the shared pool keeps by default 32 arrays of a size "
+              "per core (plus one per thread), and each rent past them allocates a new 16 KiB array (the readiness path sends "
               "straight from the handler's span and queues only what the kernel did not take). With the pool's "
               "capacity raised (`DOTNET_SYSTEM_BUFFERS_SHAREDARRAYPOOL_MAXARRAYSPERPARTITION=4096`) the same server "
               "allocated nothing per message in a trial; the fix belongs in the library (a pool of backlog chunks that "
@@ -539,7 +547,8 @@ def section(report, results, docs):
     for a in allocs:
         if a["server"] == "io_uring" and a.get("per_message") is not None:
             w(f"- Allocation, {alloc_label(a)}: "
-              f"io_uring {a['per_message']:.4f} B per message (target: none: {verdict(abs(a['per_message']) < TARGET_ALLOC)}).")
+              f"io_uring {per_msg(report, a['per_message'])} B per message (target: none: "
+              f"{verdict(abs(a['per_message']) < TARGET_ALLOC)}).")
     per = {r["server"]: r.get("rss_per_conn_bytes") for r in idle}
     if per.get("io_uring") is not None and per.get("epoll") is not None:
         w(f"- Idle, {f['idle_connections']:,} connections: io_uring {per['io_uring']:,.0f} B per connection, epoll "

@@ -281,6 +281,26 @@ internal sealed unsafe class IoUringRing : IDisposable
     /// <summary>Frees the completions before <paramref name="head"/> for the kernel (release store of the head).</summary>
     internal void AdvanceCq(uint head) => Volatile.Write(ref *_cqHead, head);
 
+    /// <summary>
+    /// Enables a ring set up with <c>IORING_SETUP_R_DISABLED</c> (<c>IORING_REGISTER_ENABLE_RINGS</c>); with
+    /// <c>IORING_SETUP_SINGLE_ISSUER</c>, the calling thread becomes the only one that may submit to it and wait on it.
+    /// Returns 0, or the errno.
+    /// </summary>
+    internal int Enable()
+    {
+        using SafeHandleLease lease = SafeHandleLease.Acquire(_fd);
+        return Interop.IoUring.io_uring_register(_fd.FileDescriptor, Interop.IoUring.IORING_REGISTER_ENABLE_RINGS, null, 0) < 0 ? Interop.Errno.Last() : 0;
+    }
+
+    /// <summary>The <paramref name="n"/>th submission entry written but not consumed by the kernel (n &lt; <see cref="Unsubmitted"/>). Under the submission lock.</summary>
+    internal Interop.IoUringSqe* UnsubmittedSqe(uint n) => &_sqes[(Volatile.Read(ref *_sqHead) + n) & _sqMask];
+
+    /// <summary>
+    /// Closes the ring's descriptor and keeps the mappings: the kernel then cancels what is in flight (from a worker)
+    /// and posts the final completions into the completion ring, which can still be read until <see cref="Dispose"/>.
+    /// </summary>
+    internal void CloseDescriptor() => _fd.Dispose();
+
     /// <summary>Unmaps the rings and closes the descriptor.</summary>
     public void Dispose()
     {

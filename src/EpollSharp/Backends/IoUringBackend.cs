@@ -42,7 +42,7 @@ namespace EpollSharp.Backends;
 /// is disposed. Remove and Dispose wait for the removed polls to complete, so that the files are let go when they return.</para>
 /// <para>Unlike epoll, a poll accepts a regular file (which is always ready) rather than refusing it.</para>
 /// </remarks>
-internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionIo
+internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionIo, ILoopRunAware
 {
     /// <summary>The user data of the wake-up no-op.</summary>
     private const ulong WakeUserData = ulong.MaxValue;
@@ -452,7 +452,9 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                     _channelOps = 0;
                 }
 
-                _ring.CloseDescriptor();
+                // Nothing can complete before the mappings go (they hold the ring's file): the loop's thread took back
+                // what it had in the kernel when its run ended (RunEnded), so nothing is left to wait for.
+                _releases.Clear();
                 closed = true;
             }
 
@@ -461,12 +463,9 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             // later, from a kernel worker, while the files stayed open.
             long deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
             var spin = default(SpinWait);
-            while ((_releases.Count > 0 || _channelOps > 0) && Stopwatch.GetTimestamp() < deadline)
+            while (!closed && (_releases.Count > 0 || _channelOps > 0) && Stopwatch.GetTimestamp() < deadline)
             {
-                if (!closed)
-                {
-                    _ring.Enter(0, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out _);
-                }
+                _ring.Enter(0, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out _);
 
                 uint tail = _ring.CqTail;
                 uint head = _ring.CqHead;
@@ -1060,13 +1059,11 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     /// <summary>
     /// Makes the calling thread the ring's issuer (its first wait, under the lock). The first time, it enables the ring
     /// set up disabled. When another thread was the issuer (the loop ran before on a thread that it left: Stop, then Start
-    /// on a new thread), only that thread could submit to the ring or run its task work, so the ring is replaced: a new
-    /// one is set up for this thread; what was written to the old one and never entered is carried over; the old one's
-    /// descriptor is closed, which makes the kernel cancel what is in flight there, and its final completions (data
-    /// received, sends done) are reaped from the mapped ring, for at most a second, to be dispatched as usual; then the
-    /// registrations' polls are armed again on the new ring (the receives are armed again by their streams, which see a
-    /// cancelled end). A move costs a ring setup and a re-arm per registration: a loop that moves between threads often
-    /// should not use this setup (<c>EPOLLSHARP_IO_URING_SINGLE_ISSUER=0</c>).
+    /// on a new thread), only that thread could submit to the ring or run its task work, so the ring is replaced by a new
+    /// one set up for this thread. The old thread took back what it had in the kernel when its run ended
+    /// (<see cref="RunEnded"/>): its registrations wait to be armed again, and the completions it reaped wait to be
+    /// dispatched. What was written to the old ring and never entered is carried over; the buffer ring is registered with
+    /// the new ring. A move costs a ring setup and a re-arm per registration.
     /// </summary>
     private void MoveToThisThread()
     {
@@ -1078,17 +1075,6 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             }
 
             IoUringRing old = _ring;
-            HashSet<Entry> inKernel = new();
-            for (int slot = 0; slot < _slotsUsed; slot++)
-            {
-                if (_slots[slot] is Entry entry && entry.Armed)
-                {
-                    inKernel.Add(entry);
-                }
-            }
-
-            // Written to the old ring and never entered: polls, and the receives and sends of the last iteration.
-            int carried = 0;
             uint unsubmitted = old.Unsubmitted;
             for (uint i = 0; i < unsubmitted; i++)
             {
@@ -1096,84 +1082,20 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 ulong userData = from->UserData;
                 bool channelOp = (userData & CompletionTag) != 0 && userData < RemovalUserData && ((userData >> KindShift) & 0xF) != KindCancel;
                 bool poll = from->Opcode == Interop.IoUring.IORING_OP_POLL_ADD && userData < RemovalUserData && (userData & CompletionTag) == 0;
-                if (!channelOp && !poll)
+                if (channelOp || poll)
                 {
-                    continue;
-                }
-
-                Interop.IoUringSqe* to = fresh!.TryGetSqe();
-                *to = *from;
-                if (channelOp)
-                {
-                    carried++;
-                }
-                else
-                {
-                    int slot = (int)(userData >> 32);
-                    if (slot < _slotsUsed && _slots[slot] is Entry entry && entry.Generation == (uint)userData)
-                    {
-                        inKernel.Remove(entry);
-                    }
+                    *fresh!.TryGetSqe() = *from;
                 }
             }
 
-            old.CloseDescriptor();
-            long deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
-            while (true)
-            {
-                uint tail = old.CqTail;
-                uint head = old.CqHead;
-                for (; head != tail; head++)
-                {
-                    ref Interop.IoUringCqe cqe = ref old.Cqe(head);
-                    ulong userData = cqe.UserData;
-                    if (userData >= RemovalUserData)
-                    {
-                        continue;
-                    }
-
-                    if ((userData & CompletionTag) != 0)
-                    {
-                        ReapCompletion(userData, cqe.Res, cqe.Flags);
-                        continue;
-                    }
-
-                    int slot = (int)(userData >> 32);
-                    if ((cqe.Flags & Interop.IoUring.IORING_CQE_F_MORE) == 0 && slot < _slotsUsed && _slots[slot] is Entry entry && entry.Generation == (uint)userData)
-                    {
-                        // Not delivered: armed again below, and a target still ready completes again at once.
-                        inKernel.Remove(entry);
-                    }
-                }
-
-                old.AdvanceCq(head);
-                bool done = _channelOps <= carried && AllFinal(inKernel);
-                if (done || Stopwatch.GetTimestamp() > deadline)
-                {
-                    break;
-                }
-
-                Thread.Sleep(1);
-            }
-
-            // Every poll of the old ring, ended or not: armed again on the new one at this wait.
-            for (int slot = 0; slot < _slotsUsed; slot++)
-            {
-                if (_slots[slot] is Entry entry && entry.Armed && !IsCarried(fresh!, entry))
-                {
-                    entry.Armed = false;
-                    QueueRearm(entry);
-                }
-            }
-
+            // Cancellations other threads asked for meanwhile: of operations the old ring no longer has.
+            _deferredCancelCount = 0;
             foreach (ulong key in new List<ulong>(_releases.Keys))
             {
                 _releases[key] = true;
             }
 
-            // Cancellations other threads asked for: the old ring's close cancelled everything.
-            _deferredCancelCount = 0;
-            _channelOps = carried;
+            // Nothing of the old ring is in the kernel any more (RunEnded took it back): unmapping and closing it frees it.
             old.Dispose();
             _ring = fresh!;
             _wakeArmed = false;
@@ -1190,23 +1112,123 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         _issuer = Environment.CurrentManagedThreadId;
     }
 
-    private static bool AllFinal(HashSet<Entry> inKernel) => inKernel.Count == 0;
-
-    /// <summary>Whether <paramref name="entry"/>'s current poll was carried over to <paramref name="ring"/> unsubmitted.</summary>
-    private static bool IsCarried(IoUringRing ring, Entry entry)
+    /// <inheritdoc/>
+    /// <remarks>
+    /// An issuer-bound ring: only this thread can cancel what it has in the kernel, and a loop run again on another thread
+    /// gets a new ring. So every poll, receive and send (and the wake-up poll) is cancelled here and its final completion
+    /// awaited (the cancellations complete in this thread's task work, at once; at most a second): the registrations are
+    /// queued to be armed again at the next wait, on whichever thread, and the receive and send completions (data that
+    /// arrived, bytes sent, or a cancelled end, after which the stream arms its receive again or sends the rest) wait to be
+    /// dispatched after that wait. A loop that runs again on this thread keeps the ring.
+    /// </remarks>
+    public void RunEnded()
     {
-        ulong userData = UserData(entry.Slot, entry.Generation);
-        uint n = ring.Unsubmitted;
-        for (uint i = 0; i < n; i++)
+        lock (_lock)
         {
-            Interop.IoUringSqe* sqe = ring.UnsubmittedSqe(i);
-            if (sqe->Opcode == Interop.IoUring.IORING_OP_POLL_ADD && sqe->UserData == userData)
+            if (!_issuerBound || _disposed || _issuer != Environment.CurrentManagedThreadId)
             {
-                return true;
+                return;
+            }
+
+            try
+            {
+                TakeBackFromKernel();
+            }
+            catch (Exception ex) when (ex is InvalidOperationException or NativeCallException)
+            {
+                // The ring failed: the next wait or the dispose reports it.
+            }
+        }
+    }
+
+    /// <summary>See <see cref="RunEnded"/>. Under the lock, on the issuer.</summary>
+    private void TakeBackFromKernel()
+    {
+        var polls = new HashSet<ulong>();
+        for (int slot = 0; slot < _slotsUsed; slot++)
+        {
+            if (_slots[slot] is Entry entry && entry.Armed)
+            {
+                ulong userData = UserData(entry.Slot, entry.Generation);
+                SubmitCancel(Interop.IoUring.IORING_OP_POLL_REMOVE, userData, RemovalUserData);
+                polls.Add(userData);
             }
         }
 
-        return false;
+        for (int slot = 0; slot < _channelsUsed; slot++)
+        {
+            if (_channels[slot] is CompletionChannel channel)
+            {
+                if (channel.ReceiveArmed)
+                {
+                    QueueCancel(OpUserData(KindReceive, channel), channel);
+                }
+
+                if (channel.SendInFlight)
+                {
+                    QueueCancel(OpUserData(KindSend, channel), channel);
+                }
+            }
+        }
+
+        if (_wakeArmed)
+        {
+            SubmitCancel(Interop.IoUring.IORING_OP_POLL_REMOVE, WakeUserData, RemovalUserData);
+        }
+
+        Submit();
+        long deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
+        var spin = default(SpinWait);
+        while (true)
+        {
+            uint tail = _ring.CqTail;
+            uint head = _ring.CqHead;
+            for (; head != tail; head++)
+            {
+                ref Interop.IoUringCqe cqe = ref _ring.Cqe(head);
+                ulong userData = cqe.UserData;
+                bool final = (cqe.Flags & Interop.IoUring.IORING_CQE_F_MORE) == 0;
+                if (userData == WakeUserData)
+                {
+                    // A wake-up written meanwhile stays in the eventfd, which the next ring's poll reports at once.
+                    _wakeArmed &= !final;
+                }
+                else if (userData == RemovalUserData)
+                {
+                }
+                else if ((userData & CompletionTag) != 0)
+                {
+                    ReapCompletion(userData, cqe.Res, cqe.Flags);
+                }
+                else if (final)
+                {
+                    // A poll's event is not delivered: the poll is armed again at the next wait and reports it again.
+                    polls.Remove(userData);
+                    if (_releases.ContainsKey(userData))
+                    {
+                        _releases[userData] = true;
+                    }
+                }
+            }
+
+            _ring.AdvanceCq(head);
+            if ((polls.Count == 0 && _channelOps <= 0 && !_wakeArmed) || Stopwatch.GetTimestamp() > deadline)
+            {
+                break;
+            }
+
+            spin.SpinOnce();
+            _ring.Enter(0, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out _);
+        }
+
+        for (int slot = 0; slot < _slotsUsed; slot++)
+        {
+            if (_slots[slot] is Entry entry && entry.Armed)
+            {
+                entry.Armed = false;
+                QueueRearm(entry);
+            }
+        }
     }
 
     /// <summary>The receives and sends written to <paramref name="ring"/> and never entered. Under the lock.</summary>

@@ -295,12 +295,6 @@ internal sealed unsafe class IoUringRing : IDisposable
     /// <summary>The <paramref name="n"/>th submission entry written but not consumed by the kernel (n &lt; <see cref="Unsubmitted"/>). Under the submission lock.</summary>
     internal Interop.IoUringSqe* UnsubmittedSqe(uint n) => &_sqes[(Volatile.Read(ref *_sqHead) + n) & _sqMask];
 
-    /// <summary>
-    /// Closes the ring's descriptor and keeps the mappings: the kernel then cancels what is in flight (from a worker)
-    /// and posts the final completions into the completion ring, which can still be read until <see cref="Dispose"/>.
-    /// </summary>
-    internal void CloseDescriptor() => _fd.Dispose();
-
     /// <summary>Unmaps the rings and closes the descriptor.</summary>
     public void Dispose()
     {

@@ -23,7 +23,7 @@ namespace EpollSharp.Backends;
 ///   next wait.</item>
 /// <item><see cref="TriggerMode.OneShot"/>: a single-shot poll that is not re-armed; <see cref="Modify"/> arms a new one.</item>
 /// </list>
-/// <para><see cref="Modify"/> removes the current poll (<c>IORING_OP_POLL_REMOVE</c>) and arms a new one, so a changed
+/// <para><see cref="Modify"/> cancels the current poll (<c>IORING_OP_ASYNC_CANCEL</c>) and arms a new one, so a changed
 /// interest is checked against the target's state (as <c>EPOLL_CTL_MOD</c> does). <see cref="Add"/> and Modify arm at
 /// once while another thread waits; called between waits (from a callback, typically), they arm at the start of the next
 /// wait, because a completion is a snapshot that the wait does not check again, and one taken before a callback drains
@@ -818,8 +818,10 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         }
 
         // The poll may have completed already (its completion not yet reaped): then the removal finds nothing (ENOENT),
-        // and the completion is dropped by its generation.
-        SubmitCancel(Interop.IoUring.IORING_OP_POLL_REMOVE, UserData(entry.Slot, entry.Generation), RemovalUserData);
+        // and the completion is dropped by its generation. ASYNC_CANCEL rather than POLL_REMOVE: a POLL_REMOVE that meets
+        // the poll while its task work is pending fails with EALREADY and leaves it armed (a multishot poll then goes on,
+        // holding the file), which an issuer-bound ring, whose task work waits for the next wait, meets often.
+        SubmitCancel(Interop.IoUring.IORING_OP_ASYNC_CANCEL, UserData(entry.Slot, entry.Generation), RemovalUserData);
         entry.Armed = false;
     }
 
@@ -1149,35 +1151,13 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         {
             if (_slots[slot] is Entry entry && entry.Armed)
             {
-                ulong userData = UserData(entry.Slot, entry.Generation);
-                SubmitCancel(Interop.IoUring.IORING_OP_POLL_REMOVE, userData, RemovalUserData);
-                polls.Add(userData);
+                polls.Add(UserData(entry.Slot, entry.Generation));
             }
         }
 
-        for (int slot = 0; slot < _channelsUsed; slot++)
-        {
-            if (_channels[slot] is CompletionChannel channel)
-            {
-                if (channel.ReceiveArmed)
-                {
-                    QueueCancel(OpUserData(KindReceive, channel), channel);
-                }
-
-                if (channel.SendInFlight)
-                {
-                    QueueCancel(OpUserData(KindSend, channel), channel);
-                }
-            }
-        }
-
-        if (_wakeArmed)
-        {
-            SubmitCancel(Interop.IoUring.IORING_OP_POLL_REMOVE, WakeUserData, RemovalUserData);
-        }
-
-        Submit();
+        CancelEverything(polls);
         long deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
+        long reissue = Stopwatch.GetTimestamp() + (Stopwatch.Frequency / 200);
         var spin = default(SpinWait);
         while (true)
         {
@@ -1217,6 +1197,13 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 break;
             }
 
+            if (Stopwatch.GetTimestamp() > reissue)
+            {
+                // Not all final yet (a send that the socket still holds?): ask again (those that ended answer ENOENT).
+                CancelEverything(polls);
+                reissue = Stopwatch.GetTimestamp() + (Stopwatch.Frequency / 200);
+            }
+
             spin.SpinOnce();
             _ring.Enter(0, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out _);
         }
@@ -1229,6 +1216,38 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 QueueRearm(entry);
             }
         }
+    }
+
+    /// <summary>Cancels <paramref name="polls"/>, every receive and send in flight, and the wake-up poll, and enters the cancellations. Under the lock, on the issuer.</summary>
+    private void CancelEverything(HashSet<ulong> polls)
+    {
+        foreach (ulong userData in polls)
+        {
+            SubmitCancel(Interop.IoUring.IORING_OP_ASYNC_CANCEL, userData, RemovalUserData);
+        }
+
+        for (int slot = 0; slot < _channelsUsed; slot++)
+        {
+            if (_channels[slot] is CompletionChannel channel)
+            {
+                if (channel.ReceiveArmed)
+                {
+                    QueueCancel(OpUserData(KindReceive, channel), channel);
+                }
+
+                if (channel.SendInFlight)
+                {
+                    QueueCancel(OpUserData(KindSend, channel), channel);
+                }
+            }
+        }
+
+        if (_wakeArmed)
+        {
+            SubmitCancel(Interop.IoUring.IORING_OP_ASYNC_CANCEL, WakeUserData, RemovalUserData);
+        }
+
+        Submit();
     }
 
     /// <summary>The receives and sends written to <paramref name="ring"/> and never entered. Under the lock.</summary>

@@ -183,11 +183,11 @@ internal sealed unsafe class IoUringRing : IDisposable
 
         var header = (Interop.IoUringProbeHeader*)buffer;
         var ops = (Interop.IoUringProbeOp*)(buffer + sizeof(Interop.IoUringProbeHeader));
-        foreach (byte op in stackalloc byte[] { Interop.IoUring.IORING_OP_NOP, Interop.IoUring.IORING_OP_POLL_ADD, Interop.IoUring.IORING_OP_POLL_REMOVE })
+        foreach (byte op in stackalloc byte[] { Interop.IoUring.IORING_OP_NOP, Interop.IoUring.IORING_OP_POLL_ADD, Interop.IoUring.IORING_OP_POLL_REMOVE, Interop.IoUring.IORING_OP_ASYNC_CANCEL })
         {
             if (op >= header->OpsLen || (ops[op].Flags & Interop.IoUring.IO_URING_OP_SUPPORTED) == 0)
             {
-                reason = "io_uring does not support opcode " + op.ToString(CultureInfo.InvariantCulture) + " (NOP, POLL_ADD and POLL_REMOVE are needed).";
+                reason = "io_uring does not support opcode " + op.ToString(CultureInfo.InvariantCulture) + " (NOP, POLL_ADD, POLL_REMOVE and ASYNC_CANCEL are needed).";
                 return false;
             }
         }

@@ -32,9 +32,13 @@ namespace EpollSharp.Backends;
 /// request's user data, and a completion whose generation is not the slot's current one is dropped, so a poll that
 /// completed before its removal was seen is never reported, neither to the removed registration nor to a later one that
 /// reuses the slot.</para>
-/// <para><see cref="Wake"/> submits a no-op (<c>IORING_OP_NOP</c>) whose completion ends the wait; a flag coalesces
-/// wake-ups until the wait reaps it. Submissions come from any thread under one lock, and are entered at once, so an Add,
-/// Modify or Remove takes effect while another thread waits. The wait is <c>io_uring_enter</c> with
+/// <para><see cref="Wake"/> submits a no-op (<c>IORING_OP_NOP</c>) whose completion ends the wait (on a ring bound to
+/// the loop's thread: writes an eventfd that the ring polls); a flag coalesces wake-ups until the wait reaps it.
+/// Submissions come from any thread under one lock, and are entered at once, so an Add, Modify or Remove takes effect
+/// while another thread waits; on a ring bound to the loop's thread (<see cref="IssuerBound"/>,
+/// <c>IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN</c>, Linux 6.1 and later), only that thread submits, and
+/// another thread's Add, Modify and Remove are queued for it and wake it (see <see cref="MoveToThisThread"/> and
+/// <see cref="RunEnded"/> for a loop that changes threads, and docs/backends-io_uring.md). The wait is <c>io_uring_enter</c> with
 /// <c>IORING_ENTER_GETEVENTS</c> and, for a finite timeout, <c>IORING_ENTER_EXT_ARG</c> with a timespec.</para>
 /// <para>A poll holds a reference on the file. A handle closed without Remove (which the loop tolerates: epoll forgets
 /// the descriptor with its last close) therefore stays open in the kernel until the backend notices: at its next
@@ -73,8 +77,14 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     /// <summary>Set up with <c>IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN</c>: only <see cref="_issuer"/> submits and waits.</summary>
     private readonly bool _issuerBound;
 
-    /// <summary>The managed thread the ring was enabled for (its first wait); 0 while not enabled. Under the lock.</summary>
-    private int _issuer;
+    /// <summary>
+    /// The token (<see cref="ThisThread"/>) of the thread the ring was enabled for (its first wait); null while not
+    /// enabled. Under the lock. A token rather than a thread id, which a later thread may get again.
+    /// </summary>
+    private object? _issuer;
+
+    [ThreadStatic]
+    private static object? t_threadToken;
 
     /// <summary>With <see cref="_issuerBound"/>: the eventfd that <see cref="Wake"/> writes and the ring polls (multishot).</summary>
     private readonly int _wakeFd = -1;
@@ -179,7 +189,10 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             || string.Equals(s_singleIssuerSwitch.Trim(), "off", StringComparison.OrdinalIgnoreCase));
 
     /// <summary>Whether the calling thread may submit to the ring and wait on it. Under the lock.</summary>
-    private bool CanSubmitHere => !_issuerBound || _issuer == Environment.CurrentManagedThreadId;
+    private bool CanSubmitHere => !_issuerBound || _issuer == ThisThread;
+
+    /// <summary>An object of the calling thread's own, for as long as the thread lives.</summary>
+    private static object ThisThread => t_threadToken ??= new object();
 
     /// <summary>
     /// Whether io_uring can be used in this process (a ring is set up once to find out, and the answer kept); when
@@ -285,7 +298,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             lock (_lock)
             {
                 ThrowIfDisposed();
-                if (_issuer != Environment.CurrentManagedThreadId)
+                if (_issuer != ThisThread)
                 {
                     MoveToThisThread();
                 }
@@ -439,14 +452,14 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
 
             Submit();
             bool closed = false;
-            if (_issuerBound && _issuer != Environment.CurrentManagedThreadId)
+            if (_issuerBound && _issuer != ThisThread)
             {
                 // Another thread than the issuer (a loop disposed after it stopped, or never run): it may not submit the
                 // cancellations. Closing the ring makes the kernel cancel everything (from a worker); the final
                 // completions still arrive in the mapped completion ring. A ring never enabled never had anything in
                 // the kernel.
                 _channelOps -= UnsubmittedChannelOps(_ring);
-                if (_issuer == 0)
+                if (_issuer is null)
                 {
                     _releases.Clear();
                     _channelOps = 0;
@@ -1069,7 +1082,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     /// </summary>
     private void MoveToThisThread()
     {
-        if (_issuer != 0)
+        if (_issuer is not null)
         {
             if (!IoUringRing.TryCreate(SqEntries, _cqEntries, _extraSetupFlags | IssuerFlags, out IoUringRing? fresh, out string reason, out _))
             {
@@ -1111,7 +1124,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             throw ErrnoNames.Create("io_uring_register(IORING_REGISTER_ENABLE_RINGS)", errno);
         }
 
-        _issuer = Environment.CurrentManagedThreadId;
+        _issuer = ThisThread;
     }
 
     /// <inheritdoc/>
@@ -1127,7 +1140,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     {
         lock (_lock)
         {
-            if (!_issuerBound || _disposed || _issuer != Environment.CurrentManagedThreadId)
+            if (!_issuerBound || _disposed || _issuer != ThisThread)
             {
                 return;
             }

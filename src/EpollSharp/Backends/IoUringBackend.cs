@@ -451,24 +451,21 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             }
 
             Submit();
-            bool closed = false;
+            bool notIssuer = false;
             if (_issuerBound && _issuer != ThisThread)
             {
-                // Another thread than the issuer (a loop disposed after it stopped, or never run): it may not submit the
-                // cancellations. Closing the ring makes the kernel cancel everything (from a worker); the final
-                // completions still arrive in the mapped completion ring. A ring never enabled never had anything in
-                // the kernel.
+                // Another thread than the issuer (a loop disposed after it stopped, or one that never ran): it may not
+                // submit the cancellations, and nothing it waited for could complete. Nothing needs to: a ring never
+                // enabled never had anything in the kernel, and a stopped loop's thread took back what it had there when
+                // its run ended (RunEnded). Closing the ring (below) frees the rest.
                 _channelOps -= UnsubmittedChannelOps(_ring);
                 if (_issuer is null)
                 {
-                    _releases.Clear();
                     _channelOps = 0;
                 }
 
-                // Nothing can complete before the mappings go (they hold the ring's file): the loop's thread took back
-                // what it had in the kernel when its run ended (RunEnded), so nothing is left to wait for.
                 _releases.Clear();
-                closed = true;
+                notIssuer = true;
             }
 
             // Nothing reaps any more: take every completion (moving those that overflowed the ring into it) until the
@@ -476,7 +473,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             // later, from a kernel worker, while the files stayed open.
             long deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
             var spin = default(SpinWait);
-            while (!closed && (_releases.Count > 0 || _channelOps > 0) && Stopwatch.GetTimestamp() < deadline)
+            while (!notIssuer && (_releases.Count > 0 || _channelOps > 0) && Stopwatch.GetTimestamp() < deadline)
             {
                 _ring.Enter(0, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out _);
 
@@ -502,7 +499,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             // The completions reaped by the last wait and not dispatched (the loop is going away) hold buffers: the
             // buffers go with the mapping. The kernel writes into it no more once every operation ended.
             CompletionsDispatched();
-            TearDownCompletions(opsDone: _channelOps <= 0, registered: !closed);
+            TearDownCompletions(opsDone: _channelOps <= 0, registered: !notIssuer);
         }
 
         _ring.Dispose();

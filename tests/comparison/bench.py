@@ -369,7 +369,9 @@ def connect_budget(connections):
     return max(5.0, connections / 500)
 
 
-def pingpong_run(ctx, server, wl, warmup, duration):
+def pingpong_run(ctx, server, wl, warmup, duration, perf_events=None):
+    """One ping-pong run on a fresh server. With perf_events (perf stat event names), `perf stat -p PID` counts them over
+    the measured window as well (row["perf"]: {event: count}, named as parse_perf_stat names them; row["perf_window_s"])."""
     row = {"server": server.key, "workload": wl.key, "connections": wl.connections, "size": wl.size,
            "warmup_s": warmup, "duration_s": duration, "problems": [], "loadavg": os.getloadavg()[0]}
     rs, message = start_server(ctx, server)
@@ -409,6 +411,7 @@ def pingpong_run(ctx, server, wl, warmup, duration):
                 l0 = None
             tg0 = cpu_ticks(rs.target_rs.pid) if rs.target_rs else 0  # a proxy's target, on core 1
             rss, thr = [], []
+            perf = PerfWindow(ctx, server, rs, perf_events, wl.size) if perf_events else None
             while time.monotonic() < w1 and lg.running():
                 r, t = status(rs.pid)
                 rss.append(r)
@@ -417,6 +420,8 @@ def pingpong_run(ctx, server, wl, warmup, duration):
             u1, k1 = cpu_split(rs.pid)
             c1, t1 = u1 + k1, time.monotonic()
             b1 = core_busy()
+            if perf is not None:
+                perf.finish(row)
             try:
                 l1 = cpu_ticks(lg.proc.pid)
             except OSError:
@@ -479,6 +484,78 @@ def pingpong_run(ctx, server, wl, warmup, duration):
                                    f"{row['loadgen']['messages']} messages of {wl.size} B")
     row["ok"] = not row["problems"]
     return row
+
+
+class PerfWindow:
+    """`perf stat -p PID` over the rest of a run's measured window, with the messages the server received meanwhile.
+    perf starts with its events disabled (-D -1) and is switched on and off through its control FIFO (--control), each
+    switch acknowledged, so that the counted period is known to a few milliseconds; the messages are the bytes the
+    server's sockets received (ss: tcpi_bytes_received, summed over the server's connections) in that period, divided by
+    the message size. In ping-pong every received message is echoed once, whatever the server's I/O path."""
+
+    def __init__(self, ctx, server, rs, events, size):
+        self.ctx, self.rs, self.size = ctx, rs, size
+        base = ctx.next_log("perf-" + server.key)
+        self.out, ctl, ack = base + ".stat", base + ".ctl", base + ".ack"
+        os.mkfifo(ctl)
+        os.mkfifo(ack)
+        # O_RDWR: opening a FIFO so never blocks, whether perf has opened its end yet or not
+        self.ctl, self.ack = os.open(ctl, os.O_RDWR), os.open(ack, os.O_RDWR)
+        self.proc = subprocess.Popen(ctx.client_cmd(["perf", "stat", "-x,", "-o", self.out, "-e", ",".join(events),
+                                                     "-D", "-1", "--control", f"fifo:{ctl},{ack}", "-p", str(rs.pid)]),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.problem = None
+        self.t_on = self._switch("enable")
+        self.b0 = self._bytes()
+
+    def _switch(self, command):
+        """Sends enable or disable; returns the time of the acknowledgement, or None (perf did not answer in 15 s)."""
+        os.write(self.ctl, (command + "\n").encode())
+        ready, _, _ = select.select([self.ack], [], [], 15)
+        if not ready:
+            self.problem = self.problem or f"perf stat did not acknowledge '{command}'"
+            return None
+        os.read(self.ack, 64)
+        return time.monotonic()
+
+    def _bytes(self):
+        """(time in the middle of the snapshot, bytes received by the server's established connections), or None."""
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(self.ctx.client_cmd(["ss", "-tinH", "state", "established", f"( sport = :{self.rs.port} )"]),
+                               capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            self.problem = self.problem or f"ss: {e}"
+            return None
+        t1 = time.monotonic()
+        return (t0 + t1) / 2, sum(int(b) for b in re.findall(r"bytes_received:(\d+)", p.stdout))
+
+    def finish(self, row):
+        b1 = self._bytes()
+        t_off = self._switch("disable")
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.ctl)
+        os.close(self.ack)
+        if self.problem is None and (self.t_on is None or t_off is None or not self.b0 or not b1 or b1[0] <= self.b0[0]):
+            self.problem = "perf stat or ss gave no window"
+        if self.problem:
+            row["problems"].append(self.problem)
+            return
+        try:
+            with open(self.out, errors="replace") as f:
+                row["perf"] = parse_perf_stat(f.read())
+        except OSError as e:
+            row["problems"].append(f"perf stat: {e}")
+            return
+        # the rate between the two snapshots, over the period perf counted
+        row["perf_window_s"] = t_off - self.t_on
+        rate = (b1[1] - self.b0[1]) / self.size / (b1[0] - self.b0[0])
+        row["perf_messages"] = rate * row["perf_window_s"]
 
 
 # ---- idle -----------------------------------------------------------------------------------------------------------
@@ -916,6 +993,8 @@ def main():
                     help="the TCP proxy comparison only: TcpProxy and InBoxTcpProxy in front of echo_ref, and direct")
     ap.add_argument("--shapes", action="store_true",
                     help="the pipes, streams and TLS comparison only (tests/comparison/shapes.py)")
+    ap.add_argument("--io-uring", action="store_true",
+                    help="the io_uring comparison only (tests/comparison/iouring.py): io_uring completions, epoll, C")
     ap.add_argument("--pub", required=True, help="directory with the published servers (one folder per project)")
     ap.add_argument("--native", required=True, help="directory with echo_ref and loadgen")
     ap.add_argument("--work", required=True, help="directory for logs and results.json")
@@ -928,7 +1007,7 @@ def main():
     ap.add_argument("--workloads", help="comma-separated subset such as 64x64,1000x64")
     ap.add_argument("--quiet-budget", type=float, default=300,
                     help="seconds the full run may spend waiting for quiet cores and rerunning disturbed runs")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: idle,alloc,profile")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: idle,alloc,profile (--io-uring: idle,alloc,syscalls)")
     ap.add_argument("--command", default="tests/comparison/run", help="the command line, as the document shows it")
     ap.add_argument("--meta", help="JSON file with facts about the build (commit, versions) for the document")
     args = ap.parse_args()
@@ -949,6 +1028,9 @@ def main():
     if args.shapes and not quick:
         import shapes  # tests/comparison/shapes.py
         return shapes.run(sys.modules[__name__], ctx, args)
+    if args.io_uring and not quick:
+        import iouring  # tests/comparison/iouring.py
+        return iouring.run(sys.modules[__name__], ctx, args)
 
     servers = make_proxy_servers(args.pub, args.native) if args.proxy else make_servers(args.pub, args.native)
     if args.servers:

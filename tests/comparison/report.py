@@ -523,6 +523,7 @@ def write(results, docs):
     w("tests/comparison/run --proxy    # the TCP proxy section only")
     w("tests/comparison/run --shapes   # the pipes, streams and TLS section only")
     w("tests/comparison/web            # the Kestrel section only (HelloWeb under wrk)")
+    w("tests/comparison/run --io-uring # the io_uring section only (io_uring completions, epoll, C; idle, allocation)")
     w("tests/comparison/run --proxy    # the TCP proxy comparison alone (about 13 minutes); rewrites only its section")
     w("```")
     w("")
@@ -540,7 +541,8 @@ def write(results, docs):
     if old:
         text = insert_proxy_section(text, old)
     # So do the sections that other runs write, in this order after the proxy's: the metrics listener's (from
-    # MetricsBenchmarks, written by hand), the pipes/streams/TLS one (run --shapes) and Kestrel's (tests/comparison/web).
+    # MetricsBenchmarks, written by hand), the pipes/streams/TLS one (run --shapes), Kestrel's (tests/comparison/web) and
+    # io_uring's (run --io-uring).
     for begin, end in KEPT_SECTIONS:
         kept = read_kept_section(docs, begin, end)
         if kept:
@@ -952,6 +954,7 @@ KEPT_SECTIONS = [
     (METRICS_BEGIN, METRICS_END),
     ("<!-- shapes:begin (written by tests/comparison/run --shapes) -->", "<!-- shapes:end -->"),
     ("<!-- web:begin (written by tests/comparison/web) -->", "<!-- web:end -->"),
+    ("<!-- io_uring:begin (written by tests/comparison/run --io-uring) -->", "<!-- io_uring:end -->"),
 ]
 
 

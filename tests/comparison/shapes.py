@@ -10,6 +10,10 @@ between SHAPES_BEGIN and SHAPES_END of docs/benchmarks.md and docs/images/bench-
 
 Called by bench.py (which passes itself as `bench`); standard library, gnuplot for the charts, openssl for the test
 certificate.
+
+Before/after in one run: with SHAPES_BASELINE_PUB=DIR in the environment (DIR a publish directory holding an earlier
+build's EchoServer/), the servers "callback-base" and "pipe-base" run that build the same way as "callback" and "pipe",
+alternating with them in every round (pick them with --servers callback,pipe,callback-base,pipe-base).
 """
 
 import datetime
@@ -30,12 +34,14 @@ TARGET_TLS_VS_INBOX = 0.90  # EpollSharp TLS (pipe) CPU per message at most this
 PFX_PASSWORD = "bench-only"
 INLINE_ENV = {"DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS": "1"}
 
-PLAIN_KEYS = ("callback", "pipe", "pipe-pool", "stream", "kestrel", "inbox", "inbox-inline")
+PLAIN_KEYS = ("callback", "pipe", "pipe-pool", "stream", "kestrel", "inbox", "inbox-inline", "callback-base", "pipe-base")
 INBOX_KEYS = ("kestrel", "inbox", "inbox-inline")  # what .NET has in the box, for "the best in-box configuration"
 TLS_KEYS = ("pipe-tls", "inbox-tls")
 
 COLORS = {"callback": "#1f77b4", "pipe": "#2ca02c", "pipe-pool": "#98df8a", "stream": "#17becf", "kestrel": "#9467bd",
-          "inbox": "#ff7f0e", "inbox-inline": "#ffbb78", "pipe-tls": "#2ca02c", "inbox-tls": "#ff7f0e"}
+          "inbox": "#ff7f0e", "inbox-inline": "#ffbb78", "pipe-tls": "#2ca02c", "inbox-tls": "#ff7f0e",
+          "callback-base": "#aec7e8", "pipe-base": "#bcbd22"}
+BASELINE_ENV = "SHAPES_BASELINE_PUB"  # an earlier build's publish directory: adds callback-base and pipe-base
 
 
 def make_certificate(work):
@@ -80,6 +86,15 @@ def make_servers(bench, pub, pfx):
           d("InBoxEchoServer"), True),
     ]
     servers[-1].env = INLINE_ENV
+    base = os.environ.get(BASELINE_ENV)
+    if base:
+        def b(*extra):
+            return ["dotnet", os.path.join(base, "EchoServer", "EchoServer.dll"), "--port", "0", *extra]
+        servers += [
+            S("callback-base", f"EchoServer --api callback, baseline build ({base})", "callbacks (baseline)", b(*echo), True),
+            S("pipe-base", f"EchoServer --api pipe, baseline build ({base})", "pipe (baseline)", b(*echo, "--api", "pipe"),
+              True),
+        ]
     tls = [
         S("pipe-tls", "EchoServer --api pipe --tls (EpollSharp TLS on the pipe layer, on the loop)", "EpollSharp pipe TLS",
           d("EchoServer", *echo, "--api", "pipe", "--tls", pfx or "", "--tls-password", PFX_PASSWORD), True),
@@ -340,7 +355,8 @@ def section(report, results, docs):
 
     w("CPU µs per message of each run, in run order (a run disturbed by other work and run again shows twice):")
     w("")
-    per_round(("callback", "pipe", "stream", "kestrel", "inbox", "inbox-inline"), results["workloads"])
+    per_round(("callback", "pipe", "stream", "kestrel", "inbox", "inbox-inline")
+              + tuple(k for k in ("callback-base", "pipe-base") if k in names), results["workloads"])
 
     w("### TLS")
     w("")

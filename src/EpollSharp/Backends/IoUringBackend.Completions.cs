@@ -81,6 +81,9 @@ internal sealed unsafe partial class IoUringBackend
     private ushort _bufferTail;
     private int _buffersOut;
 
+    /// <summary>Which buffers the kernel handed out and were not given back (to rebuild the ring when it moves).</summary>
+    private readonly bool[] _bufferIsOut = new bool[BufferCount];
+
     /// <summary>Buffers sinks kept (held data) and have not given back: at a quarter of the ring, sinks copy instead.</summary>
     private int _buffersKept;
 
@@ -194,36 +197,60 @@ internal sealed unsafe partial class IoUringBackend
             return;
         }
 
-        var reg = default(Interop.IoUringBufReg);
-        reg.RingAddr = (ulong)region;
-        reg.RingEntries = BufferCount;
-        reg.Bgid = BufferGroup;
-        using (SafeHandleLease lease = SafeHandleLease.Acquire(_ring.Handle))
-        {
-            if (Interop.IoUring.io_uring_register(_ring.Handle.FileDescriptor, Interop.IoUring.IORING_REGISTER_PBUF_RING, &reg, 1) < 0)
-            {
-                _completionsReason = "io_uring_register(IORING_REGISTER_PBUF_RING) failed with " + ErrnoNames.NameOf(Interop.Errno.Last());
-                Interop.Sys.munmap(region, length);
-                return;
-            }
-        }
-
         _bufferRegion = region;
         _bufferRegionLength = length;
         _bufferRing = (Interop.IoUringBuf*)region;
         _bufferBase = (byte*)region + ringBytes;
-        for (int bid = 0; bid < BufferCount; bid++)
+        int errno = RegisterBufferRing();
+        if (errno != 0)
         {
-            PutBuffer((ushort)bid);
+            _completionsReason = "io_uring_register(IORING_REGISTER_PBUF_RING) failed with " + ErrnoNames.NameOf(errno);
+            Interop.Sys.munmap(region, length);
+            return;
         }
 
-        Volatile.Write(ref *(ushort*)((byte*)_bufferRing + 14), _bufferTail);
         _completions = true;
         _completionsReason = string.Empty;
     }
 
-    /// <summary>Unregisters the buffer ring and unmaps it, once nothing in the kernel can write to it any more.</summary>
-    private void TearDownCompletions(bool opsDone)
+    /// <summary>
+    /// Fills the buffer ring with every buffer not handed out, from its start, and registers it with the current ring
+    /// (whose kernel-side head starts at 0). Returns 0, or the errno.
+    /// </summary>
+    private int RegisterBufferRing()
+    {
+        _bufferTail = 0;
+        for (int bid = 0; bid < BufferCount; bid++)
+        {
+            if (!_bufferIsOut[bid])
+            {
+                PutBuffer((ushort)bid);
+            }
+        }
+
+        Volatile.Write(ref *(ushort*)((byte*)_bufferRing + 14), _bufferTail);
+        var reg = default(Interop.IoUringBufReg);
+        reg.RingAddr = (ulong)_bufferRing;
+        reg.RingEntries = BufferCount;
+        reg.Bgid = BufferGroup;
+        using SafeHandleLease lease = SafeHandleLease.Acquire(_ring.Handle);
+        return Interop.IoUring.io_uring_register(_ring.Handle.FileDescriptor, Interop.IoUring.IORING_REGISTER_PBUF_RING, &reg, 1) < 0 ? Interop.Errno.Last() : 0;
+    }
+
+    /// <summary>After the ring was replaced (<see cref="MoveToThisThread"/>): registers the buffer ring with the new one.</summary>
+    private void MoveBufferRing()
+    {
+        if (_completions && RegisterBufferRing() is int errno && errno != 0)
+        {
+            throw ErrnoNames.Create("io_uring_register(IORING_REGISTER_PBUF_RING)", errno);
+        }
+    }
+
+    /// <summary>
+    /// Unregisters the buffer ring (unless the ring's descriptor is closed already: <paramref name="registered"/> false)
+    /// and unmaps it, once nothing in the kernel can write to it any more.
+    /// </summary>
+    private void TearDownCompletions(bool opsDone, bool registered)
     {
         if (!_completions)
         {
@@ -233,7 +260,10 @@ internal sealed unsafe partial class IoUringBackend
         _completions = false;
         var reg = default(Interop.IoUringBufReg);
         reg.Bgid = BufferGroup;
-        Interop.IoUring.io_uring_register(_ring.Handle.FileDescriptor, Interop.IoUring.IORING_UNREGISTER_PBUF_RING, &reg, 1);
+        if (registered)
+        {
+            Interop.IoUring.io_uring_register(_ring.Handle.FileDescriptor, Interop.IoUring.IORING_UNREGISTER_PBUF_RING, &reg, 1);
+        }
         if (opsDone)
         {
             // Otherwise the memory stays mapped (a kernel that still holds an operation must not write into a reused address).
@@ -475,6 +505,7 @@ internal sealed unsafe partial class IoUringBackend
         if ((flags & Interop.IoUring.IORING_CQE_F_BUFFER) != 0)
         {
             _buffersOut++;
+            _bufferIsOut[(ushort)(flags >> Interop.IoUring.IORING_CQE_BUFFER_SHIFT)] = true;
         }
 
         if (channel is null || channel.Generation != (uint)userData)
@@ -517,14 +548,8 @@ internal sealed unsafe partial class IoUringBackend
     private static ulong OpUserData(ulong kind, CompletionChannel channel) =>
         CompletionTag | (kind << KindShift) | ((ulong)(uint)channel.Slot << 32) | channel.Generation;
 
-    private void QueueCancel(ulong target, CompletionChannel channel)
-    {
-        Interop.IoUringSqe* sqe = NextSqe();
-        sqe->Opcode = Interop.IoUring.IORING_OP_ASYNC_CANCEL;
-        sqe->Fd = -1;
-        sqe->Addr = target;
-        sqe->UserData = OpUserData(KindCancel, channel);
-    }
+    private void QueueCancel(ulong target, CompletionChannel channel) =>
+        SubmitCancel(Interop.IoUring.IORING_OP_ASYNC_CANCEL, target, OpUserData(KindCancel, channel));
 
     /// <summary>Frees a closed channel's slot once nothing of it is in the kernel; the generation moves on. Under the lock.</summary>
     private void FreeChannel(CompletionChannel channel)
@@ -550,6 +575,7 @@ internal sealed unsafe partial class IoUringBackend
         PutBuffer(bid);
         Volatile.Write(ref *(ushort*)((byte*)_bufferRing + 14), _bufferTail);
         _buffersOut--;
+        _bufferIsOut[bid] = false;
     }
 
     /// <summary>Writes buffer <paramref name="bid"/> at the ring's tail (not yet published). Never the entry's last 16 bits: in entry 0 they are the tail.</summary>

@@ -23,7 +23,7 @@ namespace EpollSharp.Backends;
 ///   next wait.</item>
 /// <item><see cref="TriggerMode.OneShot"/>: a single-shot poll that is not re-armed; <see cref="Modify"/> arms a new one.</item>
 /// </list>
-/// <para><see cref="Modify"/> removes the current poll (<c>IORING_OP_POLL_REMOVE</c>) and arms a new one, so a changed
+/// <para><see cref="Modify"/> cancels the current poll (<c>IORING_OP_ASYNC_CANCEL</c>) and arms a new one, so a changed
 /// interest is checked against the target's state (as <c>EPOLL_CTL_MOD</c> does). <see cref="Add"/> and Modify arm at
 /// once while another thread waits; called between waits (from a callback, typically), they arm at the start of the next
 /// wait, because a completion is a snapshot that the wait does not check again, and one taken before a callback drains
@@ -32,9 +32,13 @@ namespace EpollSharp.Backends;
 /// request's user data, and a completion whose generation is not the slot's current one is dropped, so a poll that
 /// completed before its removal was seen is never reported, neither to the removed registration nor to a later one that
 /// reuses the slot.</para>
-/// <para><see cref="Wake"/> submits a no-op (<c>IORING_OP_NOP</c>) whose completion ends the wait; a flag coalesces
-/// wake-ups until the wait reaps it. Submissions come from any thread under one lock, and are entered at once, so an Add,
-/// Modify or Remove takes effect while another thread waits. The wait is <c>io_uring_enter</c> with
+/// <para><see cref="Wake"/> submits a no-op (<c>IORING_OP_NOP</c>) whose completion ends the wait (on a ring bound to
+/// the loop's thread: writes an eventfd that the ring polls); a flag coalesces wake-ups until the wait reaps it.
+/// Submissions come from any thread under one lock, and are entered at once, so an Add, Modify or Remove takes effect
+/// while another thread waits; on a ring bound to the loop's thread (<see cref="IssuerBound"/>,
+/// <c>IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN</c>, Linux 6.1 and later), only that thread submits, and
+/// another thread's Add, Modify and Remove are queued for it and wake it (see <see cref="MoveToThisThread"/> and
+/// <see cref="RunEnded"/> for a loop that changes threads, and docs/backends-io_uring.md). The wait is <c>io_uring_enter</c> with
 /// <c>IORING_ENTER_GETEVENTS</c> and, for a finite timeout, <c>IORING_ENTER_EXT_ARG</c> with a timespec.</para>
 /// <para>A poll holds a reference on the file. A handle closed without Remove (which the loop tolerates: epoll forgets
 /// the descriptor with its last close) therefore stays open in the kernel until the backend notices: at its next
@@ -42,7 +46,7 @@ namespace EpollSharp.Backends;
 /// is disposed. Remove and Dispose wait for the removed polls to complete, so that the files are let go when they return.</para>
 /// <para>Unlike epoll, a poll accepts a regular file (which is always ready) rather than refusing it.</para>
 /// </remarks>
-internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionIo
+internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionIo, ILoopRunAware
 {
     /// <summary>The user data of the wake-up no-op.</summary>
     private const ulong WakeUserData = ulong.MaxValue;
@@ -58,8 +62,43 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     private static readonly object s_availabilityLock = new();
     private static string? s_unavailableReason;
 
+    /// <summary>The setup flags that bind the ring to one thread (see <see cref="IssuerBound"/>).</summary>
+    private const uint IssuerFlags = Interop.IoUring.IORING_SETUP_SINGLE_ISSUER | Interop.IoUring.IORING_SETUP_DEFER_TASKRUN | Interop.IoUring.IORING_SETUP_R_DISABLED;
+
+    private static readonly string? s_singleIssuerSwitch = Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_SINGLE_ISSUER");
+
     private readonly object _lock = new();
-    private readonly IoUringRing _ring;
+    private readonly uint _cqEntries;
+    private readonly uint _extraSetupFlags;
+
+    /// <summary>The ring: replaced when a loop bound to one thread runs again on another (<see cref="MoveToThisThread"/>).</summary>
+    private IoUringRing _ring;
+
+    /// <summary>Set up with <c>IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN</c>: only <see cref="_issuer"/> submits and waits.</summary>
+    private readonly bool _issuerBound;
+
+    /// <summary>
+    /// The token (<see cref="ThisThread"/>) of the thread the ring was enabled for (its first wait); null while not
+    /// enabled. Under the lock. A token rather than a thread id, which a later thread may get again.
+    /// </summary>
+    private object? _issuer;
+
+    [ThreadStatic]
+    private static object? t_threadToken;
+
+    /// <summary>With <see cref="_issuerBound"/>: the eventfd that <see cref="Wake"/> writes and the ring polls (multishot).</summary>
+    private readonly int _wakeFd = -1;
+    private bool _wakeArmed;
+
+    /// <summary>Cancellations asked for by other threads (issuer-bound ring): written by the issuer at its next wait.</summary>
+    private DeferredCancel[] _deferredCancels = new DeferredCancel[16];
+    private int _deferredCancelCount;
+
+    /// <summary>Waits started, for <see cref="AwaitRelease"/> to tell a running loop from a stopped one.</summary>
+    private int _waitStarts;
+
+    /// <summary>How many times the ring was set up again for a new loop thread.</summary>
+    private int _moves;
     private readonly Dictionary<int, Entry> _byDescriptor = new();
 
     /// <summary>User data of removed polls whose final completion a Remove or Dispose waits for; true once reaped.</summary>
@@ -99,8 +138,28 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     {
         // Room for the completion path's bursts too: a multishot receive posts one completion per provided buffer, and one
         // that cannot post (the ring full) ends, to be armed again.
-        uint cq = (uint)Math.Max(BufferCount * 4, Math.Min(maxEvents, 1 << 16) * 4);
-        if (!IoUringRing.TryCreate(SqEntries, cq, extraSetupFlags, out IoUringRing? ring, out string reason, out int setupErrno))
+        _cqEntries = (uint)Math.Max(BufferCount * 4, Math.Min(maxEvents, 1 << 16) * 4);
+        _extraSetupFlags = extraSetupFlags;
+        IoUringRing? ring = null;
+        if (SingleIssuerSwitchedOn)
+        {
+            // Linux 6.1 and later. An older kernel refuses the flags (EINVAL): the ring is then set up as before.
+            _wakeFd = Interop.Sys.eventfd(0, Interop.Sys.EFD_NONBLOCK | Interop.Sys.EFD_CLOEXEC);
+            if (_wakeFd >= 0)
+            {
+                if (IoUringRing.TryCreate(SqEntries, _cqEntries, extraSetupFlags | IssuerFlags, out ring, out _, out _))
+                {
+                    _issuerBound = true;
+                }
+                else
+                {
+                    Interop.Sys.close(_wakeFd);
+                    _wakeFd = -1;
+                }
+            }
+        }
+
+        if (ring is null && !IoUringRing.TryCreate(SqEntries, _cqEntries, extraSetupFlags, out ring, out string reason, out int setupErrno))
         {
             // Out of descriptors is no lack of support: the same exception as epoll_create1 gives then.
             throw setupErrno is Interop.Errno.EMFILE or Interop.Errno.ENFILE
@@ -113,6 +172,30 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     }
 
     public EventLoopBackend Kind => EventLoopBackend.IoUring;
+
+    /// <summary>
+    /// Whether the ring is bound to the loop's thread (<c>IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN</c>):
+    /// completions are then posted while that thread waits, in batches, instead of interrupting it.
+    /// </summary>
+    internal bool IssuerBound => _issuerBound;
+
+    /// <summary>How many times the ring was set up again because the loop ran on another thread.</summary>
+    internal int RingMoves => Volatile.Read(ref _moves);
+
+    /// <summary>
+    /// Whether <c>EPOLLSHARP_IO_URING_SINGLE_ISSUER</c> leaves the issuer-bound setup on (the default; "0", "false",
+    /// "off" switch it off).
+    /// </summary>
+    internal static bool SingleIssuerSwitchedOn =>
+        s_singleIssuerSwitch is null || !(s_singleIssuerSwitch.Trim() == "0"
+            || string.Equals(s_singleIssuerSwitch.Trim(), "false", StringComparison.OrdinalIgnoreCase)
+            || string.Equals(s_singleIssuerSwitch.Trim(), "off", StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>Whether the calling thread may submit to the ring and wait on it. Under the lock.</summary>
+    private bool CanSubmitHere => !_issuerBound || _issuer == ThisThread;
+
+    /// <summary>An object of the calling thread's own, for as long as the thread lives.</summary>
+    private static object ThisThread => t_threadToken ??= new object();
 
     /// <summary>
     /// Whether io_uring can be used in this process (a ring is set up once to find out, and the answer kept); when
@@ -213,6 +296,18 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
 
     public int Wait(Span<BackendEvent> events, int timeoutMilliseconds)
     {
+        if (_issuerBound)
+        {
+            lock (_lock)
+            {
+                ThrowIfDisposed();
+                if (_issuer != ThisThread)
+                {
+                    MoveToThisThread();
+                }
+            }
+        }
+
         using SafeHandleLease lease = SafeHandleLease.Acquire(_ring.Handle);
         long start = timeoutMilliseconds > 0 ? Stopwatch.GetTimestamp() : 0;
         int remaining = timeoutMilliseconds;
@@ -224,11 +319,23 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             lock (_lock)
             {
                 ThrowIfDisposed();
+                _waitStarts++;
                 SweepClosed();
+                if (_issuerBound)
+                {
+                    ArmWake();
+                    FlushDeferredCancels();
+                }
+
                 ArmQueued();
                 _inWait = true;
                 _ring.Publish();
                 toSubmit = _ring.Unsubmitted;
+                if (_pendingCount > 0)
+                {
+                    // Completions reaped when the ring moved to this thread: return them without blocking.
+                    remaining = 0;
+                }
             }
 
             bool timedOut = false;
@@ -276,7 +383,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             }
 
             int n = Reap(events, out bool woke);
-            if (n > 0 || woke || timedOut || timeoutMilliseconds == 0 || _pendingCount > 0)
+            if (n > 0 || woke || timedOut || remaining == 0 || _pendingCount > 0)
             {
                 return n;
             }
@@ -306,6 +413,15 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 return;
             }
 
+            if (_issuerBound)
+            {
+                // Only the loop's thread may submit: the ring polls the eventfd (armed by that thread), whose completion
+                // ends the wait. Written before the ring is enabled, it is reported by the first wait.
+                ulong one = 1;
+                Interop.Sys.write(_wakeFd, &one, sizeof(ulong));
+                return;
+            }
+
             Interop.IoUringSqe* sqe = NextSqe();
             sqe->Opcode = Interop.IoUring.IORING_OP_NOP;
             sqe->UserData = WakeUserData;
@@ -332,16 +448,38 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             }
 
             CancelAllChannels();
+            if (_issuerBound && CanSubmitHere)
+            {
+                FlushDeferredCancels();
+            }
+
             Submit();
+            bool notIssuer = false;
+            if (_issuerBound && _issuer != ThisThread)
+            {
+                // Another thread than the issuer (a loop disposed after it stopped, or one that never ran): it may not
+                // submit the cancellations, and nothing it waited for could complete. Nothing needs to: a ring never
+                // enabled never had anything in the kernel, and a stopped loop's thread took back what it had there when
+                // its run ended (RunEnded). Closing the ring (below) frees the rest.
+                _channelOps -= UnsubmittedChannelOps(_ring);
+                if (_issuer is null)
+                {
+                    _channelOps = 0;
+                }
+
+                _releases.Clear();
+                notIssuer = true;
+            }
 
             // Nothing reaps any more: take every completion (moving those that overflowed the ring into it) until the
             // removed polls have all completed, for at most a second. Closing the ring would cancel what is left, but
             // later, from a kernel worker, while the files stayed open.
             long deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
             var spin = default(SpinWait);
-            while ((_releases.Count > 0 || _channelOps > 0) && Stopwatch.GetTimestamp() < deadline)
+            while (!notIssuer && (_releases.Count > 0 || _channelOps > 0) && Stopwatch.GetTimestamp() < deadline)
             {
                 _ring.Enter(0, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out _);
+
                 uint tail = _ring.CqTail;
                 uint head = _ring.CqHead;
                 for (; head != tail; head++)
@@ -364,10 +502,14 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             // The completions reaped by the last wait and not dispatched (the loop is going away) hold buffers: the
             // buffers go with the mapping. The kernel writes into it no more once every operation ended.
             CompletionsDispatched();
-            TearDownCompletions(opsDone: _channelOps <= 0);
+            TearDownCompletions(opsDone: _channelOps <= 0, registered: !notIssuer);
         }
 
         _ring.Dispose();
+        if (_wakeFd >= 0)
+        {
+            Interop.Sys.close(_wakeFd);
+        }
     }
 
     /// <summary>The poll events for an interest: readable also asks for <c>EPOLLRDHUP</c>, as the epoll backend does.</summary>
@@ -409,6 +551,12 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 {
                     woke = true;
                     Volatile.Write(ref _wakePending, 0);
+                    if ((flags & Interop.IoUring.IORING_CQE_F_MORE) == 0)
+                    {
+                        // The eventfd's multishot poll ended (issuer-bound ring): armed again at the next wait.
+                        _wakeArmed = false;
+                    }
+
                     continue;
                 }
 
@@ -537,7 +685,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         }
 
         ulong release = 0;
-        if (awaitRelease && entry.Armed && entry.ArmedBy != Environment.CurrentManagedThreadId)
+        if (awaitRelease && entry.Armed && (_issuerBound ? !CanSubmitHere : entry.ArmedBy != Environment.CurrentManagedThreadId))
         {
             release = UserData(entry.Slot, entry.Generation);
             _releases[release] = false;
@@ -564,15 +712,35 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         }
 
         long deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
+        long quietSince = Stopwatch.GetTimestamp();
+        int waitStarts = -1;
         var spin = default(SpinWait);
         while (true)
         {
             lock (_lock)
             {
-                if (_releases[release] || FinalCompletionQueued(release) || Stopwatch.GetTimestamp() > deadline)
+                long now = Stopwatch.GetTimestamp();
+                if (_releases[release] || FinalCompletionQueued(release) || now > deadline)
                 {
                     _releases.Remove(release);
                     return;
+                }
+
+                if (_issuerBound)
+                {
+                    // Only the loop's thread can submit the removal, at its next wait (it was woken if it waits). A loop
+                    // that starts no wait for 100 ms is taken as stopped: the file is let go when it waits again, or
+                    // when the backend is disposed.
+                    if (_inWait || _waitStarts != waitStarts)
+                    {
+                        waitStarts = _waitStarts;
+                        quietSince = now;
+                    }
+                    else if (now - quietSince > Stopwatch.Frequency / 10)
+                    {
+                        _releases.Remove(release);
+                        return;
+                    }
                 }
 
                 DropStalePrefix();
@@ -632,7 +800,10 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         if (head != start)
         {
             _ring.AdvanceCq(head);
-            _ring.Enter(0, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out _);
+            if (CanSubmitHere)
+            {
+                _ring.Enter(0, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out _);
+            }
         }
     }
 
@@ -660,12 +831,10 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         }
 
         // The poll may have completed already (its completion not yet reaped): then the removal finds nothing (ENOENT),
-        // and the completion is dropped by its generation.
-        Interop.IoUringSqe* sqe = NextSqe();
-        sqe->Opcode = Interop.IoUring.IORING_OP_POLL_REMOVE;
-        sqe->Fd = -1;
-        sqe->Addr = UserData(entry.Slot, entry.Generation);
-        sqe->UserData = RemovalUserData;
+        // and the completion is dropped by its generation. ASYNC_CANCEL rather than POLL_REMOVE: a POLL_REMOVE that meets
+        // the poll while its task work is pending fails with EALREADY and leaves it armed (a multishot poll then goes on,
+        // holding the file), which an issuer-bound ring, whose task work waits for the next wait, meets often.
+        SubmitCancel(Interop.IoUring.IORING_OP_ASYNC_CANCEL, UserData(entry.Slot, entry.Generation), RemovalUserData);
         entry.Armed = false;
     }
 
@@ -711,7 +880,13 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     /// </summary>
     private void ArmOrQueue(Entry entry)
     {
-        if (_inWait)
+        if (_inWait && !CanSubmitHere)
+        {
+            // Issuer-bound ring, another thread: the waiting loop thread arms it when woken.
+            QueueRearm(entry);
+            Wake();
+        }
+        else if (_inWait)
         {
             Arm(entry);
             Submit();
@@ -755,10 +930,30 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         return sqe;
     }
 
-    /// <summary>Publishes the written entries and enters them. Under the lock.</summary>
+    /// <summary>
+    /// Publishes the written entries and enters them. Under the lock. On an issuer-bound ring, only the issuer enters
+    /// (with <c>IORING_ENTER_GETEVENTS</c>, so that the task work of what it cancelled runs now and the files are let
+    /// go before this returns); another thread wakes a waiting issuer, which enters them at its next wait.
+    /// </summary>
     private void Submit()
     {
         _ring.Publish();
+        uint enterFlags = 0;
+        if (_issuerBound)
+        {
+            if (!CanSubmitHere)
+            {
+                if (_inWait || _deferredCancelCount > 0)
+                {
+                    Wake();
+                }
+
+                return;
+            }
+
+            enterFlags = Interop.IoUring.IORING_ENTER_GETEVENTS;
+        }
+
         using SafeHandleLease lease = SafeHandleLease.Acquire(_ring.Handle);
         while (true)
         {
@@ -768,7 +963,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 return;
             }
 
-            int rc = _ring.Enter(pending, 0, 0, null, out int errno);
+            int rc = _ring.Enter(pending, 0, enterFlags, null, out int errno);
             if (rc >= 0)
             {
                 if (rc == 0)
@@ -816,6 +1011,286 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         {
             throw new ObjectDisposedException(nameof(IoUringBackend));
         }
+    }
+
+    /// <summary>
+    /// A cancellation (<c>POLL_REMOVE</c>, <c>ASYNC_CANCEL</c>) of <paramref name="target"/>: written now when this thread
+    /// may submit, otherwise kept for the issuer's next wait (which the caller's <see cref="Submit"/> wakes). Under the lock.
+    /// </summary>
+    private void SubmitCancel(byte opcode, ulong target, ulong userData)
+    {
+        if (!CanSubmitHere)
+        {
+            if (_deferredCancelCount == _deferredCancels.Length)
+            {
+                Array.Resize(ref _deferredCancels, _deferredCancels.Length * 2);
+            }
+
+            _deferredCancels[_deferredCancelCount++] = new DeferredCancel { Opcode = opcode, Target = target, UserData = userData };
+            return;
+        }
+
+        Interop.IoUringSqe* sqe = NextSqe();
+        sqe->Opcode = opcode;
+        sqe->Fd = -1;
+        sqe->Addr = target;
+        sqe->UserData = userData;
+    }
+
+    /// <summary>Writes the cancellations other threads asked for (issuer, at the start of a wait). Under the lock.</summary>
+    private void FlushDeferredCancels()
+    {
+        for (int i = 0; i < _deferredCancelCount; i++)
+        {
+            ref DeferredCancel c = ref _deferredCancels[i];
+            Interop.IoUringSqe* sqe = NextSqe();
+            sqe->Opcode = c.Opcode;
+            sqe->Fd = -1;
+            sqe->Addr = c.Target;
+            sqe->UserData = c.UserData;
+        }
+
+        _deferredCancelCount = 0;
+    }
+
+    /// <summary>Arms the multishot poll of the wake-up eventfd when it is not (issuer, at the start of a wait). Under the lock.</summary>
+    private void ArmWake()
+    {
+        if (_wakeArmed)
+        {
+            return;
+        }
+
+        // Edge-like: one completion per write (and one at once when armed on a written eventfd). The counter is never read.
+        Interop.IoUringSqe* sqe = NextSqe();
+        sqe->Opcode = Interop.IoUring.IORING_OP_POLL_ADD;
+        sqe->Fd = _wakeFd;
+        sqe->OpFlags = (uint)EpollEvents.In;
+        sqe->Len = Interop.IoUring.IORING_POLL_ADD_MULTI;
+        sqe->UserData = WakeUserData;
+        _wakeArmed = true;
+    }
+
+    /// <summary>
+    /// Makes the calling thread the ring's issuer (its first wait, under the lock). The first time, it enables the ring
+    /// set up disabled. When another thread was the issuer (the loop ran before on a thread that it left: Stop, then Start
+    /// on a new thread), only that thread could submit to the ring or run its task work, so the ring is replaced by a new
+    /// one set up for this thread. The old thread took back what it had in the kernel when its run ended
+    /// (<see cref="RunEnded"/>): its registrations wait to be armed again, and the completions it reaped wait to be
+    /// dispatched. What was written to the old ring and never entered is carried over; the buffer ring is registered with
+    /// the new ring. A move costs a ring setup and a re-arm per registration.
+    /// </summary>
+    private void MoveToThisThread()
+    {
+        if (_issuer is not null)
+        {
+            if (!IoUringRing.TryCreate(SqEntries, _cqEntries, _extraSetupFlags | IssuerFlags, out IoUringRing? fresh, out string reason, out _))
+            {
+                throw new InvalidOperationException("The io_uring ring could not be set up again for the loop's new thread: " + reason);
+            }
+
+            IoUringRing old = _ring;
+            uint unsubmitted = old.Unsubmitted;
+            for (uint i = 0; i < unsubmitted; i++)
+            {
+                Interop.IoUringSqe* from = old.UnsubmittedSqe(i);
+                ulong userData = from->UserData;
+                bool channelOp = (userData & CompletionTag) != 0 && userData < RemovalUserData && ((userData >> KindShift) & 0xF) != KindCancel;
+                bool poll = from->Opcode == Interop.IoUring.IORING_OP_POLL_ADD && userData < RemovalUserData && (userData & CompletionTag) == 0;
+                if (channelOp || poll)
+                {
+                    *fresh!.TryGetSqe() = *from;
+                }
+            }
+
+            // Cancellations other threads asked for meanwhile: of operations the old ring no longer has.
+            _deferredCancelCount = 0;
+            foreach (ulong key in new List<ulong>(_releases.Keys))
+            {
+                _releases[key] = true;
+            }
+
+            // Nothing of the old ring is in the kernel any more (RunEnded took it back): unmapping and closing it frees it.
+            old.Dispose();
+            _ring = fresh!;
+            _wakeArmed = false;
+            MoveBufferRing();
+            _moves++;
+        }
+
+        int errno = _ring.Enable();
+        if (errno != 0)
+        {
+            throw ErrnoNames.Create("io_uring_register(IORING_REGISTER_ENABLE_RINGS)", errno);
+        }
+
+        _issuer = ThisThread;
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// An issuer-bound ring: only this thread can cancel what it has in the kernel, and a loop run again on another thread
+    /// gets a new ring. So every poll, receive and send (and the wake-up poll) is cancelled here and its final completion
+    /// awaited (the cancellations complete in this thread's task work, at once; at most a second): the registrations are
+    /// queued to be armed again at the next wait, on whichever thread, and the receive and send completions (data that
+    /// arrived, bytes sent, or a cancelled end, after which the stream arms its receive again or sends the rest) wait to be
+    /// dispatched after that wait. A loop that runs again on this thread keeps the ring.
+    /// </remarks>
+    public void RunEnded()
+    {
+        lock (_lock)
+        {
+            if (!_issuerBound || _disposed || _issuer != ThisThread)
+            {
+                return;
+            }
+
+            try
+            {
+                TakeBackFromKernel();
+            }
+            catch (Exception ex) when (ex is InvalidOperationException or NativeCallException)
+            {
+                // The ring failed: the next wait or the dispose reports it.
+            }
+        }
+    }
+
+    /// <summary>See <see cref="RunEnded"/>. Under the lock, on the issuer.</summary>
+    private void TakeBackFromKernel()
+    {
+        var polls = new HashSet<ulong>();
+        for (int slot = 0; slot < _slotsUsed; slot++)
+        {
+            if (_slots[slot] is Entry entry && entry.Armed)
+            {
+                polls.Add(UserData(entry.Slot, entry.Generation));
+            }
+        }
+
+        CancelEverything(polls);
+        long deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
+        long reissue = Stopwatch.GetTimestamp() + (Stopwatch.Frequency / 200);
+        var spin = default(SpinWait);
+        while (true)
+        {
+            uint tail = _ring.CqTail;
+            uint head = _ring.CqHead;
+            for (; head != tail; head++)
+            {
+                ref Interop.IoUringCqe cqe = ref _ring.Cqe(head);
+                ulong userData = cqe.UserData;
+                bool final = (cqe.Flags & Interop.IoUring.IORING_CQE_F_MORE) == 0;
+                if (userData == WakeUserData)
+                {
+                    // A wake-up written meanwhile stays in the eventfd, which the next ring's poll reports at once.
+                    _wakeArmed &= !final;
+                }
+                else if (userData == RemovalUserData)
+                {
+                }
+                else if ((userData & CompletionTag) != 0)
+                {
+                    ReapCompletion(userData, cqe.Res, cqe.Flags);
+                }
+                else if (final)
+                {
+                    // A poll's event is not delivered: the poll is armed again at the next wait and reports it again.
+                    polls.Remove(userData);
+                    if (_releases.ContainsKey(userData))
+                    {
+                        _releases[userData] = true;
+                    }
+                }
+            }
+
+            _ring.AdvanceCq(head);
+            if ((polls.Count == 0 && _channelOps <= 0 && !_wakeArmed) || Stopwatch.GetTimestamp() > deadline)
+            {
+                break;
+            }
+
+            if (Stopwatch.GetTimestamp() > reissue)
+            {
+                // Not all final yet (a send that the socket still holds?): ask again (those that ended answer ENOENT).
+                CancelEverything(polls);
+                reissue = Stopwatch.GetTimestamp() + (Stopwatch.Frequency / 200);
+            }
+
+            spin.SpinOnce();
+            _ring.Enter(0, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out _);
+        }
+
+        for (int slot = 0; slot < _slotsUsed; slot++)
+        {
+            if (_slots[slot] is Entry entry && entry.Armed)
+            {
+                entry.Armed = false;
+                QueueRearm(entry);
+            }
+        }
+    }
+
+    /// <summary>Cancels <paramref name="polls"/>, every receive and send in flight, and the wake-up poll, and enters the cancellations. Under the lock, on the issuer.</summary>
+    private void CancelEverything(HashSet<ulong> polls)
+    {
+        foreach (ulong userData in polls)
+        {
+            SubmitCancel(Interop.IoUring.IORING_OP_ASYNC_CANCEL, userData, RemovalUserData);
+        }
+
+        for (int slot = 0; slot < _channelsUsed; slot++)
+        {
+            if (_channels[slot] is CompletionChannel channel)
+            {
+                if (channel.ReceiveArmed)
+                {
+                    QueueCancel(OpUserData(KindReceive, channel), channel);
+                }
+
+                if (channel.SendInFlight)
+                {
+                    QueueCancel(OpUserData(KindSend, channel), channel);
+                }
+
+                if (channel.AcceptArmed)
+                {
+                    QueueCancel(OpUserData(KindAccept, channel), channel);
+                }
+            }
+        }
+
+        if (_wakeArmed)
+        {
+            SubmitCancel(Interop.IoUring.IORING_OP_ASYNC_CANCEL, WakeUserData, RemovalUserData);
+        }
+
+        Submit();
+    }
+
+    /// <summary>The receives and sends written to <paramref name="ring"/> and never entered. Under the lock.</summary>
+    private static int UnsubmittedChannelOps(IoUringRing ring)
+    {
+        int count = 0;
+        uint n = ring.Unsubmitted;
+        for (uint i = 0; i < n; i++)
+        {
+            ulong userData = ring.UnsubmittedSqe(i)->UserData;
+            if ((userData & CompletionTag) != 0 && userData < RemovalUserData && ((userData >> KindShift) & 0xF) != KindCancel)
+            {
+                count++;
+            }
+        }
+
+        return count;
+    }
+
+    /// <summary>A cancellation another thread asked for on an issuer-bound ring.</summary>
+    private struct DeferredCancel
+    {
+        public byte Opcode;
+        public ulong Target;
+        public ulong UserData;
     }
 
     /// <summary>One registration: its descriptor, slot, current generation and what it asks for. Guarded by the lock.</summary>

@@ -183,11 +183,11 @@ internal sealed unsafe class IoUringRing : IDisposable
 
         var header = (Interop.IoUringProbeHeader*)buffer;
         var ops = (Interop.IoUringProbeOp*)(buffer + sizeof(Interop.IoUringProbeHeader));
-        foreach (byte op in stackalloc byte[] { Interop.IoUring.IORING_OP_NOP, Interop.IoUring.IORING_OP_POLL_ADD, Interop.IoUring.IORING_OP_POLL_REMOVE })
+        foreach (byte op in stackalloc byte[] { Interop.IoUring.IORING_OP_NOP, Interop.IoUring.IORING_OP_POLL_ADD, Interop.IoUring.IORING_OP_POLL_REMOVE, Interop.IoUring.IORING_OP_ASYNC_CANCEL })
         {
             if (op >= header->OpsLen || (ops[op].Flags & Interop.IoUring.IO_URING_OP_SUPPORTED) == 0)
             {
-                reason = "io_uring does not support opcode " + op.ToString(CultureInfo.InvariantCulture) + " (NOP, POLL_ADD and POLL_REMOVE are needed).";
+                reason = "io_uring does not support opcode " + op.ToString(CultureInfo.InvariantCulture) + " (NOP, POLL_ADD, POLL_REMOVE and ASYNC_CANCEL are needed).";
                 return false;
             }
         }
@@ -280,6 +280,20 @@ internal sealed unsafe class IoUringRing : IDisposable
 
     /// <summary>Frees the completions before <paramref name="head"/> for the kernel (release store of the head).</summary>
     internal void AdvanceCq(uint head) => Volatile.Write(ref *_cqHead, head);
+
+    /// <summary>
+    /// Enables a ring set up with <c>IORING_SETUP_R_DISABLED</c> (<c>IORING_REGISTER_ENABLE_RINGS</c>); with
+    /// <c>IORING_SETUP_SINGLE_ISSUER</c>, the calling thread becomes the only one that may submit to it and wait on it.
+    /// Returns 0, or the errno.
+    /// </summary>
+    internal int Enable()
+    {
+        using SafeHandleLease lease = SafeHandleLease.Acquire(_fd);
+        return Interop.IoUring.io_uring_register(_fd.FileDescriptor, Interop.IoUring.IORING_REGISTER_ENABLE_RINGS, null, 0) < 0 ? Interop.Errno.Last() : 0;
+    }
+
+    /// <summary>The <paramref name="n"/>th submission entry written but not consumed by the kernel (n &lt; <see cref="Unsubmitted"/>). Under the submission lock.</summary>
+    internal Interop.IoUringSqe* UnsubmittedSqe(uint n) => &_sqes[(Volatile.Read(ref *_sqHead) + n) & _sqMask];
 
     /// <summary>Unmaps the rings and closes the descriptor.</summary>
     public void Dispose()

@@ -503,15 +503,11 @@ public sealed partial class Connection : ICompletionSink
     /// <summary>The completion path's <see cref="WriteCore"/>: the bytes join the backlog, which the outermost Exit submits.</summary>
     private bool WriteQueued(ReadOnlySpan<byte> data)
     {
-        SendQueue queue = _sendQueue ??= new SendQueue();
-        if (queue.Length + data.Length > _settings.MaxBufferedBytes)
+        SendQueue? queue = AppendToBacklog(data);
+        if (queue is null)
         {
-            FinishClose(ConnectionCloseReason.OutputLimitExceeded, SocketError.Success, abortive: true);
             return false;
         }
-
-        queue.Append(data);
-        MarkInterestDirty();
 
         // The backlog counts the bytes of a send in flight (the kernel has not taken them until it completes). Writes
         // wait for the iteration's one send. The high watermark applies as on the readiness path, to bytes the kernel did
@@ -527,12 +523,7 @@ public sealed partial class Connection : ICompletionSink
             }
         }
 
-        if (queue.Length >= _settings.HighWatermark && TryPauseWrites())
-        {
-            _stats.OnWritePaused();
-            _handler.OnWritePaused(this);
-        }
-
+        PauseWritesAtHighWatermark(queue);
         return true;
     }
 

@@ -149,22 +149,42 @@ public sealed partial class Connection
             data = data.Slice(sent);
         }
 
+        SendQueue? queue = AppendToBacklog(data);
+        if (queue is null)
+        {
+            return false;
+        }
+
+        PauseWritesAtHighWatermark(queue);
+        return true;
+    }
+
+    /// <summary>
+    /// Appends <paramref name="data"/> to the backlog (both paths); when that would exceed <c>MaxBufferedBytes</c>, closes
+    /// the connection abortively (<see cref="ConnectionCloseReason.OutputLimitExceeded"/>) and returns null.
+    /// </summary>
+    private SendQueue? AppendToBacklog(ReadOnlySpan<byte> data)
+    {
         SendQueue queue = _sendQueue ??= new SendQueue();
         if (queue.Length + data.Length > _settings.MaxBufferedBytes)
         {
             FinishClose(ConnectionCloseReason.OutputLimitExceeded, SocketError.Success, abortive: true);
-            return false;
+            return null;
         }
 
         queue.Append(data);
         MarkInterestDirty();
+        return queue;
+    }
+
+    /// <summary>Pauses writes (and tells the handler) when the backlog reached the high watermark and they are not paused yet.</summary>
+    private void PauseWritesAtHighWatermark(SendQueue queue)
+    {
         if (queue.Length >= _settings.HighWatermark && TryPauseWrites())
         {
             _stats.OnWritePaused();
             _handler.OnWritePaused(this);
         }
-
-        return true;
     }
 
     /// <summary>Sends from the backlog until it is empty or the kernel's buffer is full; handles the low watermark and a pending FIN.</summary>

@@ -24,8 +24,12 @@ public sealed partial class PipeConnection
 
     private ValueTask<FlushResult> _pendingFlush;
 
-    /// <summary>Set while <see cref="OnReceived"/> flushes on the loop thread (continuations on the loop): the reader's continuation then runs at once.</summary>
-    private bool _flushingOnLoop;
+    /// <summary>
+    /// The input's reader scheduler with continuations on the loop (else null): <see cref="OnReceived"/> opens it around its
+    /// flush, so that the application's read continuation runs at once inside that flush (on the loop thread, once per
+    /// flush); any other completion (the peer's end of stream, a close, <c>CancelPendingRead</c>) is posted to the loop.
+    /// </summary>
+    private readonly InlineOnLoopPipeScheduler? _inputReaderScheduler;
 
     /// <summary>Bytes arrived (<see cref="ConnectionHandler.OnReceived"/>): copied into the input pipe and flushed; at the pause threshold, receiving pauses.</summary>
     internal void OnReceived(ReadOnlySpan<byte> data)
@@ -40,12 +44,13 @@ public sealed partial class PipeConnection
         data.CopyTo(writer.GetSpan(data.Length));
         writer.Advance(data.Length);
 
-        // With continuations on the loop, a read waiting for these bytes continues inside this flush (InputReaderScheduler):
+        // With continuations on the loop, a read waiting for these bytes continues inside this flush (_inputReaderScheduler):
         // the application handles the message and flushes its reply (which the output pump sends at once) before the flush
         // returns, as a callback handler would in OnReceived, with no post to the loop and no wait behind other connections.
-        _flushingOnLoop = _continuationsOnLoop;
+        InlineOnLoopPipeScheduler? inline = _inputReaderScheduler;
+        inline?.OpenOnce();
         ValueTask<FlushResult> flush = writer.FlushAsync();
-        _flushingOnLoop = false;
+        inline?.Close();
         if (_inputDone)
         {
             // The application, run inside the flush, completed the input or ended the connection: nothing more to do here
@@ -152,35 +157,5 @@ public sealed partial class PipeConnection
         }
 
         _input.Writer.Complete(error);
-    }
-
-    /// <summary>
-    /// The input's reader scheduler with continuations on the loop: runs the application's read continuation at once when
-    /// <see cref="OnReceived"/>'s flush completes it (on the loop thread, once per flush); any other completion (the
-    /// peer's end of stream, a close, <c>CancelPendingRead</c>) is posted to the loop as before.
-    /// </summary>
-    private sealed class InputReaderScheduler : PipeScheduler
-    {
-        private readonly PipeConnection _owner;
-        private readonly PipeScheduler _post;
-
-        public InputReaderScheduler(PipeConnection owner, PipeScheduler post)
-        {
-            _owner = owner;
-            _post = post;
-        }
-
-        public override void Schedule(Action<object?> action, object? state)
-        {
-            if (_owner._flushingOnLoop && _owner.Connection.Loop.IsOnLoopThread)
-            {
-                _owner._flushingOnLoop = false;
-                action(state);
-            }
-            else
-            {
-                _post.Schedule(action, state);
-            }
-        }
     }
 }

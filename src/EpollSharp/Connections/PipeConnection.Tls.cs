@@ -114,7 +114,7 @@ public sealed partial class PipeConnection
         // SslStream, the application and the SslStream again in one go, one connection after the other, instead of in
         // three posted steps, each after every other connection's.
         PipeScheduler scheduler = _continuationsOnLoop ? new LoopPipeScheduler(Connection.Loop) : PipeScheduler.ThreadPool;
-        PipeScheduler readerScheduler = _continuationsOnLoop ? new InlineOnLoopPipeScheduler(Connection.Loop, scheduler) : PipeScheduler.ThreadPool;
+        PipeScheduler readerScheduler = _continuationsOnLoop ? new InlineOnLoopPipeScheduler(Connection.Loop, scheduler, gated: false) : PipeScheduler.ThreadPool;
         var input = new Pipe(new PipeOptions(
             pool: _options.MemoryPool ?? PipeBlockPool.Instance,
             readerScheduler: readerScheduler,
@@ -308,31 +308,6 @@ public sealed partial class PipeConnection
         if (Volatile.Read(ref _tlsOutputReader) is { } reader && !Connection.Loop.TryPost(s_cancelTlsOutput, reader))
         {
             reader.CancelPendingRead();
-        }
-    }
-
-    /// <summary>Runs a continuation at once when the flush or read that completes it is on the loop thread; else posts it to the loop.</summary>
-    private sealed class InlineOnLoopPipeScheduler : PipeScheduler
-    {
-        private readonly EventLoop _loop;
-        private readonly PipeScheduler _post;
-
-        public InlineOnLoopPipeScheduler(EventLoop loop, PipeScheduler post)
-        {
-            _loop = loop;
-            _post = post;
-        }
-
-        public override void Schedule(Action<object?> action, object? state)
-        {
-            if (_loop.IsOnLoopThread)
-            {
-                action(state);
-            }
-            else
-            {
-                _post.Schedule(action, state);
-            }
         }
     }
 }

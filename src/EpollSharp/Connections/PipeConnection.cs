@@ -56,13 +56,14 @@ public sealed partial class PipeConnection : IAsyncDisposable
         _options = options;
         _continuationsOnLoop = options.RunContinuationsOnLoop;
         PipeScheduler application = _continuationsOnLoop ? new LoopPipeScheduler(connection.Loop) : PipeScheduler.ThreadPool;
+        _inputReaderScheduler = _continuationsOnLoop ? new InlineOnLoopPipeScheduler(connection.Loop, application, gated: true) : null;
 
         // Input: the loop writes (its flush continuation only posts to the loop, so Inline), the application reads. With
         // continuations on the loop, the application's read continues at once inside OnReceived's flush (as a callback
         // handler's OnReceived runs), not in a posted step after every other connection's (PipeConnection.Input.cs).
         _input = new Pipe(new PipeOptions(
             pool: options.MemoryPool ?? PipeBlockPool.Instance,
-            readerScheduler: _continuationsOnLoop ? new InputReaderScheduler(this, application) : application,
+            readerScheduler: _inputReaderScheduler ?? application,
             writerScheduler: PipeScheduler.Inline,
             pauseWriterThreshold: options.InputPauseThreshold,
             resumeWriterThreshold: options.InputPauseThreshold == 0 ? 0 : options.InputResumeThreshold,

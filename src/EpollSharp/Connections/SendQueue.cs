@@ -4,13 +4,22 @@ using System.Buffers;
 namespace EpollSharp.Connections;
 
 /// <summary>
-/// The bytes a connection could not send at once, in chunks rented from <see cref="ArrayPool{T}.Shared"/>.
-/// A ring of chunks: appending copies into the last chunk's free space, then into new chunks; sending
+/// The bytes a connection could not send at once (on io_uring's completion path: every byte until its send completes),
+/// in pooled chunks. A ring of chunks: appending copies into the last chunk's free space, then into new chunks; sending
 /// consumes from the first. A drained queue holds no chunk. Not thread-safe (the loop thread owns it).
 /// </summary>
+/// <remarks>
+/// Chunks come from a cache of the calling thread (<see cref="ChunkCache"/>), then from <see cref="ArrayPool{T}.Shared"/>.
+/// The shared pool keeps only 32 arrays of a size per core: with a send in flight on each of hundreds of connections,
+/// which is the completion path's steady state, most rents would allocate. The first chunk of an empty queue is a small
+/// one when the bytes fit, so that a 64-byte message in flight holds 1 KiB, not 16 KiB.
+/// </remarks>
 internal sealed class SendQueue
 {
     internal const int ChunkSize = 16 * 1024;
+
+    /// <summary>The size of the first chunk of an empty queue when the bytes appended fit in it.</summary>
+    internal const int SmallChunkSize = 1024;
 
     private Chunk[] _ring = new Chunk[4];
     private int _head;
@@ -45,7 +54,7 @@ internal sealed class SendQueue
                 Grow();
             }
 
-            byte[] array = ArrayPool<byte>.Shared.Rent(ChunkSize);
+            byte[] array = ChunkCache.Rent(_count == 0 && data.Length <= SmallChunkSize ? SmallChunkSize : ChunkSize);
             int n = Math.Min(array.Length, data.Length);
             data.Slice(0, n).CopyTo(array);
             _ring[(_head + _count) & (_ring.Length - 1)] = new Chunk(array, 0, n);
@@ -91,7 +100,7 @@ internal sealed class SendQueue
         Length -= count;
         if (head.Start == head.End)
         {
-            ArrayPool<byte>.Shared.Return(head.Array);
+            ChunkCache.Return(head.Array);
             head = default;
             _head = (_head + 1) & (_ring.Length - 1);
             _count--;
@@ -108,7 +117,7 @@ internal sealed class SendQueue
         while (_count > 0)
         {
             ref Chunk head = ref _ring[_head];
-            ArrayPool<byte>.Shared.Return(head.Array);
+            ChunkCache.Return(head.Array);
             head = default;
             _head = (_head + 1) & (_ring.Length - 1);
             _count--;
@@ -141,6 +150,68 @@ internal sealed class SendQueue
             Array = array;
             Start = start;
             End = end;
+        }
+    }
+
+    /// <summary>
+    /// Free chunks of one thread (in practice a loop thread, which rents and returns them): at most
+    /// <see cref="MaxSmall"/> small and <see cref="MaxLarge"/> large ones (2 MiB in all); misses and overflow go to
+    /// <see cref="ArrayPool{T}.Shared"/>. No lock: each thread has its own.
+    /// </summary>
+    internal sealed class ChunkCache
+    {
+        internal const int MaxSmall = 1024;
+        internal const int MaxLarge = 64;
+
+        [ThreadStatic]
+        private static ChunkCache? t_cache;
+
+        private readonly byte[][] _small = new byte[MaxSmall][];
+        private readonly byte[][] _large = new byte[MaxLarge][];
+        private int _smallCount;
+        private int _largeCount;
+
+        /// <summary>A chunk of exactly <paramref name="size"/> bytes (<see cref="SmallChunkSize"/> or <see cref="ChunkSize"/>).</summary>
+        public static byte[] Rent(int size)
+        {
+            ChunkCache? cache = t_cache;
+            if (cache is not null)
+            {
+                if (size == SmallChunkSize && cache._smallCount > 0)
+                {
+                    byte[] array = cache._small[--cache._smallCount];
+                    cache._small[cache._smallCount] = null!;
+                    return array;
+                }
+
+                if (size == ChunkSize && cache._largeCount > 0)
+                {
+                    byte[] array = cache._large[--cache._largeCount];
+                    cache._large[cache._largeCount] = null!;
+                    return array;
+                }
+            }
+
+            // The shared pool's buckets are powers of two, so both sizes come back exact.
+            return ArrayPool<byte>.Shared.Rent(size);
+        }
+
+        /// <summary>Gives a chunk back to this thread's cache, or to the shared pool when the cache is full.</summary>
+        public static void Return(byte[] array)
+        {
+            ChunkCache cache = t_cache ??= new ChunkCache();
+            if (array.Length == SmallChunkSize && cache._smallCount < MaxSmall)
+            {
+                cache._small[cache._smallCount++] = array;
+            }
+            else if (array.Length == ChunkSize && cache._largeCount < MaxLarge)
+            {
+                cache._large[cache._largeCount++] = array;
+            }
+            else
+            {
+                ArrayPool<byte>.Shared.Return(array);
+            }
         }
     }
 }

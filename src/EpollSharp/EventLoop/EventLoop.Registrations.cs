@@ -131,6 +131,7 @@ public sealed partial class EventLoop
             }
 
             bool latched = registration.HangupLatched;
+            Interest previous = registration.Interest;
             if (interest != Interest.None)
             {
                 // With something to read or write, the user can act on the hang-up again: plain level semantics.
@@ -141,11 +142,15 @@ public sealed partial class EventLoop
             {
                 using SafeHandleLease lease = AcquireHandle(
                     registration.Handle, registration.Socket, "The registered socket or handle was closed; dispose the registration.");
-                _backend.Modify(registration.Target, registration.Token, interest, registration.EffectiveMode);
+
+                // Before the backend: from another thread, the loop may dispatch the new interest's first event before
+                // this thread runs on, and the dispatch filters by the registration's interest.
                 registration.Interest = interest;
+                _backend.Modify(registration.Target, registration.Token, interest, registration.EffectiveMode);
             }
             catch
             {
+                registration.Interest = previous;
                 registration.HangupLatched = latched;
                 throw;
             }

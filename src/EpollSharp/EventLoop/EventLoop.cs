@@ -348,6 +348,10 @@ public sealed partial class EventLoop : IDisposable
                 // Still the loop thread, with the loop's context installed.
                 Release();
             }
+            else if (_backend is ILoopRunAware runAware)
+            {
+                runAware.RunEnded();
+            }
 
             SynchronizationContext.SetSynchronizationContext(previous);
             Volatile.Write(ref _loopThreadId, 0);

@@ -19,6 +19,9 @@ internal static partial class Interop
         // IoUringParams.flags.
         internal const uint IORING_SETUP_CQSIZE = 1u << 3;
         internal const uint IORING_SETUP_CLAMP = 1u << 4;
+        internal const uint IORING_SETUP_R_DISABLED = 1u << 6;
+        internal const uint IORING_SETUP_SINGLE_ISSUER = 1u << 12;
+        internal const uint IORING_SETUP_DEFER_TASKRUN = 1u << 13;
 
         // IoUringParams.features.
         internal const uint IORING_FEAT_SINGLE_MMAP = 1u << 0;
@@ -73,6 +76,7 @@ internal static partial class Interop
 
         // io_uring_register opcodes and the probe's flag.
         internal const uint IORING_REGISTER_PROBE = 8;
+        internal const uint IORING_REGISTER_ENABLE_RINGS = 12;
         internal const uint IORING_REGISTER_PBUF_RING = 22;
         internal const uint IORING_UNREGISTER_PBUF_RING = 23;
         internal const ushort IO_URING_OP_SUPPORTED = 1;

@@ -324,6 +324,31 @@ public class IoUringAcceptTests
         Assert.Empty(errors);
     }
 
+    [SkippableFact]
+    public void A_listener_keeps_accepting_when_its_loop_runs_again_on_another_thread()
+    {
+        var errors = new ConcurrentQueue<Exception>();
+        using EventLoop loop = CompletionLoop(errors);
+        var handler = new EchoHandler();
+        using var listener = ConnectionListener.Listen(loop, new IPEndPoint(IPAddress.Loopback, 0), handler);
+        for (int run = 0; run < 3; run++)
+        {
+            // Each run on a new thread (a ring bound to its thread is moved; the accept is armed again there).
+            Task running = loop.Start("run " + run);
+            using (Socket client = EchoServer.ConnectTo(listener.LocalEndPoint))
+            {
+                client.Send(new byte[] { (byte)run });
+                Assert.Equal(new[] { (byte)run }, client.ReceiveExactly(1));
+            }
+
+            loop.Stop();
+            Assert.True(running.Wait(TimeSpan.FromSeconds(10)), "the run ends");
+        }
+
+        Assert.Equal(3, listener.AcceptedCount);
+        Assert.Empty(errors);
+    }
+
     /// <summary>Echoes, and records the pause episodes and the most connections open at once.</summary>
     private sealed class PauseRecordingHandler : EchoHandler
     {

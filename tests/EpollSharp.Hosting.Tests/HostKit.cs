@@ -11,6 +11,26 @@ internal static class HostKit
     {
         yield return new object[] { EventLoopBackend.Epoll };
         yield return new object[] { EventLoopBackend.Managed };
+
+        // io_uring (its connections and listeners on the completion path where the kernel has it) where it can be set up;
+        // elsewhere (an old kernel, io_uring disabled) its cases are left out.
+        if (IoUringAvailable())
+        {
+            yield return new object[] { EventLoopBackend.IoUring };
+        }
+    }
+
+    private static bool IoUringAvailable()
+    {
+        try
+        {
+            using var loop = new EventLoop(new EventLoopOptions { Backend = EventLoopBackend.IoUring });
+            return true;
+        }
+        catch (PlatformNotSupportedException)
+        {
+            return false;
+        }
     }
 
     public static void SkipUnlessLinux() => Skip.IfNot(OperatingSystem.IsLinux(), "the epoll backend and these hosts need Linux");

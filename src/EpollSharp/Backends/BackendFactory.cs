@@ -70,7 +70,7 @@ internal static class BackendFactory
                 : throw new PlatformNotSupportedException(kqueueReason),
             EventLoopBackend.Managed => new ManagedBackend(maxEvents),
             EventLoopBackend.IoUring => IoUringBackend.IsAvailable(out string ioUringReason)
-                ? new IoUringBackend(maxEvents, 0, ioUringCompletions ?? IoUringBackend.CompletionsSwitchedOn)
+                ? new IoUringBackend(maxEvents, 0, ioUringCompletions ?? IoUringBackend.CompletionsByDefault)
                 : throw new PlatformNotSupportedException("The io_uring backend is not available: " + ioUringReason),
             _ => throw new ArgumentOutOfRangeException(nameof(requested), requested, "Unknown backend."),
         };

@@ -71,14 +71,55 @@ internal interface ICompletionIo
     /// <summary>How many completions the last wait reaped, to dispatch with <see cref="DispatchCompletion"/>.</summary>
     int PendingCompletions { get; }
 
-    /// <summary>The sink completion <paramref name="index"/> goes to (to name the callback in slow-callback reports).</summary>
-    ICompletionSink SinkOf(int index);
+    /// <summary>The sink completion <paramref name="index"/> goes to (an <see cref="ICompletionSink"/> or an <see cref="IAcceptSink"/>; to name the callback in slow-callback reports).</summary>
+    object SinkOf(int index);
 
     /// <summary>Hands the completion <paramref name="index"/> to its sink (and gives its receive buffer back afterwards, even when the sink throws).</summary>
     void DispatchCompletion(int index);
 
     /// <summary>Every pending completion was dispatched.</summary>
     void CompletionsDispatched();
+
+    /// <summary>
+    /// Opens a channel on the listening stream socket <paramref name="handle"/> (which the caller keeps open until
+    /// <see cref="CloseAccept"/> returned), for <see cref="StartAccept"/>; its completions go to <paramref name="sink"/>.
+    /// </summary>
+    CompletionChannel OpenAccept(SafeHandle handle, IAcceptSink sink);
+
+    /// <summary>
+    /// Arms an accept on the channel (each accepted stream a completion carrying its new descriptor, non-blocking and
+    /// close-on-exec): with <paramref name="multishot"/>, one that accepts every stream that arrives until it is cancelled
+    /// or fails; otherwise one that accepts a single stream. It goes to the kernel with the loop's next wait. Only when
+    /// none is armed.
+    /// </summary>
+    void StartAccept(CompletionChannel channel, bool multishot);
+
+    /// <summary>Asks the kernel to cancel the armed accept; its final completion (with no more to come) follows.</summary>
+    void CancelAccept(CompletionChannel channel);
+
+    /// <summary>
+    /// Whether an armed accept waits until a stream is pending before it takes a descriptor for it (io_uring's
+    /// <c>IORING_ACCEPT_POLL_FIRST</c>): then an accept that fails for lack of descriptors while nothing is pending can be
+    /// armed again without spinning. Otherwise it fails at once while the descriptor table is full.
+    /// </summary>
+    bool AcceptWaitsForPending { get; }
+
+    /// <summary>
+    /// Closes an accept channel: cancels its accept and waits (at most a second) until the kernel posted the accept's final
+    /// completion, so that the kernel holds no reference on the listening socket when it returns (closing it then releases
+    /// the address). The completions still to come are handed to the sink.
+    /// </summary>
+    void CloseAccept(CompletionChannel channel);
+}
+
+/// <summary>Receives an accept channel's completions, on the loop thread.</summary>
+internal interface IAcceptSink
+{
+    /// <summary>
+    /// An accept completed: <paramref name="result"/> is the accepted stream's descriptor (the sink owns it), or a negated
+    /// errno. <paramref name="more"/> is false when the multishot accept ended (it must be armed again to go on).
+    /// </summary>
+    void OnAcceptCompleted(int result, bool more);
 }
 
 /// <summary>Receives a channel's completions, on the loop thread.</summary>
@@ -113,6 +154,16 @@ internal sealed class CompletionChannel
         Sink = sink;
     }
 
+    /// <summary>An accept channel (<see cref="ICompletionIo.OpenAccept"/>): it has no stream sink.</summary>
+    internal CompletionChannel(int fd, int slot, uint generation, IAcceptSink acceptSink)
+    {
+        Fd = fd;
+        Slot = slot;
+        Generation = generation;
+        Sink = null!;
+        AcceptSink = acceptSink;
+    }
+
     internal int Fd { get; }
 
     internal int Slot { get; }
@@ -120,6 +171,21 @@ internal sealed class CompletionChannel
     internal uint Generation { get; }
 
     internal ICompletionSink Sink { get; }
+
+    /// <summary>The sink of an accept channel; null for a stream's.</summary>
+    internal IAcceptSink? AcceptSink { get; }
+
+    /// <summary>Whoever gets the completions (to name a callback).</summary>
+    internal object Owner => AcceptSink ?? (object)Sink;
+
+    /// <summary>An accept is in the kernel (its final completion not yet reaped).</summary>
+    internal bool AcceptArmed { get; set; }
+
+    /// <summary>The accept armed last is a multishot one.</summary>
+    internal bool AcceptMultishot { get; set; }
+
+    /// <summary>Accept completions with a descriptor (for tests and diagnostics).</summary>
+    internal long Accepts { get; set; }
 
     /// <summary>A multishot receive is in the kernel (its final completion not yet reaped).</summary>
     internal bool ReceiveArmed { get; set; }

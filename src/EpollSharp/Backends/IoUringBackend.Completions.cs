@@ -172,21 +172,12 @@ internal sealed unsafe partial class IoUringBackend
         _deferredSendCount = 0;
     }
 
-    /// <summary>
-    /// Whether <c>EPOLLSHARP_IO_URING_COMPLETIONS</c> switches the completion path on ("1", "true", "on"). It is off by
-    /// default while it is being proven (docs/backends-io_uring.md says what is known).
-    /// </summary>
-    internal static bool CompletionsSwitchedOn =>
-        s_completionsSwitch is not null && (s_completionsSwitch.Trim() == "1"
-            || string.Equals(s_completionsSwitch.Trim(), "true", StringComparison.OrdinalIgnoreCase)
-            || string.Equals(s_completionsSwitch.Trim(), "on", StringComparison.OrdinalIgnoreCase));
-
     /// <summary>Sets up the buffer ring when the kernel has multishot receive, provided buffer rings and the operations needed; otherwise notes why not.</summary>
     private void SetUpCompletions(bool wanted)
     {
         if (!wanted)
         {
-            _completionsReason = "not switched on (EPOLLSHARP_IO_URING_COMPLETIONS=1)";
+            _completionsReason = CompletionsOffReason();
             return;
         }
 
@@ -408,8 +399,8 @@ internal sealed unsafe partial class IoUringBackend
     }
 
     /// <inheritdoc/>
-    public ICompletionSink SinkOf(int index) =>
-        (index < _pendingSendCount ? _pendingSends[index] : _pending[index - _pendingSendCount]).Channel!.Sink;
+    public object SinkOf(int index) =>
+        (index < _pendingSendCount ? _pendingSends[index] : _pending[index - _pendingSendCount]).Channel!.Owner;
 
     /// <inheritdoc/>
     public void DispatchCompletion(int index)
@@ -419,6 +410,12 @@ internal sealed unsafe partial class IoUringBackend
         ref PendingCompletion p = ref index < _pendingSendCount ? ref _pendingSends[index] : ref _pending[index - _pendingSendCount];
         CompletionChannel channel = p.Channel!;
         p.Channel = null;
+        if (p.Kind == KindAccept)
+        {
+            DispatchAccept(channel, p.Result, p.Flags);
+            return;
+        }
+
         bool hasBuffer = (p.Flags & Interop.IoUring.IORING_CQE_F_BUFFER) != 0;
         ushort bid = (ushort)(p.Flags >> Interop.IoUring.IORING_CQE_BUFFER_SHIFT);
         try
@@ -607,6 +604,11 @@ internal sealed unsafe partial class IoUringBackend
                 if (channel.SendInFlight)
                 {
                     QueueCancel(OpUserData(KindSend, channel), channel);
+                }
+
+                if (channel.AcceptArmed)
+                {
+                    QueueCancel(OpUserData(KindAccept, channel), channel);
                 }
             }
         }

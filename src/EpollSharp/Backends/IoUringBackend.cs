@@ -125,7 +125,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     /// <summary>Creates the backend with <paramref name="extraSetupFlags"/> added to the ring's setup flags (tests pass an invalid one).</summary>
     /// <exception cref="PlatformNotSupportedException">io_uring cannot be set up in this process; the message says why.</exception>
     internal IoUringBackend(int maxEvents, uint extraSetupFlags)
-        : this(maxEvents, extraSetupFlags, CompletionsSwitchedOn)
+        : this(maxEvents, extraSetupFlags, CompletionsByDefault)
     {
     }
 
@@ -159,9 +159,12 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             }
         }
 
-        if (ring is null && !IoUringRing.TryCreate(SqEntries, _cqEntries, extraSetupFlags, out ring, out string reason, out _))
+        if (ring is null && !IoUringRing.TryCreate(SqEntries, _cqEntries, extraSetupFlags, out ring, out string reason, out int setupErrno))
         {
-            throw new PlatformNotSupportedException("The io_uring backend is not available: " + reason);
+            // Out of descriptors is no lack of support: the same exception as epoll_create1 gives then.
+            throw setupErrno is Interop.Errno.EMFILE or Interop.Errno.ENFILE
+                ? ErrnoNames.Create("io_uring_setup", setupErrno)
+                : new PlatformNotSupportedException("The io_uring backend is not available: " + reason);
         }
 
         _ring = ring!;
@@ -1248,6 +1251,11 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 if (channel.SendInFlight)
                 {
                     QueueCancel(OpUserData(KindSend, channel), channel);
+                }
+
+                if (channel.AcceptArmed)
+                {
+                    QueueCancel(OpUserData(KindAccept, channel), channel);
                 }
             }
         }

@@ -83,7 +83,8 @@ public sealed partial class ConnectionListener
         }
 
         _episode.ShedConnections += shed;
-        _registration.ChangeInterest(Interest.None);
+        _registration?.ChangeInterest(Interest.None);
+        PauseAcceptCompletions();
         if (reason == AcceptPauseReason.ConnectionLimit)
         {
             Volatile.Write(ref _pauseKind, PausedAtLimit);
@@ -134,6 +135,12 @@ public sealed partial class ConnectionListener
         if (_reserve is null && _options.KeepReserveDescriptor)
         {
             TryOpenReserve();
+        }
+
+        if (_registration is null)
+        {
+            ResumeAcceptCompletions();
+            return;
         }
 
         _registration.ChangeInterest(Interest.Readable);

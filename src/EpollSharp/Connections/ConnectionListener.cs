@@ -23,6 +23,11 @@ namespace EpollSharp.Connections;
 /// that doubles up to <see cref="ListenerOptions.MaxAcceptRetryDelay"/>, or at once when one of its connections closes. The first
 /// successful accept ends the episode (<see cref="ConnectionHandler.OnAcceptResumed"/>). It also pauses before the process runs out:
 /// at <see cref="MaxConnections"/> live connections (derived from the descriptor limit by default) it stops accepting until one closes.</para>
+/// <para><b>On io_uring.</b> On an io_uring loop whose connections use completions, the listener arms one multishot accept
+/// instead of watching its socket: the kernel accepts each connection as it arrives. Pausing cancels the accept (a connection the
+/// kernel accepted meanwhile is kept and admitted first when accepting resumes), and stopping waits until the kernel let go of the
+/// socket, so the address is free when the listener is closed. Near the connection limit (within <see cref="ListenerOptions.Backlog"/> +
+/// <see cref="ListenerOptions.MaxAcceptsPerEvent"/>) it arms one single accept at a time instead, so the limit holds.</para>
 /// <para><b>Threads.</b> Every member may be called from any thread. Accepting, and the pause callbacks, run on <see cref="Loop"/>'s thread.</para>
 /// </remarks>
 public sealed partial class ConnectionListener : IDisposable
@@ -58,7 +63,8 @@ public sealed partial class ConnectionListener : IDisposable
     private readonly ListenerOptions _options;
     private readonly EventLoop[] _targets;
     private readonly ConnectionBudget _budget;
-    private readonly Registration _registration;
+    /// <summary>The readiness registration of the socket; null when the listener accepts with completions (<see cref="_acceptIo"/>).</summary>
+    private readonly Registration? _registration;
     private readonly EventLoop.ReleaseHook?[] _releaseHooks = Array.Empty<EventLoop.ReleaseHook?>();
     private readonly object _trackLock = new();
     private readonly Microsoft.Extensions.Logging.ILogger _log;
@@ -116,8 +122,22 @@ public sealed partial class ConnectionListener : IDisposable
                 _releaseHooks[i] = targets[i].AddReleaseHook(s_onLoopReleased, (this, targets[i]));
             }
 
-            // Last: from here on the loop may call back.
-            _registration = loop.Register(_socket, Interest.Readable, s_onAcceptReady, this);
+            // Last: from here on the loop may call back. On io_uring's completion path, a multishot accept armed on the
+            // loop thread (every submission comes from there) instead of a readiness registration.
+            _acceptIo = AcceptIoFor(loop);
+            if (_acceptIo is null)
+            {
+                _registration = loop.Register(_socket, Interest.Readable, s_onAcceptReady, this);
+            }
+            else if (loop.IsOnLoopThread)
+            {
+                StartAcceptingOnLoop();
+            }
+            else if (!loop.TryPost(s_startAccept, this))
+            {
+                throw new ObjectDisposedException(nameof(EventLoop), "The event loop was disposed.");
+            }
+
             ConnectionLog.ListenerStarted(_log, LocalEndPoint, loop.Backend, targets.Length, handler.GetType().Name, _budget.Max);
         }
         catch
@@ -490,7 +510,8 @@ public sealed partial class ConnectionListener : IDisposable
             _budget.LeaveWaiting();
         }
 
-        _registration.Dispose();
+        _registration?.Dispose();
+        StopAcceptCompletions();
         _retryTimer?.Cancel();
         _socket.Dispose();
 

@@ -79,7 +79,11 @@ public sealed class ListenerOptions
         set => _maxConnections = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "MaxConnections must be 0 (derived) or positive.");
     }
 
-    /// <summary>The most connections accepted per readiness event, so that a flood of connections cannot starve established ones. Default 64; 1 to 4,096.</summary>
+    /// <summary>
+    /// The most connections accepted per readiness event, so that a flood of connections cannot starve established ones. Default 64; 1 to 4,096.
+    /// On io_uring's completion path, where the kernel posts each accepted connection as a completion of its own, it only
+    /// sets (with <see cref="Backlog"/>) how close to the connection limit a multishot accept may run.
+    /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The value is outside 1 to 4,096.</exception>
     public int MaxAcceptsPerEvent
     {

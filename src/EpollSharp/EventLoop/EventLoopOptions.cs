@@ -13,8 +13,9 @@ public sealed class EventLoopOptions
 
     /// <summary>
     /// Whether an io_uring loop's connections use completions (multishot receive, submitted sends) rather than readiness;
-    /// null for the process default (<c>EPOLLSHARP_IO_URING_COMPLETIONS=1</c> switches it on). Internal: for the tests
-    /// and the benchmarks' A/B runs.
+    /// null for the process default: on when the kernel has the capped multishot receive (Linux 6.16 and later), unless
+    /// <c>EPOLLSHARP_IO_URING_COMPLETIONS</c> says otherwise (<c>1</c> forces it, <c>0</c> turns it off). Internal: for the
+    /// tests and the benchmarks' A/B runs.
     /// </summary>
     internal bool? IoUringCompletions { get; set; }
 

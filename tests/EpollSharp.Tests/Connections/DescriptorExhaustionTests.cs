@@ -39,6 +39,27 @@ public class DescriptorExhaustionTests
         Assert.DoesNotContain(server.Stderr, l => l.Contains("reason=DescriptorLimit", StringComparison.Ordinal));
     }
 
+    /// <summary>The same on io_uring, where the listener accepts with a multishot accept (EMFILE ends it; it is armed again on retry).</summary>
+    [SkippableFact]
+    public async Task EMFILE_flood_on_IoUring_does_not_spin_and_the_server_recovers()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "needs ulimit and /proc");
+        EpollSharp.Tests.Util.Backends.SkipUnlessAvailable(EventLoopBackend.IoUring);
+        using SampleProcess server = SampleProcess.Start("EchoServer", "--port 0 --backend io_uring --max-connections 100000 --idle-timeout 0", DescriptorLimit);
+        await FloodAndRecover(server, "reason=DescriptorLimit");
+    }
+
+    /// <summary>On io_uring, the default connection limit pauses the multishot accept before the descriptor limit.</summary>
+    [SkippableFact]
+    public async Task Default_connection_limit_on_IoUring_pauses_before_the_descriptor_limit()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "needs ulimit and /proc");
+        EpollSharp.Tests.Util.Backends.SkipUnlessAvailable(EventLoopBackend.IoUring);
+        using SampleProcess server = SampleProcess.Start("EchoServer", "--port 0 --backend io_uring --idle-timeout 0", DescriptorLimit);
+        await FloodAndRecover(server, "reason=ConnectionLimit");
+        Assert.DoesNotContain(server.Stderr, l => l.Contains("reason=DescriptorLimit", StringComparison.Ordinal));
+    }
+
     private async Task FloodAndRecover(SampleProcess server, string expectedPause)
     {
         _output.WriteLine($"{server.ListeningLine}; descriptors open: {server.OpenDescriptors()}");

@@ -13,7 +13,7 @@ public static class ChildProcess
 {
     public const string ScenarioVariable = "EPOLLSHARP_RELIABILITY_CHILD";
 
-    public static ChildResult Run(string scenario, int descriptorLimit, TimeSpan timeout)
+    public static ChildResult Run(string scenario, int descriptorLimit, TimeSpan timeout, IReadOnlyDictionary<string, string>? environment = null)
     {
         string dll = typeof(ChildProcess).Assembly.Location;
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
@@ -35,6 +35,10 @@ public static class ChildProcess
         // (code becomes hot while the scenario has no descriptor free), so the child compiles everything fully at once.
         info.Environment["DOTNET_TieredCompilation"] = "0";
         info.Environment[ScenarioVariable] = scenario;
+        foreach (KeyValuePair<string, string> variable in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[variable.Key] = variable.Value;
+        }
 
         var stdout = new ConcurrentQueue<string>();
         var stderr = new ConcurrentQueue<string>();

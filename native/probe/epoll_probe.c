@@ -96,6 +96,12 @@ int main(void)
     /* send() flags (Interop.Sys). */
     INT(MSG_NOSIGNAL);
 
+    /* socketpair(2) arguments (Interop.Sys, Interop.socketpair.cs). */
+    INT(AF_UNIX);
+    INT(SOCK_STREAM);
+    INT(SOCK_CLOEXEC);
+    INT(SOCK_NONBLOCK);
+
     /* statx() and the Unix socket file (Interop.Sys): flags, masks, file types, and struct statx's layout. */
     INT(AT_FDCWD);
     INT(AT_SYMLINK_NOFOLLOW);

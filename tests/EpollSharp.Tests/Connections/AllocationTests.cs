@@ -108,7 +108,10 @@ public class AllocationTests
             long after = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
             server.AssertNoLoopErrors();
             _output.WriteLine($"{backend} (completions {ioUringCompletions?.ToString() ?? "default"}): {after - before} bytes allocated on the loop thread for {20 * Clients:N0} echoes");
-            Assert.True(after - before < 1024, $"{after - before} bytes allocated on the loop thread for {20 * Clients:N0} echoes of 64 bytes");
+            // Less than a byte per message. Not zero: a round that first puts more replies in flight than any before it
+            // fills the loop thread's chunk cache by one more 1 KiB chunk (1,048 bytes, seen in CI). Before that cache,
+            // the completion path allocated about 7 KB per message here.
+            Assert.True(after - before < 20 * Clients, $"{after - before} bytes allocated on the loop thread for {20 * Clients:N0} echoes of 64 bytes");
         }
         finally
         {

@@ -24,7 +24,7 @@ public class CountersToolTests
 
         // One restore at a time across test processes; a no-op when the tool is there.
         Directory.CreateDirectory(Path.Combine(root, "artifacts"));
-        using (var gate = new FileStream(Path.Combine(root, "artifacts", "tool-restore.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None))
+        using (FileStream gate = OpenExclusive(Path.Combine(root, "artifacts", "tool-restore.lock"), TimeSpan.FromMinutes(5)))
         {
             (int code, string restore) = ProcessTools.RunIn(root, TimeSpan.FromMinutes(5), "dotnet", "tool", "restore");
             Assert.True(code == 0, "dotnet tool restore failed: " + restore);
@@ -94,6 +94,26 @@ public class CountersToolTests
         finally
         {
             File.Delete(output);
+        }
+    }
+
+    /// <summary>
+    /// Opens <paramref name="path"/> with no sharing, waiting while another test process (the net8.0 and net10.0 test
+    /// runs go side by side) holds it: opening a file held with <see cref="FileShare.None"/> fails at once.
+    /// </summary>
+    private static FileStream OpenExclusive(string path, TimeSpan timeout)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.None);
+            }
+            catch (IOException) when (clock.Elapsed < timeout)
+            {
+                Thread.Sleep(200);
+            }
         }
     }
 }

@@ -44,6 +44,10 @@ public sealed partial class ConnectionListener
         try
         {
             using Socket rejected = _socket.Accept();
+            // An abortive close (a reset), whether or not the client sent something yet: a plain close of a socket with
+            // nothing unread sends a FIN, which its client would take for a served and finished request. Close(0) sets
+            // SO_LINGER to zero, which needs no descriptor.
+            rejected.Close(0);
             shed = 1;
             Interlocked.Increment(ref _shed);
         }

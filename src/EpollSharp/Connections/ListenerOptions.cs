@@ -109,8 +109,8 @@ public sealed class ListenerOptions
 
     /// <summary>
     /// Keep one spare descriptor open. When accept fails for lack of descriptors, the listener closes the spare, accepts
-    /// the pending connection with it and closes that at once, so its client learns straight away that the server is full
-    /// instead of waiting in the listen queue; then it takes the spare back. Default <see langword="true"/>.
+    /// the pending connection with it and resets it at once (an abortive close), so its client learns straight away that
+    /// the server is full instead of waiting in the listen queue; then it takes the spare back. Default <see langword="true"/>.
     /// </summary>
     public bool KeepReserveDescriptor { get; set; } = true;
 

@@ -13,8 +13,8 @@ namespace EpollSharp.Connections;
 /// that, and each rent past them allocated a new array (about 200 bytes per 64-byte message at 64 connections, 3 KB per
 /// 16 KiB message). Requests above <see cref="MaxBufferSize"/> go, as before, to <see cref="ArrayPool{T}.Shared"/> (the
 /// pipes do that themselves). Safe from any thread: segments are rented by the loop and the application and returned by
-/// either. Each thread keeps its last few returned blocks of each size (<see cref="ThreadCacheBlocks"/>) and rents from
-/// them first, without the shared stack's lock: in an echo on the loop a message's block is returned before the next
+/// either. Each loop thread keeps its last few returned blocks of each size (<see cref="ThreadCacheBlocks"/>) and rents from
+/// them first, without the shared stack's lock (other threads use the shared stack): in an echo on the loop a message's block is returned before the next
 /// message rents one, so the hot path of every message takes no lock here.
 /// </summary>
 internal sealed class PipeBlockPool : MemoryPool<byte>
@@ -31,7 +31,7 @@ internal sealed class PipeBlockPool : MemoryPool<byte>
     /// <summary>The one pool of the process.</summary>
     public static readonly PipeBlockPool Instance = new();
 
-    /// <summary>Free blocks of each size a thread keeps for itself (at most 4 x (4 + 16) KiB per thread that returns blocks).</summary>
+    /// <summary>Free blocks of each size a thread keeps for itself (at most 4 x (4 + 16) KiB per loop thread that returns blocks).</summary>
     internal const int ThreadCacheBlocks = 4;
 
     /// <summary>The current thread's free blocks, made at its first return.</summary>
@@ -155,7 +155,10 @@ internal sealed class PipeBlockPool : MemoryPool<byte>
 
         public void Return(Block block)
         {
-            if ((t_cache ??= new ThreadCache()).TryPush(block, SizeClass))
+            // Only a loop thread keeps blocks for itself: with continuations on the thread pool, the application's
+            // threads return the loop's input blocks, and blocks parked in the caches of ever more pool threads left
+            // the loop's shared stack empty, so the loop allocated new ones (8 bytes per message, measured).
+            if (SynchronizationContext.Current is LoopSynchronizationContext && (t_cache ??= new ThreadCache()).TryPush(block, SizeClass))
             {
                 return;
             }

@@ -61,9 +61,14 @@ public class IoUringCompletionTests
         Assert.All(stats, s => Assert.InRange(s.CompletionReceives, Messages, long.MaxValue));
         Assert.All(stats, s => Assert.InRange(s.CompletionSends, 1, long.MaxValue));
 
-        // Nothing is registered for readiness: the listener accepts with a multishot accept, and the connections' bytes
-        // never go through readiness and recv/send.
+        // Nothing is registered for readiness: the listener accepts with a multishot accept (but for the netstandard2.0
+        // build, whose listeners accept through readiness), and the connections' bytes never go through readiness and
+        // recv/send.
+#if EPOLLSHARP_NETSTANDARD2_0
+        Assert.Equal(1, registrations);
+#else
         Assert.Equal(0, registrations);
+#endif
         Assert.Equal((long)Clients * Messages * message.Length, handler.BytesEchoed);
         sockets.ForEach(s => s.Dispose());
         LoopHarness.WaitUntil(() => handler.Closed == Clients, "every connection closes");

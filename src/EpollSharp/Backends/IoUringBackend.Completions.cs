@@ -589,6 +589,25 @@ internal sealed unsafe partial class IoUringBackend
     }
 
     /// <summary>On dispose (under the lock): cancels every channel's operations.</summary>
+    /// <summary>Queues the cancellation of every operation <paramref name="channel"/> has in the kernel (receive, send, accept).</summary>
+    private void QueueCancelOperations(CompletionChannel channel)
+    {
+        if (channel.ReceiveArmed)
+        {
+            QueueCancel(OpUserData(KindReceive, channel), channel);
+        }
+
+        if (channel.SendInFlight)
+        {
+            QueueCancel(OpUserData(KindSend, channel), channel);
+        }
+
+        if (channel.AcceptArmed)
+        {
+            QueueCancel(OpUserData(KindAccept, channel), channel);
+        }
+    }
+
     private void CancelAllChannels()
     {
         for (int slot = 0; slot < _channelsUsed; slot++)
@@ -596,20 +615,7 @@ internal sealed unsafe partial class IoUringBackend
             if (_channels[slot] is CompletionChannel channel)
             {
                 channel.Closed = true;
-                if (channel.ReceiveArmed)
-                {
-                    QueueCancel(OpUserData(KindReceive, channel), channel);
-                }
-
-                if (channel.SendInFlight)
-                {
-                    QueueCancel(OpUserData(KindSend, channel), channel);
-                }
-
-                if (channel.AcceptArmed)
-                {
-                    QueueCancel(OpUserData(KindAccept, channel), channel);
-                }
+                QueueCancelOperations(channel);
             }
         }
     }

@@ -1243,20 +1243,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         {
             if (_channels[slot] is CompletionChannel channel)
             {
-                if (channel.ReceiveArmed)
-                {
-                    QueueCancel(OpUserData(KindReceive, channel), channel);
-                }
-
-                if (channel.SendInFlight)
-                {
-                    QueueCancel(OpUserData(KindSend, channel), channel);
-                }
-
-                if (channel.AcceptArmed)
-                {
-                    QueueCancel(OpUserData(KindAccept, channel), channel);
-                }
+                QueueCancelOperations(channel);
             }
         }
 

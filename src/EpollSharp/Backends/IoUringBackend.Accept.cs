@@ -39,23 +39,7 @@ internal sealed unsafe partial class IoUringBackend
         lock (_lock)
         {
             ThrowIfDisposed();
-            int slot;
-            if (_freeChannelCount > 0)
-            {
-                slot = _freeChannels[--_freeChannelCount];
-            }
-            else
-            {
-                if (_channelsUsed == _channels.Length)
-                {
-                    System.Array.Resize(ref _channels, _channels.Length * 2);
-                    System.Array.Resize(ref _channelGenerations, _channelGenerations.Length * 2);
-                    System.Array.Resize(ref _freeChannels, _freeChannels.Length * 2);
-                }
-
-                slot = _channelsUsed++;
-            }
-
+            int slot = TakeChannelSlot();
             var channel = new CompletionChannel((int)handle.DangerousGetHandle(), slot, ++_channelGenerations[slot], sink);
             _channels[slot] = channel;
             return channel;

@@ -277,27 +277,29 @@ internal sealed unsafe partial class IoUringBackend
         lock (_lock)
         {
             ThrowIfDisposed();
-            int slot;
-            if (_freeChannelCount > 0)
-            {
-                slot = _freeChannels[--_freeChannelCount];
-            }
-            else
-            {
-                if (_channelsUsed == _channels.Length)
-                {
-                    Array.Resize(ref _channels, _channels.Length * 2);
-                    Array.Resize(ref _channelGenerations, _channelGenerations.Length * 2);
-                    Array.Resize(ref _freeChannels, _freeChannels.Length * 2);
-                }
-
-                slot = _channelsUsed++;
-            }
-
+            int slot = TakeChannelSlot();
             var channel = new CompletionChannel((int)handle.DangerousGetHandle(), slot, ++_channelGenerations[slot], sink);
             _channels[slot] = channel;
             return channel;
         }
+    }
+
+    /// <summary>A free slot of the channel table (a freed one first, else the next, growing the table). Under <c>_lock</c>.</summary>
+    private int TakeChannelSlot()
+    {
+        if (_freeChannelCount > 0)
+        {
+            return _freeChannels[--_freeChannelCount];
+        }
+
+        if (_channelsUsed == _channels.Length)
+        {
+            Array.Resize(ref _channels, _channels.Length * 2);
+            Array.Resize(ref _channelGenerations, _channelGenerations.Length * 2);
+            Array.Resize(ref _freeChannels, _freeChannels.Length * 2);
+        }
+
+        return _channelsUsed++;
     }
 
     /// <inheritdoc/>

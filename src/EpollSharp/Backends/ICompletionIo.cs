@@ -14,19 +14,22 @@ internal interface ICompletionIo
     /// <summary>Whether the completion path is set up and may be used (otherwise streams stay on readiness).</summary>
     bool Enabled { get; }
 
-    /// <summary>The size of each provided receive buffer: a receive completion carries at most this many bytes.</summary>
+    /// <summary>The size of each provided receive buffer: a receive completion carries at most this many bytes (64 KiB where the kernel consumes buffers incrementally, 4 KiB otherwise).</summary>
     int ReceiveBufferSize { get; }
 
-    /// <summary>Provided buffers handed to a receive completion and not yet given back (an idle stream holds none).</summary>
+    /// <summary>
+    /// Provided buffers out of the ring: handed to a receive completion and not yet given back, or, consumed
+    /// incrementally, the one the kernel is filling (an idle stream holds none).
+    /// </summary>
     int ReceiveBuffersInUse { get; }
 
     /// <summary>Whether so many provided buffers are kept (or out) that a sink should copy what it holds rather than keep more.</summary>
     bool ReceiveBuffersScarce { get; }
 
-    /// <summary>The whole of provided buffer <paramref name="bufferId"/>, which a sink kept.</summary>
+    /// <summary>The whole of provided buffer <paramref name="bufferId"/>, of which a sink kept a piece.</summary>
     ReadOnlySpan<byte> ReceiveBuffer(ushort bufferId);
 
-    /// <summary>Gives a kept buffer back to the kernel.</summary>
+    /// <summary>Lets go of a kept piece of a buffer (once per kept completion): the buffer goes back to the kernel when nothing refers to it any more.</summary>
     void ReleaseReceiveBuffer(ushort bufferId);
 
     /// <summary>Opens a channel on the stream <paramref name="handle"/> (which the caller keeps open until <see cref="Close"/>); completions go to <paramref name="sink"/>.</summary>
@@ -126,15 +129,15 @@ internal interface IAcceptSink
 internal interface ICompletionSink
 {
     /// <summary>
-    /// A receive completed: <paramref name="result"/> bytes (in <paramref name="data"/>, provided buffer
-    /// <paramref name="bufferId"/>), 0 at the end of stream, or a negated errno. <paramref name="more"/> is false when the
-    /// multishot receive ended (it must be armed again to go on).
+    /// A receive completed: <paramref name="result"/> bytes (in <paramref name="data"/>, at <paramref name="bufferOffset"/>
+    /// in provided buffer <paramref name="bufferId"/>: several completions may share a buffer), 0 at the end of stream, or
+    /// a negated errno. <paramref name="more"/> is false when the multishot receive ended (it must be armed again to go on).
     /// </summary>
     /// <returns>
     /// True to keep the buffer (the data stays valid until <see cref="ICompletionIo.ReleaseReceiveBuffer"/>); false to
     /// give it back when the call returns.
     /// </returns>
-    bool OnReceiveCompleted(int result, bool more, ushort bufferId, ReadOnlySpan<byte> data);
+    bool OnReceiveCompleted(int result, bool more, ushort bufferId, int bufferOffset, ReadOnlySpan<byte> data);
 
     /// <summary>The end of the iteration a send was deferred to (<see cref="ICompletionIo.DeferSend"/>): submit it now.</summary>
     void OnSendReady();

@@ -18,8 +18,8 @@ internal interface ICompletionIo
     int ReceiveBufferSize { get; }
 
     /// <summary>
-    /// Provided buffers out of the ring: handed to a receive completion and not yet given back, or, consumed
-    /// incrementally, the one the kernel is filling (an idle stream holds none).
+    /// Provided buffers that a receive completion not yet handed over, or a piece a sink kept, refers to (an idle stream
+    /// holds none). A buffer the kernel is still filling incrementally, which nothing refers to, is not counted.
     /// </summary>
     int ReceiveBuffersInUse { get; }
 

@@ -122,6 +122,9 @@ internal sealed unsafe partial class IoUringBackend
     /// <summary>Incremental layout, per buffer: the kernel goes on filling it (its last completion had <c>IORING_CQE_F_BUF_MORE</c>).</summary>
     private readonly bool[] _bufferKernelHolds = new bool[BufferCount];
 
+    /// <summary>Buffers a reaped completion or a kept piece refers to (<see cref="_bufferRefs"/> not 0).</summary>
+    private int _buffersReferenced;
+
     /// <summary>Buffers with pieces sinks kept (held data) and have not given back: at a quarter of the ring, sinks copy instead.</summary>
     private int _buffersKept;
 
@@ -139,7 +142,10 @@ internal sealed unsafe partial class IoUringBackend
     public int ReceiveBufferSize => _bufferSize;
 
     /// <inheritdoc/>
-    public int ReceiveBuffersInUse => Volatile.Read(ref _buffersOut);
+    public int ReceiveBuffersInUse => Volatile.Read(ref _buffersReferenced);
+
+    /// <summary>Buffers out of the ring: <see cref="ReceiveBuffersInUse"/>, and the one the kernel is filling incrementally (if any).</summary>
+    internal int ReceiveBuffersOut => Volatile.Read(ref _buffersOut);
 
     /// <inheritdoc/>
     public int PendingCompletions => _pendingCount;
@@ -650,7 +656,11 @@ internal sealed unsafe partial class IoUringBackend
             _buffersOut++;
         }
 
-        _bufferRefs[bid]++;
+        if (_bufferRefs[bid]++ == 0)
+        {
+            _buffersReferenced++;
+        }
+
         if (!_incremental)
         {
             return 0;
@@ -670,9 +680,13 @@ internal sealed unsafe partial class IoUringBackend
     /// <summary>Drops one reference to buffer <paramref name="bid"/>; the last one, with the kernel done with it, gives it back to the ring.</summary>
     private void Unref(ushort bid)
     {
-        if (--_bufferRefs[bid] == 0 && !_bufferKernelHolds[bid])
+        if (--_bufferRefs[bid] == 0)
         {
-            GiveBack(bid);
+            _buffersReferenced--;
+            if (!_bufferKernelHolds[bid])
+            {
+                GiveBack(bid);
+            }
         }
     }
 

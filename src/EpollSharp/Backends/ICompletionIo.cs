@@ -42,8 +42,9 @@ internal interface ICompletionIo
     void CancelReceive(CompletionChannel channel);
 
     /// <summary>
-    /// Submits a send of the bytes that <paramref name="message"/> (a <c>struct msghdr</c>) points to through its iovecs;
-    /// the message, the iovecs and the bytes must stay valid and pinned until its completion. Only when no send is in
+    /// Submits a send of the bytes that <paramref name="message"/> (a <c>struct msghdr</c>) points to through its iovecs
+    /// (one iovec goes as a plain send of its bytes); the message, the iovecs and the bytes must stay valid and pinned
+    /// until its completion. Only when no send is in
     /// flight. It goes to the kernel with the loop's next wait; on a stream socket the kernel sends it all (waiting for
     /// room as needed) before it completes, unless an error ends it.
     /// </summary>

@@ -233,9 +233,9 @@ internal sealed unsafe partial class IoUringBackend
         }
 
         // SENDMSG_ZC (Linux 6.1) is not used: it marks a kernel that has multishot receive (6.0), which the probe cannot ask about.
-        if (!_ring.SupportsOps(stackalloc byte[] { Interop.IoUring.IORING_OP_RECV, Interop.IoUring.IORING_OP_SENDMSG, Interop.IoUring.IORING_OP_ASYNC_CANCEL, Interop.IoUring.IORING_OP_SENDMSG_ZC }))
+        if (!_ring.SupportsOps(stackalloc byte[] { Interop.IoUring.IORING_OP_RECV, Interop.IoUring.IORING_OP_SEND, Interop.IoUring.IORING_OP_SENDMSG, Interop.IoUring.IORING_OP_ASYNC_CANCEL, Interop.IoUring.IORING_OP_SENDMSG_ZC }))
         {
-            _completionsReason = "the kernel lacks RECV, SENDMSG, ASYNC_CANCEL or SENDMSG_ZC (Linux 6.1 or later is needed)";
+            _completionsReason = "the kernel lacks RECV, SEND, SENDMSG, ASYNC_CANCEL or SENDMSG_ZC (Linux 6.1 or later is needed)";
             return;
         }
 
@@ -442,11 +442,24 @@ internal sealed unsafe partial class IoUringBackend
             }
 
             Interop.IoUringSqe* sqe = NextSqe();
-            sqe->Opcode = Interop.IoUring.IORING_OP_SENDMSG;
             sqe->Fd = channel.Fd;
-            sqe->Addr = (ulong)message;
-            sqe->Len = 1;
             sqe->OpFlags = Interop.IoUring.MSG_NOSIGNAL;
+            if (message->IovLen == 1)
+            {
+                // One buffer (a message's echo, most often): a plain send, which spares the kernel copying in the
+                // msghdr and its iovec. The bytes stay pinned until the completion all the same.
+                var iov = (Interop.IoVec*)message->Iov;
+                sqe->Opcode = Interop.IoUring.IORING_OP_SEND;
+                sqe->Addr = (ulong)iov->Base;
+                sqe->Len = (uint)iov->Len;
+            }
+            else
+            {
+                sqe->Opcode = Interop.IoUring.IORING_OP_SENDMSG;
+                sqe->Addr = (ulong)message;
+                sqe->Len = 1;
+            }
+
             sqe->UserData = OpUserData(KindSend, channel);
             channel.SendInFlight = true;
             _channelOps++;

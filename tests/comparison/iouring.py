@@ -359,7 +359,7 @@ def section(report, results, docs):
     w("## io_uring")
     w("")
     w("EchoServer on the io_uring backend with the connection layer's completion path (multishot receives into the "
-      "loop's provided buffer ring, sends as `IORING_OP_SENDMSG` submitted with the next wait; see "
+      "loop's provided buffer ring, sends as `IORING_OP_SEND` or `IORING_OP_SENDMSG` submitted with the next wait; see "
       "[io_uring](backends-io_uring.md); switched on with `EPOLLSHARP_IO_URING_COMPLETIONS=1` in the server's "
       "environment, whatever the library's default), against the same EchoServer on epoll and the C reference server "
       "`echo_ref` (raw epoll). All three run one loop (one thread for I/O) on core 0, edge-triggered where that applies; "

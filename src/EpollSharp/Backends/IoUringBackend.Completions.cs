@@ -42,9 +42,9 @@ internal sealed unsafe partial class IoUringBackend
 
     /// <summary>
     /// Whether a new backend asks the kernel for incremental buffer consumption (tests turn it off to exercise the 4 KiB
-    /// layout of older kernels); <c>EPOLLSHARP_IO_URING_INCREMENTAL=0</c> turns it off for the process.
+    /// layout of older kernels); <c>EPOLLSHARP_IO_URING_INCREMENTAL=0</c> (<c>false</c>, <c>off</c>) turns it off for the process.
     /// </summary>
-    internal static bool IncrementalBuffersWanted = Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_INCREMENTAL") is not ("0" or "false" or "off");
+    internal static bool IncrementalBuffersWanted { get; set; } = ParseSwitch(Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_INCREMENTAL")) ?? true;
 
     private const ulong CompletionTag = 1UL << 63;
     private const int KindShift = 59;

@@ -55,33 +55,11 @@ public sealed partial class PipeConnection : IAsyncDisposable
         Connection = connection;
         _options = options;
         _continuationsOnLoop = options.RunContinuationsOnLoop;
-        PipeScheduler application = _continuationsOnLoop ? new LoopPipeScheduler(connection.Loop) : PipeScheduler.ThreadPool;
-        _inputReaderScheduler = _continuationsOnLoop ? new InlineOnLoopPipeScheduler(connection.Loop, application, gated: true) : null;
-
-        // Input: the loop writes (its flush continuation only posts to the loop, so Inline), the application reads. With
-        // continuations on the loop, the application's read continues at once inside OnReceived's flush (as a callback
-        // handler's OnReceived runs), not in a posted step after every other connection's (PipeConnection.Input.cs).
-        _input = new Pipe(new PipeOptions(
-            pool: options.MemoryPool ?? PipeBlockPool.Instance,
-            readerScheduler: _inputReaderScheduler ?? application,
-            writerScheduler: PipeScheduler.Inline,
-            pauseWriterThreshold: options.InputPauseThreshold,
-            resumeWriterThreshold: options.InputPauseThreshold == 0 ? 0 : options.InputResumeThreshold,
-            useSynchronizationContext: false));
-
-        // Output: the application writes, the loop reads (its read continuation runs the pump at once on the loop thread, and
-        // only posts to the loop from another thread, so Inline).
-        // With the default pool, its segments are the large blocks (16 KiB): a reply of up to that size written at once is
-        // one segment, which the pump sends as it is, rather than a 4 KiB block and the rest, which it would first gather
-        // into one buffer (a copy more). The blocks are pooled and held only while unsent, so small replies cost the same.
-        _output = new Pipe(new PipeOptions(
-            pool: options.MemoryPool ?? PipeBlockPool.Instance,
-            readerScheduler: PipeScheduler.Inline,
-            writerScheduler: application,
-            pauseWriterThreshold: options.OutputPauseThreshold,
-            resumeWriterThreshold: options.OutputPauseThreshold == 0 ? 0 : options.OutputResumeThreshold,
-            minimumSegmentSize: options.MemoryPool is null ? PipeBlockPool.LargeBlockSize : -1,
-            useSynchronizationContext: false));
+        // The options and schedulers are shared by this thread's connections with the same settings (PipeConnection.SharedOptions.cs).
+        SharedPipeOptions shared = SharedOptionsFor(options, connection.Loop);
+        _inputReaderScheduler = shared.InputGate;
+        _input = new Pipe(shared.Input);
+        _output = new Pipe(shared.Output);
         Transport = new DuplexPipe(_input.Reader, _output.Writer);
         _onInputFlushed = OnInputFlushed;
         _onOutputReadable = OnOutputReadable;

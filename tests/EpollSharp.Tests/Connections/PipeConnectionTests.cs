@@ -680,6 +680,42 @@ public class PipeConnectionTests
         Assert.Empty(errors);
     }
 
+    /// <summary>
+    /// Two handlers with different settings (each its own pool and output threshold) serve connections on one loop,
+    /// alternately: each connection's pipes use its own handler's settings (the loop shares the pipes' options among the
+    /// connections of a handler, never across handlers), and every echo arrives whole.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public void Handlers_with_different_settings_on_one_loop_each_keep_their_own(EventLoopBackend backend, bool onLoop)
+    {
+        var poolA = new CountingPool();
+        var poolB = new CountingPool();
+        var handlerA = new PipeConnectionHandler(Echo, new PipeConnectionOptions { RunContinuationsOnLoop = onLoop, MemoryPool = poolA });
+        var handlerB = new PipeConnectionHandler(Echo, new PipeConnectionOptions { RunContinuationsOnLoop = onLoop, MemoryPool = poolB, OutputPauseThreshold = 8 * 1024, OutputResumeThreshold = 4 * 1024 });
+        using var server = new EchoServer(backend, handlerA);
+        using ConnectionListener listenerB = ConnectionListener.Listen(server.Loop, new IPEndPoint(IPAddress.Loopback, 0), handlerB);
+        byte[] data = SocketTestExtensions.Pattern(5, 100_000);
+        for (int i = 0; i < 3; i++)
+        {
+            foreach ((EndPoint endPoint, CountingPool mine, CountingPool other) in new[] { ((EndPoint)server.EndPoint, poolA, poolB), (listenerB.LocalEndPoint, poolB, poolA) })
+            {
+                int mineBefore = mine.Rented;
+                int otherBefore = other.Rented;
+                using Socket client = EchoServer.ConnectTo(endPoint);
+                client.Send(data);
+                Assert.Equal(data, client.ReceiveExactly(data.Length));
+                client.Shutdown(SocketShutdown.Send);
+                Assert.Empty(client.ReceiveToEnd());
+                Assert.True(mine.Rented > mineBefore, "the connection's pipes did not rent from its handler's pool");
+                Assert.Equal(otherBefore, other.Rented);
+            }
+        }
+
+        LoopHarness.WaitUntil(() => poolA.Outstanding == 0 && poolB.Outstanding == 0, "every block goes back to its pool");
+        server.AssertNoLoopErrors();
+    }
+
     /// <summary>Many clients at once, random sizes up to 256 KiB, each echo checked byte for byte.</summary>
     [SkippableTheory]
     [MemberData(nameof(BackendsAndModes))]

@@ -36,7 +36,7 @@ public sealed partial class PipeConnection : IAsyncDisposable
     private static readonly WaitCallback s_fireCloseRequestedOnPool = static state => ((PipeConnection)state!).FireCloseRequested();
 
     private readonly Pipe _input;
-    private readonly Pipe _output;
+    private readonly Pipe? _output;
     private readonly bool _continuationsOnLoop;
     private readonly PipeConnectionOptions _options;
     private readonly CancellationTokenSource _closed = new();
@@ -59,8 +59,17 @@ public sealed partial class PipeConnection : IAsyncDisposable
         SharedPipeOptions shared = SharedOptionsFor(options, connection.Loop);
         _inputReaderScheduler = shared.InputGate;
         _input = new Pipe(shared.Input);
-        _output = new Pipe(shared.Output);
-        Transport = new DuplexPipe(_input.Reader, _output.Writer);
+        if (_continuationsOnLoop)
+        {
+            // The application's output goes to the connection without a pipe between (PipeConnection.LoopOutput.cs).
+            _loopOutput = new LoopOutputWriter(this, options);
+        }
+        else
+        {
+            _output = new Pipe(shared.Output);
+        }
+
+        Transport = new DuplexPipe(_input.Reader, OutputWriter);
         _onInputFlushed = OnInputFlushed;
         _onOutputReadable = OnOutputReadable;
     }

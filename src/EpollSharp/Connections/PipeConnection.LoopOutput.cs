@@ -697,7 +697,8 @@ public sealed partial class PipeConnection
             }
 
             int size = Math.Max(sizeHint, _minimumChunk);
-            if (size <= _pool.MaxBufferSize)
+            int max = _pool.MaxBufferSize;
+            if (size <= (max < 0 ? int.MaxValue : max))
             {
                 IMemoryOwner<byte> owner = _pool.Rent(size);
                 chunk.Owner = owner;

@@ -162,7 +162,7 @@ public sealed partial class ConnectionListener : IAcceptSink
         }
         finally
         {
-            Admit(accepted);
+            Admit(accepted, nonBlocking: true);
             if (_acceptChannel is { AcceptArmed: true, AcceptMultishot: true } && !_stopped && !MultishotFits())
             {
                 // Near the limit: the multishot accept ends (its final completion arms a single one).
@@ -216,7 +216,7 @@ public sealed partial class ConnectionListener : IAcceptSink
             }
             finally
             {
-                Admit(accepted);
+                Admit(accepted, nonBlocking: true);
             }
 
             if (_stopped || Volatile.Read(ref _pauseKind) != NotPaused)

@@ -20,7 +20,7 @@ public sealed partial class ConnectionListener : IAcceptSink
     private readonly ICompletionIo? _acceptIo;
 
     // Loop-thread state of the completion path.
-    private CompletionChannel? _acceptChannel;
+    private AcceptChannel? _acceptChannel;
 
     /// <summary>Sockets the kernel accepted while the listener was pausing (at the limit): admitted first when it resumes.</summary>
     private Queue<Socket>? _parked;

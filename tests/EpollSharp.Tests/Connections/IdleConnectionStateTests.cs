@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using EpollSharp.Tests.Reliability;
 using Xunit.Abstractions;
 
@@ -62,6 +63,74 @@ public class IdleConnectionStateTests
 }
 
 /// <summary>
+/// On io_uring's completion path, a connection's send state (the native <c>msghdr</c> with its iovecs, and the pins) is
+/// made with the first send and sized for what the sends take: one chunk for small messages, the most once a send took
+/// more. Real sockets on loopback.
+/// </summary>
+public class CompletionSendStateTests
+{
+    [SkippableFact]
+    public void The_send_state_is_made_with_the_first_send_and_grows_only_for_a_larger_backlog()
+    {
+        var handler = new BurstHandler();
+        using var server = new EchoServer(EventLoopBackend.IoUring, handler, ioUringCompletions: true);
+        Skip.If(server.Loop.CompletionIo is null, "io_uring completions unavailable on this kernel");
+        using Socket client = server.Connect();
+        LoopHarness.WaitUntil(() => handler.Connections.Count == 1, "the client is accepted");
+        Connection connection = Assert.Single(handler.Connections);
+        Assert.True(server.Harness.Invoke(() => connection.UsesCompletions));
+        Assert.Equal(0, server.Harness.Invoke(() => connection.SendMessageCapacity));
+
+        for (int i = 0; i < 3; i++)
+        {
+            client.Send(new byte[] { 1 });
+            Assert.Equal(1, client.ReceiveExactly(1)[0]);
+        }
+
+        Assert.Equal(1, server.Harness.Invoke(() => connection.SendMessageCapacity));
+
+        // One write of 40 KiB (below the high watermark, so it waits for the end of the iteration as a backlog of three
+        // 16 KiB chunks, which one send takes).
+        client.Send(new byte[] { 2 });
+        byte[] burst = client.ReceiveExactly(BurstHandler.BurstBytes);
+        Assert.All(burst, b => Assert.Equal(7, b));
+        Assert.Equal(64, server.Harness.Invoke(() => connection.SendMessageCapacity));
+
+        client.Send(new byte[] { 1 });
+        Assert.Equal(1, client.ReceiveExactly(1)[0]);
+        Assert.Equal(64, server.Harness.Invoke(() => connection.SendMessageCapacity));
+        server.AssertNoLoopErrors();
+    }
+
+    /// <summary>Echoes a 1 as one byte; answers a 2 with <see cref="BurstBytes"/> bytes of 7 in one write.</summary>
+    private sealed class BurstHandler : ConnectionHandler
+    {
+        internal const int BurstBytes = 40 * 1024;
+
+        public ConcurrentQueue<Connection> Connections { get; } = new();
+
+        public override void OnConnected(Connection connection) => Connections.Enqueue(connection);
+
+        public override void OnReceived(Connection connection, ReadOnlySpan<byte> data)
+        {
+            foreach (byte b in data)
+            {
+                if (b == 2)
+                {
+                    byte[] burst = new byte[BurstBytes];
+                    Array.Fill(burst, (byte)7);
+                    connection.Write(burst);
+                }
+                else
+                {
+                    connection.Write(new[] { b });
+                }
+            }
+        }
+    }
+}
+
+/// <summary>
 /// The managed memory an idle connection holds, io_uring's completion path against epoll, in one process: the heap after
 /// full collections, before and after a few hundred clients connected and stayed idle (the clients' own sockets are the
 /// same in both runs). Not run in parallel with other tests, whose allocations would show in the heap.
@@ -85,16 +154,34 @@ public class IdleConnectionMemoryTests
         Backends.SkipUnlessAvailable(EventLoopBackend.Epoll);
 
         // Once each first (statics, pools and the code paths warm), then measured.
-        HeapPerIdleConnection(EventLoopBackend.Epoll, null, 4);
-        HeapPerIdleConnection(EventLoopBackend.IoUring, true, 4);
-        double epoll = HeapPerIdleConnection(EventLoopBackend.Epoll, null, Clients);
-        double uring = HeapPerIdleConnection(EventLoopBackend.IoUring, true, Clients);
+        HeapPerIdleConnection(EventLoopBackend.Epoll, null, 4, echo: false);
+        HeapPerIdleConnection(EventLoopBackend.IoUring, true, 4, echo: false);
+        double epoll = HeapPerIdleConnection(EventLoopBackend.Epoll, null, Clients, echo: false);
+        double uring = HeapPerIdleConnection(EventLoopBackend.IoUring, true, Clients, echo: false);
         _output.WriteLine($"managed heap per idle connection ({Clients} connections): epoll {epoll:N0} B, io_uring completion path {uring:N0} B");
         Assert.True(uring <= epoll, $"io_uring's completion path holds {uring:N0} B of managed heap per idle connection, epoll {epoll:N0} B");
     }
 
+    [SkippableFact]
+    public void A_connection_idle_after_one_echo_on_the_completion_path_holds_no_more_managed_memory_than_on_epoll()
+    {
+#if EPOLLSHARP_NETSTANDARD2_0
+        Skip.If(true, "the netstandard2.0 build's listeners accept through readiness");
+#endif
+        Backends.SkipUnlessAvailable(EventLoopBackend.IoUring);
+        Backends.SkipUnlessAvailable(EventLoopBackend.Epoll);
+
+        HeapPerIdleConnection(EventLoopBackend.Epoll, null, 4, echo: true);
+        HeapPerIdleConnection(EventLoopBackend.IoUring, true, 4, echo: true);
+        double epoll = HeapPerIdleConnection(EventLoopBackend.Epoll, null, Clients, echo: true);
+        double uring = HeapPerIdleConnection(EventLoopBackend.IoUring, true, Clients, echo: true);
+        _output.WriteLine($"managed heap per connection idle after one echo ({Clients} connections): epoll {epoll:N0} B, io_uring completion path {uring:N0} B");
+        Assert.True(uring <= epoll, $"io_uring's completion path holds {uring:N0} B of managed heap per connection idle after one echo, epoll {epoll:N0} B");
+    }
+
     /// <summary>Heap growth per connection while <paramref name="count"/> idle clients are connected to a listener on <paramref name="backend"/>.</summary>
-    private static double HeapPerIdleConnection(EventLoopBackend backend, bool? completions, int count)
+    /// <remarks>With <paramref name="echo"/>, each client has one byte echoed before the measurement.</remarks>
+    private static double HeapPerIdleConnection(EventLoopBackend backend, bool? completions, int count, bool echo)
     {
         var handler = new EchoHandler();
         using var server = new EchoServer(backend, handler, new ListenerOptions { MaxConnections = 10_000 }, completions);
@@ -110,6 +197,11 @@ public class IdleConnectionMemoryTests
             // One connection first, so that what the first one creates once (the tables' first size, loggers) is in the baseline.
             clients.Add(server.Connect());
             LoopHarness.WaitUntil(() => handler.Connected == 1, "the first client is accepted");
+            if (echo)
+            {
+                Echo(clients[0]);
+            }
+
             long before = Resources.CollectAndMeasureHeap();
             for (int i = 1; i <= count; i++)
             {
@@ -117,6 +209,14 @@ public class IdleConnectionMemoryTests
             }
 
             LoopHarness.WaitUntil(() => handler.Connected == count + 1, "every client is accepted");
+            if (echo)
+            {
+                for (int i = 1; i <= count; i++)
+                {
+                    Echo(clients[i]);
+                }
+            }
+
             long after = Resources.CollectAndMeasureHeap();
             Assert.Equal(completions == true, handler.Connections.All(c => c.UsesCompletions));
             server.AssertNoLoopErrors();
@@ -129,5 +229,11 @@ public class IdleConnectionMemoryTests
                 s.Dispose();
             }
         }
+    }
+
+    private static void Echo(Socket client)
+    {
+        client.Send(new byte[] { 3 });
+        Assert.Equal(3, client.ReceiveExactly(1)[0]);
     }
 }

@@ -88,7 +88,7 @@ internal interface ICompletionIo
     /// Opens a channel on the listening stream socket <paramref name="handle"/> (which the caller keeps open until
     /// <see cref="CloseAccept"/> returned), for <see cref="StartAccept"/>; its completions go to <paramref name="sink"/>.
     /// </summary>
-    CompletionChannel OpenAccept(SafeHandle handle, IAcceptSink sink);
+    AcceptChannel OpenAccept(SafeHandle handle, IAcceptSink sink);
 
     /// <summary>
     /// Arms an accept on the channel (each accepted stream a completion carrying its new descriptor, non-blocking and
@@ -96,10 +96,10 @@ internal interface ICompletionIo
     /// or fails; otherwise one that accepts a single stream. It goes to the kernel with the loop's next wait. Only when
     /// none is armed.
     /// </summary>
-    void StartAccept(CompletionChannel channel, bool multishot);
+    void StartAccept(AcceptChannel channel, bool multishot);
 
     /// <summary>Asks the kernel to cancel the armed accept; its final completion (with no more to come) follows.</summary>
-    void CancelAccept(CompletionChannel channel);
+    void CancelAccept(AcceptChannel channel);
 
     /// <summary>
     /// Whether an armed accept waits until a stream is pending before it takes a descriptor for it (io_uring's
@@ -113,7 +113,7 @@ internal interface ICompletionIo
     /// completion, so that the kernel holds no reference on the listening socket when it returns (closing it then releases
     /// the address). The completions still to come are handed to the sink.
     /// </summary>
-    void CloseAccept(CompletionChannel channel);
+    void CloseAccept(AcceptChannel channel);
 }
 
 /// <summary>Receives an accept channel's completions, on the loop thread.</summary>
@@ -147,8 +147,12 @@ internal interface ICompletionSink
     void OnSendCompleted(int result);
 }
 
-/// <summary>One stream's operations on a completion backend: its slot and generation (in each operation's user data), and what is in flight.</summary>
-internal sealed class CompletionChannel
+/// <summary>
+/// One stream's operations on a completion backend: its slot and generation (in each operation's user data), and what is
+/// in flight. One per connection for its whole life, so it holds only what every stream needs (64 bytes); an accept
+/// channel's own state is in <see cref="AcceptChannel"/>.
+/// </summary>
+internal class CompletionChannel
 {
     internal CompletionChannel(int fd, int slot, uint generation, ICompletionSink sink)
     {
@@ -158,14 +162,13 @@ internal sealed class CompletionChannel
         Sink = sink;
     }
 
-    /// <summary>An accept channel (<see cref="ICompletionIo.OpenAccept"/>): it has no stream sink.</summary>
-    internal CompletionChannel(int fd, int slot, uint generation, IAcceptSink acceptSink)
+    /// <summary>For <see cref="AcceptChannel"/>, which has no stream sink.</summary>
+    private protected CompletionChannel(int fd, int slot, uint generation)
     {
         Fd = fd;
         Slot = slot;
         Generation = generation;
         Sink = null!;
-        AcceptSink = acceptSink;
     }
 
     internal int Fd { get; }
@@ -174,22 +177,11 @@ internal sealed class CompletionChannel
 
     internal uint Generation { get; }
 
+    /// <summary>The stream's sink; null for an <see cref="AcceptChannel"/>.</summary>
     internal ICompletionSink Sink { get; }
 
-    /// <summary>The sink of an accept channel; null for a stream's.</summary>
-    internal IAcceptSink? AcceptSink { get; }
-
     /// <summary>Whoever gets the completions (to name a callback).</summary>
-    internal object Owner => AcceptSink ?? (object)Sink;
-
-    /// <summary>An accept is in the kernel (its final completion not yet reaped).</summary>
-    internal bool AcceptArmed { get; set; }
-
-    /// <summary>The accept armed last is a multishot one.</summary>
-    internal bool AcceptMultishot { get; set; }
-
-    /// <summary>Accept completions with a descriptor (for tests and diagnostics).</summary>
-    internal long Accepts { get; set; }
+    internal object Owner => (object?)Sink ?? ((AcceptChannel)this).AcceptSink;
 
     /// <summary>A multishot receive is in the kernel (its final completion not yet reaped).</summary>
     internal bool ReceiveArmed { get; set; }
@@ -211,4 +203,26 @@ internal sealed class CompletionChannel
 
     /// <summary>Sends completed (for tests and diagnostics).</summary>
     internal long Sends { get; set; }
+}
+
+/// <summary>A listening stream's accept operations on a completion backend (<see cref="ICompletionIo.OpenAccept"/>).</summary>
+internal sealed class AcceptChannel : CompletionChannel
+{
+    internal AcceptChannel(int fd, int slot, uint generation, IAcceptSink acceptSink)
+        : base(fd, slot, generation)
+    {
+        AcceptSink = acceptSink;
+    }
+
+    /// <summary>The sink of the accept channel.</summary>
+    internal IAcceptSink AcceptSink { get; }
+
+    /// <summary>An accept is in the kernel (its final completion not yet reaped).</summary>
+    internal bool AcceptArmed { get; set; }
+
+    /// <summary>The accept armed last is a multishot one.</summary>
+    internal bool AcceptMultishot { get; set; }
+
+    /// <summary>Accept completions with a descriptor (for tests and diagnostics).</summary>
+    internal long Accepts { get; set; }
 }

@@ -34,20 +34,20 @@ internal sealed unsafe partial class IoUringBackend
     public bool AcceptWaitsForPending => CappedReceiveAvailable(out _);
 
     /// <inheritdoc/>
-    public CompletionChannel OpenAccept(SafeHandle handle, IAcceptSink sink)
+    public AcceptChannel OpenAccept(SafeHandle handle, IAcceptSink sink)
     {
         lock (_lock)
         {
             ThrowIfDisposed();
             int slot = TakeChannelSlot();
-            var channel = new CompletionChannel((int)handle.DangerousGetHandle(), slot, ++_channelGenerations[slot], sink);
+            var channel = new AcceptChannel((int)handle.DangerousGetHandle(), slot, ++_channelGenerations[slot], sink);
             _channels[slot] = channel;
             return channel;
         }
     }
 
     /// <inheritdoc/>
-    public void StartAccept(CompletionChannel channel, bool multishot)
+    public void StartAccept(AcceptChannel channel, bool multishot)
     {
         lock (_lock)
         {
@@ -69,7 +69,7 @@ internal sealed unsafe partial class IoUringBackend
     }
 
     /// <inheritdoc/>
-    public void CancelAccept(CompletionChannel channel)
+    public void CancelAccept(AcceptChannel channel)
     {
         lock (_lock)
         {
@@ -83,7 +83,7 @@ internal sealed unsafe partial class IoUringBackend
     }
 
     /// <inheritdoc/>
-    public void CloseAccept(CompletionChannel channel)
+    public void CloseAccept(AcceptChannel channel)
     {
         ulong userData = OpUserData(KindAccept, channel);
         lock (_lock)
@@ -135,7 +135,7 @@ internal sealed unsafe partial class IoUringBackend
     }
 
     /// <summary>Whether the last wait reaped the accept's final completion (not yet dispatched).</summary>
-    private bool AcceptEndReaped(CompletionChannel channel)
+    private bool AcceptEndReaped(AcceptChannel channel)
     {
         for (int i = 0; i < _pendingReceives; i++)
         {
@@ -150,7 +150,7 @@ internal sealed unsafe partial class IoUringBackend
     }
 
     /// <summary>Hands an accept completion to its sink; after the channel was closed, closes an accepted descriptor instead.</summary>
-    private void DispatchAccept(CompletionChannel channel, int result, uint flags)
+    private void DispatchAccept(AcceptChannel channel, int result, uint flags)
     {
         bool more = (flags & Interop.IoUring.IORING_CQE_F_MORE) != 0;
         if (!more)
@@ -175,7 +175,7 @@ internal sealed unsafe partial class IoUringBackend
                     channel.Accepts++;
                 }
 
-                channel.AcceptSink!.OnAcceptCompleted(result, more);
+                channel.AcceptSink.OnAcceptCompleted(result, more);
             }
         }
         finally

@@ -519,7 +519,7 @@ internal sealed unsafe partial class IoUringBackend
         p.Channel = null;
         if (p.Kind == KindAccept)
         {
-            DispatchAccept(channel, p.Result, p.Flags);
+            DispatchAccept((AcceptChannel)channel, p.Result, p.Flags);
             return;
         }
 
@@ -771,7 +771,7 @@ internal sealed unsafe partial class IoUringBackend
             QueueCancel(OpUserData(KindSend, channel), channel);
         }
 
-        if (channel.AcceptArmed)
+        if (channel is AcceptChannel { AcceptArmed: true })
         {
             QueueCancel(OpUserData(KindAccept, channel), channel);
         }

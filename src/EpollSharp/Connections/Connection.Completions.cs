@@ -36,7 +36,11 @@ public sealed partial class Connection : ICompletionSink
 
     private int _sendPinCount;
 
-    /// <summary>The send's <c>msghdr</c> and its iovecs, in native memory (allocated with the first send, freed after the last completion).</summary>
+    /// <summary>
+    /// The send's <c>msghdr</c> and its iovecs, in native memory (allocated with the first send, freed after the last
+    /// completion), with room for as many chunks as <see cref="_sendPins"/>: one, or <see cref="MaxSendChunks"/> once a
+    /// send took more.
+    /// </summary>
     private IntPtr _sendMessage;
 
     /// <summary>Bytes the kernel delivered while the connection could not hand them over (paused, or behind held bytes), in order.</summary>
@@ -70,6 +74,9 @@ public sealed partial class Connection : ICompletionSink
 
     /// <summary>Send completions (tests check the completion path is in use).</summary>
     internal long CompletionSends => _channel?.Sends ?? 0;
+
+    /// <summary>How many chunks the connection's send message has room for: 0 before its first send, then 1 or <see cref="MaxSendChunks"/> (for tests).</summary>
+    internal int SendMessageCapacity => _sendMessage == IntPtr.Zero ? 0 : _sendPins!.Length;
 
     /// <summary>Bytes the kernel delivered that the connection holds (paused, or behind earlier held bytes), in provided buffers or copied.</summary>
     internal long HeldBytes
@@ -584,15 +591,20 @@ public sealed partial class Connection : ICompletionSink
     /// <summary>Submits one send of the whole backlog (up to <see cref="MaxSendChunks"/> chunks), its chunks pinned until the completion.</summary>
     private unsafe void SubmitSend(CompletionChannel channel, SendQueue queue)
     {
-        if (_sendMessage == IntPtr.Zero)
+        int chunks = Math.Min(queue.ChunkCount, MaxSendChunks);
+        if (_sendMessage == IntPtr.Zero || chunks > _sendPins!.Length)
         {
-            _sendMessage = Marshal.AllocHGlobal(sizeof(Interop.MsgHdr) + (MaxSendChunks * sizeof(Interop.IoVec)));
-            _sendPins ??= new GCHandle[MaxSendChunks];
+            // Room for one chunk until a send takes more (a small message's backlog is one chunk), then for the most. The
+            // connection keeps it while it lives, so that sends allocate nothing; one that only ever sent small messages
+            // keeps 72 bytes of native memory and a one-entry array instead of 1 KiB and 64 entries.
+            int capacity = chunks == 1 ? 1 : MaxSendChunks;
+            FreeSendMessage();
+            _sendMessage = Marshal.AllocHGlobal(sizeof(Interop.MsgHdr) + (capacity * sizeof(Interop.IoVec)));
+            _sendPins = new GCHandle[capacity];
         }
 
         var message = (Interop.MsgHdr*)_sendMessage;
         var iov = (Interop.IoVec*)((byte*)_sendMessage + sizeof(Interop.MsgHdr));
-        int chunks = Math.Min(queue.ChunkCount, MaxSendChunks);
         for (int i = 0; i < chunks; i++)
         {
             ArraySegment<byte> chunk = queue.ChunkAt(i);

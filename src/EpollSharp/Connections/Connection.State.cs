@@ -88,6 +88,9 @@ public sealed partial class Connection
 
         /// <summary>Bookkeeping: a graceful shutdown reached the connection before it started; <see cref="Start"/> passes it on.</summary>
         ShutdownRequestPending = 1 << 15,
+
+        /// <summary>Setup: the socket came non-blocking from the backend's accept; <see cref="ApplySocketOptions"/> does not set it again.</summary>
+        NonBlockingAlready = 1 << 16,
     }
 
     /// <summary>Whether backpressure is on: the backlog reached <see cref="ConnectionOptions.HighWatermark"/> and has not yet drained to <see cref="ConnectionOptions.LowWatermark"/>.</summary>

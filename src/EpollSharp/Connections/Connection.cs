@@ -64,6 +64,18 @@ public sealed partial class Connection
     private SocketError _reportedError;
 
     internal Connection(ConnectionListener? listener, EventLoop loop, Socket socket, ConnectionHandler handler, ConnectionSettings settings)
+        : this(listener, loop, socket, handler, settings, localEndPoint: null, nonBlocking: false)
+    {
+    }
+
+    /// <summary>
+    /// A connection on <paramref name="socket"/>. <paramref name="localEndPoint"/>, when given, is this side's address
+    /// (an accepted socket's is the listener's when the listener is bound to one address), so that it is not read and
+    /// allocated again; <paramref name="nonBlocking"/> says the descriptor is non-blocking already (the backend accepted
+    /// it so), and <see cref="Start"/> leaves it as it is: setting <see cref="Socket.Blocking"/> would give the socket a
+    /// runtime context of its own (about 200 bytes held for the connection's life) for nothing.
+    /// </summary>
+    internal Connection(ConnectionListener? listener, EventLoop loop, Socket socket, ConnectionHandler handler, ConnectionSettings settings, EndPoint? localEndPoint, bool nonBlocking)
     {
         Listener = listener;
         Loop = loop;
@@ -83,9 +95,14 @@ public sealed partial class Connection
             // The peer may already be gone; the endpoint is informational.
         }
 
+        if (nonBlocking)
+        {
+            _flags = (int)ConnectionFlags.NonBlockingAlready;
+        }
+
         try
         {
-            LocalEndPoint = socket.LocalEndPoint;
+            LocalEndPoint = localEndPoint ?? socket.LocalEndPoint;
         }
         catch (SocketException)
         {
@@ -447,13 +464,16 @@ public sealed partial class Connection
     private List<KeyValuePair<string, SocketError>>? ApplySocketOptions()
     {
         List<KeyValuePair<string, SocketError>>? failures = null;
-        try
+        if (!Has(ConnectionFlags.NonBlockingAlready))
         {
-            _socket.Blocking = false;
-        }
-        catch (SocketException e)
-        {
-            Note(ref failures, "O_NONBLOCK", e.SocketErrorCode);
+            try
+            {
+                _socket.Blocking = false;
+            }
+            catch (SocketException e)
+            {
+                Note(ref failures, "O_NONBLOCK", e.SocketErrorCode);
+            }
         }
 
         ConnectionSettings settings = _settings;

@@ -20,7 +20,7 @@ public sealed partial class ConnectionListener : IAcceptSink
     private readonly ICompletionIo? _acceptIo;
 
     // Loop-thread state of the completion path.
-    private CompletionChannel? _acceptChannel;
+    private AcceptChannel? _acceptChannel;
 
     /// <summary>Sockets the kernel accepted while the listener was pausing (at the limit): admitted first when it resumes.</summary>
     private Queue<Socket>? _parked;
@@ -162,7 +162,7 @@ public sealed partial class ConnectionListener : IAcceptSink
         }
         finally
         {
-            Admit(accepted);
+            Admit(accepted, nonBlocking: true);
             if (_acceptChannel is { AcceptArmed: true, AcceptMultishot: true } && !_stopped && !MultishotFits())
             {
                 // Near the limit: the multishot accept ends (its final completion arms a single one).
@@ -216,7 +216,7 @@ public sealed partial class ConnectionListener : IAcceptSink
             }
             finally
             {
-                Admit(accepted);
+                Admit(accepted, nonBlocking: true);
             }
 
             if (_stopped || Volatile.Read(ref _pauseKind) != NotPaused)

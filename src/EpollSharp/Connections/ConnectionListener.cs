@@ -77,6 +77,13 @@ public sealed partial class ConnectionListener : IDisposable
     private bool _stopped;
     private int _nextTarget;
 
+    /// <summary>
+    /// This side's address of every socket the listener accepts, when it is bound to one address (as the runtime's own
+    /// accept does, the connections share the listener's instance); null for a wildcard listener, whose connections each
+    /// read their own.
+    /// </summary>
+    private readonly EndPoint? _acceptedLocalEndPoint;
+
     // Shared state.
     private int _pauseKind;
     private int _resumePosted;
@@ -108,6 +115,7 @@ public sealed partial class ConnectionListener : IDisposable
         try
         {
             LocalEndPoint = _socket.LocalEndPoint!;
+            _acceptedLocalEndPoint = IsWildcard(LocalEndPoint) ? null : LocalEndPoint;
             _budget = budget ?? new ConnectionBudget(options.MaxConnections != 0 ? options.MaxConnections : DescriptorLimits.DefaultMaxConnections());
             _budget.Add(this);
             if (options.KeepReserveDescriptor)
@@ -443,10 +451,16 @@ public sealed partial class ConnectionListener : IDisposable
             finally
             {
                 // Admitted even when OnAcceptResumed throws: the socket and its share of the budget are taken already.
-                Admit(accepted);
+                Admit(accepted, nonBlocking: false);
             }
         }
     }
+
+    /// <summary>Whether <paramref name="endPoint"/> is a wildcard address (any IPv4 or IPv6 address), which an accepted socket's own address is not.</summary>
+    private static bool IsWildcard(EndPoint endPoint) =>
+        endPoint is IPEndPoint ip &&
+        (ip.Address.Equals(IPAddress.Any) || ip.Address.Equals(IPAddress.IPv6Any) ||
+         (ip.Address.IsIPv4MappedToIPv6 && ip.Address.MapToIPv4().Equals(IPAddress.Any)));
 
     /// <summary>Handles a failed accept; returns whether to go on accepting in this pass.</summary>
     private bool OnAcceptError(SocketError error)
@@ -472,11 +486,16 @@ public sealed partial class ConnectionListener : IDisposable
         }
     }
 
-    private void Admit(Socket accepted)
+    /// <summary>
+    /// Starts a connection on <paramref name="accepted"/>. <paramref name="nonBlocking"/>: the backend accepted the socket
+    /// non-blocking (the completion path's accept); on the readiness path the runtime's <c>accept4</c> did not.
+    /// </summary>
+    private void Admit(Socket accepted, bool nonBlocking)
     {
         EventLoop target = _targets.Length == 1 ? _targets[0] : _targets[(int)((uint)_nextTarget++ % (uint)_targets.Length)];
-        // The connection makes its socket non-blocking and applies its options itself when it starts on its loop.
-        var connection = new Connection(this, target, accepted, _handler, _settings);
+        // The connection makes its socket non-blocking (unless it is already) and applies its options itself when it
+        // starts on its loop.
+        var connection = new Connection(this, target, accepted, _handler, _settings, _acceptedLocalEndPoint, nonBlocking);
         if (!Track(connection))
         {
             accepted.Dispose();

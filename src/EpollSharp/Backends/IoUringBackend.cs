@@ -628,6 +628,12 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             return 1;
         }
 
+        if (Volatile.Read(ref _wakePending) != 0)
+        {
+            // A wake-up was written: its completion alone must end this wait.
+            return 1;
+        }
+
         uint forced = Volatile.Read(ref _minCompleteOverride);
         if (forced > 0)
         {

@@ -39,7 +39,9 @@ namespace EpollSharp.Backends;
 /// <c>IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN</c>, Linux 6.1 and later), only that thread submits, and
 /// another thread's Add, Modify and Remove are queued for it and wake it (see <see cref="MoveToThisThread"/> and
 /// <see cref="RunEnded"/> for a loop that changes threads, and docs/backends-io_uring.md). The wait is <c>io_uring_enter</c> with
-/// <c>IORING_ENTER_GETEVENTS</c> and, for a finite timeout, <c>IORING_ENTER_EXT_ARG</c> with a timespec.</para>
+/// <c>IORING_ENTER_GETEVENTS</c> and, for a finite timeout, <c>IORING_ENTER_EXT_ARG</c> with a timespec; on an
+/// issuer-bound ring with Linux 6.12's min-wait, a wait with many operations in flight batches (see
+/// <see cref="BatchingWaits"/>).</para>
 /// <para>A poll holds a reference on the file. A handle closed without Remove (which the loop tolerates: epoll forgets
 /// the descriptor with its last close) therefore stays open in the kernel until the backend notices: at its next
 /// completion, when a wait's sweep (a few registrations per wait, in turn) finds the handle closed, or when the backend

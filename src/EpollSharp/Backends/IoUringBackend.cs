@@ -78,6 +78,12 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     /// <summary>Below this many receives, sends and accepts in flight, a wait returns at the first completion, as before.</summary>
     internal const int MinWaitInFlight = 16;
 
+    /// <summary>
+    /// A wait batches only after one that found at least this many receives, accepts or readiness events: a lone request
+    /// on a quiet loop (its receive, then its send) is served without waiting for company.
+    /// </summary>
+    internal const uint MinWaitBusy = 2;
+
     /// <summary>A batching wait with no deadline still passes one (the kernel ends a min-wait with no timeout at the min-wait); an hour.</summary>
     private const long MinWaitNoDeadlineSeconds = 3600;
 
@@ -122,6 +128,12 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
 
     /// <summary>Tests: the completions a batching wait asks for, whatever is in flight; 0: from what is in flight.</summary>
     private uint _minCompleteOverride;
+
+    /// <summary>
+    /// The receives, accepts and readiness events the last wait found (under the lock): fewer than
+    /// <see cref="MinWaitBusy"/>, the next wait does not batch.
+    /// </summary>
+    private uint _lastArrivals;
 
     /// <summary>Cancellations asked for by other threads (issuer-bound ring): written by the issuer at its next wait.</summary>
     private DeferredCancel[] _deferredCancels = new DeferredCancel[16];
@@ -620,8 +632,9 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
 
     /// <summary>
     /// The completions a blocking wait asks for: 1 (the first completion ends it), or, for a batching wait with at least
-    /// <see cref="MinWaitInFlight"/> operations in flight, the entries it submits (a send to a socket with room
-    /// completes while it is submitted) and a quarter of what is in flight. Under the lock.
+    /// <see cref="MinWaitInFlight"/> operations in flight after a wait that found at least <see cref="MinWaitBusy"/>
+    /// receives, accepts or readiness events, the entries it submits (a send to a socket with room completes while it is submitted) and a quarter
+    /// of what is in flight. Under the lock.
     /// </summary>
     private uint MinComplete(uint toSubmit)
     {
@@ -643,7 +656,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         }
 
         int inFlight = _channelOps;
-        if (inFlight < MinWaitInFlight)
+        if (inFlight < MinWaitInFlight || _lastArrivals < MinWaitBusy)
         {
             return 1;
         }
@@ -679,6 +692,9 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             _inWait = false;
             uint head = _ring.CqHead;
             uint tail = _ring.CqTail;
+            // What arrived: receives, accepts and readiness; not the sends (one to a socket with room completes while it
+            // is submitted, and says nothing of the load), nor wake-ups and removals.
+            uint arrivals = 0;
             while (head != tail && written < events.Length)
             {
                 ref Interop.IoUringCqe cqe = ref _ring.Cqe(head);
@@ -714,9 +730,16 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
 
                 if ((userData & CompletionTag) != 0)
                 {
+                    if (((userData >> KindShift) & 0xF) is KindReceive or KindAccept)
+                    {
+                        arrivals++;
+                    }
+
                     ReapCompletion(userData, res, flags);
                     continue;
                 }
+
+                arrivals++;
 
                 int slot = (int)(userData >> 32);
                 Entry? entry = slot < _slotsUsed ? _slots[slot] : null;
@@ -781,6 +804,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             }
 
             _ring.AdvanceCq(head);
+            _lastArrivals = arrivals;
         }
 
         return written;

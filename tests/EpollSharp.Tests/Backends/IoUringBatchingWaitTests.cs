@@ -4,6 +4,8 @@ using System.Net;
 using System.Net.Sockets;
 using System.Reflection;
 using EpollSharp.Backends;
+using EpollSharp.Connections;
+using EpollSharp.Tests.Connections;
 using Xunit.Abstractions;
 
 namespace EpollSharp.Tests.Backends;
@@ -102,6 +104,120 @@ public sealed class IoUringBatchingWaitTests
         {
             return false;
         }
+    }
+
+    /// <summary>
+    /// A loop on the completion path with enough connections for its waits to batch (their receives in flight), and a
+    /// min-wait of 1 s: after a burst (every client sends at once; the waits batch, and everything is echoed), work
+    /// posted from another thread ends the batching wait at once, a lone echo on the quiet loop is served at once (a
+    /// wait batches only after one that found several receives), and a timer fires at its time.
+    /// </summary>
+    [SkippableFact]
+    public void A_loop_that_batches_serves_a_lone_echo_a_timer_and_posted_work_at_once()
+    {
+        Util.Backends.SkipUnlessAvailable(EventLoopBackend.IoUring);
+        using var server = new EchoServer(EventLoopBackend.IoUring, new Echo(), ioUringCompletions: true);
+        Skip.If(server.Loop.CompletionIo is null, "io_uring completions unavailable here");
+        IoUringBackend backend = (IoUringBackend)typeof(EventLoop).GetField("_backend", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(server.Loop)!;
+        Skip.IfNot(backend.BatchingWaits, "batching waits need Linux 6.12");
+        var clients = new List<Socket>();
+        try
+        {
+            byte[] message = { 1, 2, 3, 4 };
+            byte[] echo = new byte[4];
+            void EchoOn(Socket client)
+            {
+                client.Send(message);
+                int total = 0;
+                while (total < message.Length)
+                {
+                    int n = client.Receive(echo, total, message.Length - total, SocketFlags.None);
+                    Assert.True(n > 0, "the server closed a connection");
+                    total += n;
+                }
+
+                Assert.Equal(message, echo);
+            }
+
+            for (int i = 0; i < 2 * IoUringBackend.MinWaitInFlight; i++)
+            {
+                clients.Add(server.Connect());
+                EchoOn(clients[i]);
+            }
+
+            const uint minWait = 1_000_000;
+            backend.MinWaitMicroseconds = minWait;
+            TimeSpan bound = TimeSpan.FromMicroseconds(minWait / 2);
+            string loopTask = server.Harness.Invoke(() => Path.GetFileName(Directory.ResolveLinkTarget("/proc/thread-self", returnFinalTarget: false)!.FullName));
+            for (int round = 0; round < 2; round++)
+            {
+                // A burst: every client sends at once, and all is echoed (the waits batch; the last replies may wait for
+                // the min-wait, the company they waited for being gone).
+                var sw = Stopwatch.StartNew();
+                foreach (Socket client in clients)
+                {
+                    client.Send(message);
+                }
+
+                foreach (Socket client in clients)
+                {
+                    int total = 0;
+                    while (total < message.Length)
+                    {
+                        int n = client.Receive(echo, total, message.Length - total, SocketFlags.None);
+                        Assert.True(n > 0, "the server closed a connection");
+                        total += n;
+                    }
+                }
+
+                TimeSpan burst = sw.Elapsed;
+
+                // Work posted from another thread while the loop sleeps, in a batching wait after the burst.
+                LoopHarness.WaitUntil(() => SleepsInIoUringEnter(loopTask), "the loop sleeps in io_uring_enter");
+                using var ran = new ManualResetEventSlim();
+                sw.Restart();
+                server.Loop.Post(ran.Set);
+                Assert.True(ran.Wait(TimeSpan.FromSeconds(10)), "the posted work did not run");
+                TimeSpan posted = sw.Elapsed;
+
+                // A lone echo on the quiet loop.
+                LoopHarness.WaitUntil(() => SleepsInIoUringEnter(loopTask), "the loop sleeps in io_uring_enter");
+                sw.Restart();
+                EchoOn(clients[round]);
+                TimeSpan lone = sw.Elapsed;
+
+                // A timer.
+                LoopHarness.WaitUntil(() => SleepsInIoUringEnter(loopTask), "the loop sleeps in io_uring_enter");
+                using var fired = new ManualResetEventSlim();
+                TimeSpan firedAfter = TimeSpan.Zero;
+                sw.Restart();
+                server.Loop.Schedule(TimeSpan.FromMilliseconds(30), _ =>
+                {
+                    firedAfter = sw.Elapsed;
+                    fired.Set();
+                });
+                Assert.True(fired.Wait(TimeSpan.FromSeconds(10)), "the timer did not fire");
+                _output.WriteLine($"round {round}: burst of {clients.Count} echoes {burst.TotalMilliseconds:F2} ms, posted work after {posted.TotalMilliseconds:F2} ms, lone echo {lone.TotalMilliseconds:F2} ms, 30 ms timer after {firedAfter.TotalMilliseconds:F2} ms");
+                Assert.True(posted < bound, $"the posted work ran after {posted}: the wake-up waited for the min-wait");
+                Assert.True(lone < bound, $"a lone echo took {lone}: it waited for the min-wait");
+                Assert.True(firedAfter >= TimeSpan.FromMilliseconds(29), $"the timer fired after {firedAfter}, before its time");
+                Assert.True(firedAfter < bound, $"the timer fired after {firedAfter}: it waited for the min-wait");
+            }
+
+            server.AssertNoLoopErrors();
+        }
+        finally
+        {
+            foreach (Socket client in clients)
+            {
+                client.Dispose();
+            }
+        }
+    }
+
+    private sealed class Echo : ConnectionHandler
+    {
+        public override void OnReceived(Connection connection, ReadOnlySpan<byte> data) => connection.Write(data);
     }
 
     [SkippableFact]

@@ -76,6 +76,13 @@ int main(void)
     INT(MAP_SHARED);
     INT(MAP_POPULATE);
 
+    /* Linux 6.12 (incrementally consumed buffer rings): absent from older headers, where the test reports them unchecked.
+     * IOU_PBUF_RING_INC is an enumerator, so the macro added with it marks the headers that have both. */
+#ifdef IORING_CQE_F_BUF_MORE
+    INT(IORING_CQE_F_BUF_MORE);
+    INT(IOU_PBUF_RING_INC);
+#endif
+
     /* The last field is resv2 in older headers and user_addr in newer ones: the size checks it. */
     SIZE(SizeofIoSqringOffsets, struct io_sqring_offsets);
     OFFSET(IoSqringOffsetsArray, struct io_sqring_offsets, array);

@@ -14,19 +14,22 @@ internal interface ICompletionIo
     /// <summary>Whether the completion path is set up and may be used (otherwise streams stay on readiness).</summary>
     bool Enabled { get; }
 
-    /// <summary>The size of each provided receive buffer: a receive completion carries at most this many bytes.</summary>
+    /// <summary>The size of each provided receive buffer: a receive completion carries at most this many bytes (64 KiB where the kernel consumes buffers incrementally, 4 KiB otherwise).</summary>
     int ReceiveBufferSize { get; }
 
-    /// <summary>Provided buffers handed to a receive completion and not yet given back (an idle stream holds none).</summary>
+    /// <summary>
+    /// Provided buffers that a receive completion not yet handed over, or a piece a sink kept, refers to (an idle stream
+    /// holds none). A buffer the kernel is still filling incrementally, which nothing refers to, is not counted.
+    /// </summary>
     int ReceiveBuffersInUse { get; }
 
     /// <summary>Whether so many provided buffers are kept (or out) that a sink should copy what it holds rather than keep more.</summary>
     bool ReceiveBuffersScarce { get; }
 
-    /// <summary>The whole of provided buffer <paramref name="bufferId"/>, which a sink kept.</summary>
+    /// <summary>The whole of provided buffer <paramref name="bufferId"/>, of which a sink kept a piece.</summary>
     ReadOnlySpan<byte> ReceiveBuffer(ushort bufferId);
 
-    /// <summary>Gives a kept buffer back to the kernel.</summary>
+    /// <summary>Lets go of a kept piece of a buffer (once per kept completion): the buffer goes back to the kernel when nothing refers to it any more.</summary>
     void ReleaseReceiveBuffer(ushort bufferId);
 
     /// <summary>Opens a channel on the stream <paramref name="handle"/> (which the caller keeps open until <see cref="Close"/>); completions go to <paramref name="sink"/>.</summary>
@@ -39,8 +42,9 @@ internal interface ICompletionIo
     void CancelReceive(CompletionChannel channel);
 
     /// <summary>
-    /// Submits a send of the bytes that <paramref name="message"/> (a <c>struct msghdr</c>) points to through its iovecs;
-    /// the message, the iovecs and the bytes must stay valid and pinned until its completion. Only when no send is in
+    /// Submits a send of the bytes that <paramref name="message"/> (a <c>struct msghdr</c>) points to through its iovecs
+    /// (one iovec goes as a plain send of its bytes); the message, the iovecs and the bytes must stay valid and pinned
+    /// until its completion. Only when no send is in
     /// flight. It goes to the kernel with the loop's next wait; on a stream socket the kernel sends it all (waiting for
     /// room as needed) before it completes, unless an error ends it.
     /// </summary>
@@ -126,15 +130,15 @@ internal interface IAcceptSink
 internal interface ICompletionSink
 {
     /// <summary>
-    /// A receive completed: <paramref name="result"/> bytes (in <paramref name="data"/>, provided buffer
-    /// <paramref name="bufferId"/>), 0 at the end of stream, or a negated errno. <paramref name="more"/> is false when the
-    /// multishot receive ended (it must be armed again to go on).
+    /// A receive completed: <paramref name="result"/> bytes (in <paramref name="data"/>, at <paramref name="bufferOffset"/>
+    /// in provided buffer <paramref name="bufferId"/>: several completions may share a buffer), 0 at the end of stream, or
+    /// a negated errno. <paramref name="more"/> is false when the multishot receive ended (it must be armed again to go on).
     /// </summary>
     /// <returns>
     /// True to keep the buffer (the data stays valid until <see cref="ICompletionIo.ReleaseReceiveBuffer"/>); false to
     /// give it back when the call returns.
     /// </returns>
-    bool OnReceiveCompleted(int result, bool more, ushort bufferId, ReadOnlySpan<byte> data);
+    bool OnReceiveCompleted(int result, bool more, ushort bufferId, int bufferOffset, ReadOnlySpan<byte> data);
 
     /// <summary>The end of the iteration a send was deferred to (<see cref="ICompletionIo.DeferSend"/>): submit it now.</summary>
     void OnSendReady();

@@ -11,10 +11,16 @@ namespace EpollSharp.Backends;
 /// <c>io_uring_enter</c> (the wait), so a receive or a send costs no system call of its own.
 /// </summary>
 /// <remarks>
-/// <para>The buffer ring: <see cref="BufferCount"/> buffers of <see cref="BufferSize"/> bytes, in one anonymous mapping,
-/// registered with <c>IORING_REGISTER_PBUF_RING</c> as group 0. The kernel takes a buffer only when data arrives; the
-/// completion names it (<c>IORING_CQE_F_BUFFER</c>), and it goes back to the ring as soon as the sink's call returned.
-/// An idle stream therefore holds no buffer.</para>
+/// <para>The buffer ring: one anonymous mapping, registered with <c>IORING_REGISTER_PBUF_RING</c> as group 0. Where the
+/// kernel consumes buffers incrementally (<c>IOU_PBUF_RING_INC</c>, Linux 6.12, probed by registering with it), it holds
+/// <see cref="LargeBufferCount"/> buffers of <see cref="LargeBufferSize"/> bytes: each receive takes only the bytes that
+/// arrived from the buffer at the ring's head, the next receive (of any stream) goes on in the same buffer, and the
+/// completion says whether the kernel goes on in it (<c>IORING_CQE_F_BUF_MORE</c>). A 16 KiB message is then one
+/// completion and one span, and a 64-byte one takes 64 bytes of a buffer. Elsewhere, <see cref="BufferCount"/> buffers
+/// of <see cref="BufferSize"/> bytes, each receive taking a whole buffer. The kernel takes buffer space only when data
+/// arrives; the completion names the buffer (<c>IORING_CQE_F_BUFFER</c>), and it goes back to the ring once the kernel
+/// is done with it and no completion or kept piece refers to it (counted per buffer): as soon as the sink's call
+/// returned, unless the sink kept the bytes. An idle stream therefore holds no buffer.</para>
 /// <para>User data: bit 63 marks a completion-side operation, bits 59-62 its kind, bits 32-58 the channel's slot, the
 /// low 32 bits the slot's generation. A channel's slot is freed only after the final completion of each of its
 /// operations was reaped, and a completion whose generation is not the slot's current one gives its buffer back and is
@@ -27,6 +33,18 @@ internal sealed unsafe partial class IoUringBackend
 
     /// <summary>How many provided receive buffers the ring has (a power of two, at most 32,768).</summary>
     internal const int BufferCount = 2048;
+
+    /// <summary>Each provided receive buffer's size where the kernel consumes them incrementally (the same mapping as the 4 KiB layout).</summary>
+    internal const int LargeBufferSize = 64 * 1024;
+
+    /// <summary>How many provided receive buffers the ring has where the kernel consumes them incrementally.</summary>
+    internal const int LargeBufferCount = BufferCount * BufferSize / LargeBufferSize;
+
+    /// <summary>
+    /// Whether a new backend asks the kernel for incremental buffer consumption (tests turn it off to exercise the 4 KiB
+    /// layout of older kernels); <c>EPOLLSHARP_IO_URING_INCREMENTAL=0</c> (<c>false</c>, <c>off</c>) turns it off for the process.
+    /// </summary>
+    internal static bool IncrementalBuffersWanted { get; set; } = ParseSwitch(Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_INCREMENTAL")) ?? true;
 
     private const ulong CompletionTag = 1UL << 63;
     private const int KindShift = 59;
@@ -81,10 +99,33 @@ internal sealed unsafe partial class IoUringBackend
     private ushort _bufferTail;
     private int _buffersOut;
 
+    /// <summary>Whether the ring consumes buffers incrementally (<c>IOU_PBUF_RING_INC</c>): the large layout.</summary>
+    private bool _incremental;
+
+    /// <summary>The layout in use: <see cref="BufferSize"/> and <see cref="BufferCount"/>, or the large, incremental one.</summary>
+    private int _bufferSize = BufferSize;
+
+    private int _bufferCount = BufferCount;
+
     /// <summary>Which buffers the kernel handed out and were not given back (to rebuild the ring when it moves).</summary>
     private readonly bool[] _bufferIsOut = new bool[BufferCount];
 
-    /// <summary>Buffers sinks kept (held data) and have not given back: at a quarter of the ring, sinks copy instead.</summary>
+    /// <summary>Per buffer: reaped completions not yet dispatched, and pieces sinks kept, that refer to it.</summary>
+    private readonly int[] _bufferRefs = new int[BufferCount];
+
+    /// <summary>Per buffer: pieces sinks kept (part of <see cref="_bufferRefs"/>).</summary>
+    private readonly int[] _bufferKeptRefs = new int[BufferCount];
+
+    /// <summary>Incremental layout, per buffer: bytes the kernel filled (where the next completion's bytes start).</summary>
+    private readonly int[] _bufferFilled = new int[BufferCount];
+
+    /// <summary>Incremental layout, per buffer: the kernel goes on filling it (its last completion had <c>IORING_CQE_F_BUF_MORE</c>).</summary>
+    private readonly bool[] _bufferKernelHolds = new bool[BufferCount];
+
+    /// <summary>Buffers a reaped completion or a kept piece refers to (<see cref="_bufferRefs"/> not 0).</summary>
+    private int _buffersReferenced;
+
+    /// <summary>Buffers with pieces sinks kept (held data) and have not given back: at a quarter of the ring, sinks copy instead.</summary>
     private int _buffersKept;
 
     /// <summary>Whether the completion path is set up (the kernel has what it needs, and it was not switched off); why not otherwise.</summary>
@@ -98,26 +139,36 @@ internal sealed unsafe partial class IoUringBackend
     public bool Enabled => _completions;
 
     /// <inheritdoc/>
-    public int ReceiveBufferSize => BufferSize;
+    public int ReceiveBufferSize => _bufferSize;
 
     /// <inheritdoc/>
-    public int ReceiveBuffersInUse => Volatile.Read(ref _buffersOut);
+    public int ReceiveBuffersInUse => Volatile.Read(ref _buffersReferenced);
+
+    /// <summary>Buffers out of the ring: <see cref="ReceiveBuffersInUse"/>, and the one the kernel is filling incrementally (if any).</summary>
+    internal int ReceiveBuffersOut => Volatile.Read(ref _buffersOut);
 
     /// <inheritdoc/>
     public int PendingCompletions => _pendingCount;
 
     /// <inheritdoc/>
-    public bool ReceiveBuffersScarce => _buffersKept >= BufferCount / 4;
+    public bool ReceiveBuffersScarce => _buffersKept >= _bufferCount / 4;
+
+    /// <summary>Whether the ring consumes large buffers incrementally (<c>IOU_PBUF_RING_INC</c>, Linux 6.12 and later).</summary>
+    internal bool IncrementalBuffers => _incremental;
 
     /// <inheritdoc/>
     public ReadOnlySpan<byte> ReceiveBuffer(ushort bufferId) =>
-        _completions ? new ReadOnlySpan<byte>(_bufferBase + ((long)bufferId * BufferSize), BufferSize) : default;
+        _completions ? new ReadOnlySpan<byte>(_bufferBase + ((long)bufferId * _bufferSize), _bufferSize) : default;
 
     /// <inheritdoc/>
     public void ReleaseReceiveBuffer(ushort bufferId)
     {
-        _buffersKept--;
-        GiveBack(bufferId);
+        if (--_bufferKeptRefs[bufferId] == 0)
+        {
+            _buffersKept--;
+        }
+
+        Unref(bufferId);
     }
 
     /// <inheritdoc/>
@@ -182,9 +233,9 @@ internal sealed unsafe partial class IoUringBackend
         }
 
         // SENDMSG_ZC (Linux 6.1) is not used: it marks a kernel that has multishot receive (6.0), which the probe cannot ask about.
-        if (!_ring.SupportsOps(stackalloc byte[] { Interop.IoUring.IORING_OP_RECV, Interop.IoUring.IORING_OP_SENDMSG, Interop.IoUring.IORING_OP_ASYNC_CANCEL, Interop.IoUring.IORING_OP_SENDMSG_ZC }))
+        if (!_ring.SupportsOps(stackalloc byte[] { Interop.IoUring.IORING_OP_RECV, Interop.IoUring.IORING_OP_SEND, Interop.IoUring.IORING_OP_SENDMSG, Interop.IoUring.IORING_OP_ASYNC_CANCEL, Interop.IoUring.IORING_OP_SENDMSG_ZC }))
         {
-            _completionsReason = "the kernel lacks RECV, SENDMSG, ASYNC_CANCEL or SENDMSG_ZC (Linux 6.1 or later is needed)";
+            _completionsReason = "the kernel lacks RECV, SEND, SENDMSG, ASYNC_CANCEL or SENDMSG_ZC (Linux 6.1 or later is needed)";
             return;
         }
 
@@ -201,7 +252,20 @@ internal sealed unsafe partial class IoUringBackend
         _bufferRegionLength = length;
         _bufferRing = (Interop.IoUringBuf*)region;
         _bufferBase = (byte*)region + ringBytes;
-        int errno = RegisterBufferRing();
+        int errno = -1;
+        if (IncrementalBuffersWanted)
+        {
+            // The large layout in the same mapping; a kernel before 6.12 refuses the flag (EINVAL).
+            UseLayout(incremental: true);
+            errno = RegisterBufferRing();
+        }
+
+        if (errno != 0)
+        {
+            UseLayout(incremental: false);
+            errno = RegisterBufferRing();
+        }
+
         if (errno != 0)
         {
             _completionsReason = "io_uring_register(IORING_REGISTER_PBUF_RING) failed with " + ErrnoNames.NameOf(errno);
@@ -213,14 +277,41 @@ internal sealed unsafe partial class IoUringBackend
         _completionsReason = string.Empty;
     }
 
+    /// <summary>Chooses the buffer layout (before the first registration).</summary>
+    private void UseLayout(bool incremental)
+    {
+        _incremental = incremental;
+        _bufferSize = incremental ? LargeBufferSize : BufferSize;
+        _bufferCount = incremental ? LargeBufferCount : BufferCount;
+    }
+
     /// <summary>
     /// Fills the buffer ring with every buffer not handed out, from its start, and registers it with the current ring
     /// (whose kernel-side head starts at 0). Returns 0, or the errno.
     /// </summary>
     private int RegisterBufferRing()
     {
+        for (int bid = 0; bid < _bufferCount; bid++)
+        {
+            // A new ring (the loop moved to another thread): the old one's partly filled buffer is no longer the kernel's.
+            if (_bufferKernelHolds[bid])
+            {
+                _bufferKernelHolds[bid] = false;
+                if (_bufferRefs[bid] == 0)
+                {
+                    _bufferIsOut[bid] = false;
+                    _buffersOut--;
+                }
+            }
+
+            if (!_bufferIsOut[bid])
+            {
+                _bufferFilled[bid] = 0;
+            }
+        }
+
         _bufferTail = 0;
-        for (int bid = 0; bid < BufferCount; bid++)
+        for (int bid = 0; bid < _bufferCount; bid++)
         {
             if (!_bufferIsOut[bid])
             {
@@ -231,8 +322,9 @@ internal sealed unsafe partial class IoUringBackend
         Volatile.Write(ref *(ushort*)((byte*)_bufferRing + 14), _bufferTail);
         var reg = default(Interop.IoUringBufReg);
         reg.RingAddr = (ulong)_bufferRing;
-        reg.RingEntries = BufferCount;
+        reg.RingEntries = (uint)_bufferCount;
         reg.Bgid = BufferGroup;
+        reg.Flags = _incremental ? Interop.IoUring.IOU_PBUF_RING_INC : (ushort)0;
         using SafeHandleLease lease = SafeHandleLease.Acquire(_ring.Handle);
         return Interop.IoUring.io_uring_register(_ring.Handle.FileDescriptor, Interop.IoUring.IORING_REGISTER_PBUF_RING, &reg, 1) < 0 ? Interop.Errno.Last() : 0;
     }
@@ -350,11 +442,24 @@ internal sealed unsafe partial class IoUringBackend
             }
 
             Interop.IoUringSqe* sqe = NextSqe();
-            sqe->Opcode = Interop.IoUring.IORING_OP_SENDMSG;
             sqe->Fd = channel.Fd;
-            sqe->Addr = (ulong)message;
-            sqe->Len = 1;
             sqe->OpFlags = Interop.IoUring.MSG_NOSIGNAL;
+            if (message->IovLen == 1)
+            {
+                // One buffer (a message's echo, most often): a plain send, which spares the kernel copying in the
+                // msghdr and its iovec. The bytes stay pinned until the completion all the same.
+                var iov = (Interop.IoVec*)message->Iov;
+                sqe->Opcode = Interop.IoUring.IORING_OP_SEND;
+                sqe->Addr = (ulong)iov->Base;
+                sqe->Len = (uint)iov->Len;
+            }
+            else
+            {
+                sqe->Opcode = Interop.IoUring.IORING_OP_SENDMSG;
+                sqe->Addr = (ulong)message;
+                sqe->Len = 1;
+            }
+
             sqe->UserData = OpUserData(KindSend, channel);
             channel.SendInFlight = true;
             _channelOps++;
@@ -420,6 +525,7 @@ internal sealed unsafe partial class IoUringBackend
 
         bool hasBuffer = (p.Flags & Interop.IoUring.IORING_CQE_F_BUFFER) != 0;
         ushort bid = (ushort)(p.Flags >> Interop.IoUring.IORING_CQE_BUFFER_SHIFT);
+        int offset = p.BufferOffset;
         try
         {
             if ((p.Flags & Interop.IoUring.IORING_CQE_F_MORE) == 0)
@@ -447,18 +553,21 @@ internal sealed unsafe partial class IoUringBackend
                 }
 
                 ReadOnlySpan<byte> data = hasBuffer && p.Result > 0
-                    ? new ReadOnlySpan<byte>(_bufferBase + ((long)bid * BufferSize), p.Result)
+                    ? new ReadOnlySpan<byte>(_bufferBase + ((long)bid * _bufferSize) + offset, p.Result)
                     : default;
                 if (p.Result > 0)
                 {
                     channel.Receives++;
                 }
 
-                if (channel.Sink.OnReceiveCompleted(p.Result, (p.Flags & Interop.IoUring.IORING_CQE_F_MORE) != 0, bid, data) && data.Length > 0)
+                if (channel.Sink.OnReceiveCompleted(p.Result, (p.Flags & Interop.IoUring.IORING_CQE_F_MORE) != 0, bid, offset, data) && data.Length > 0)
                 {
-                    // Kept: the sink gives it back.
+                    // Kept: the sink gives it back (the completion's reference becomes the kept piece's).
                     hasBuffer = false;
-                    _buffersKept++;
+                    if (_bufferKeptRefs[bid]++ == 0)
+                    {
+                        _buffersKept++;
+                    }
                 }
             }
             else
@@ -471,7 +580,7 @@ internal sealed unsafe partial class IoUringBackend
         {
             if (hasBuffer)
             {
-                GiveBack(bid);
+                Unref(bid);
             }
 
             if (channel.Closed && !channel.ReceiveArmed && !channel.SendInFlight)
@@ -504,10 +613,18 @@ internal sealed unsafe partial class IoUringBackend
         int slot = (int)((userData >> 32) & 0x7FF_FFFF);
         CompletionChannel? channel = slot < _channelsUsed ? _channels[slot] : null;
         bool final = (flags & Interop.IoUring.IORING_CQE_F_MORE) == 0;
+        int offset = 0;
         if ((flags & Interop.IoUring.IORING_CQE_F_BUFFER) != 0)
         {
-            _buffersOut++;
-            _bufferIsOut[(ushort)(flags >> Interop.IoUring.IORING_CQE_BUFFER_SHIFT)] = true;
+            if (_incremental && res <= 0)
+            {
+                // Nothing consumed (the end of stream): the buffer stays at the kernel's head, whatever the flags say.
+                flags &= ~Interop.IoUring.IORING_CQE_F_BUFFER;
+            }
+            else
+            {
+                offset = TakeBuffer((ushort)(flags >> Interop.IoUring.IORING_CQE_BUFFER_SHIFT), res, flags);
+            }
         }
 
         if (channel is null || channel.Generation != (uint)userData)
@@ -515,7 +632,7 @@ internal sealed unsafe partial class IoUringBackend
             // Cannot happen while slots are freed only after their operations' final completions; a buffer is given back regardless.
             if ((flags & Interop.IoUring.IORING_CQE_F_BUFFER) != 0)
             {
-                GiveBack((ushort)(flags >> Interop.IoUring.IORING_CQE_BUFFER_SHIFT));
+                Unref((ushort)(flags >> Interop.IoUring.IORING_CQE_BUFFER_SHIFT));
             }
 
             return;
@@ -535,6 +652,55 @@ internal sealed unsafe partial class IoUringBackend
         p.Kind = kind;
         p.Result = res;
         p.Flags = flags;
+        p.BufferOffset = offset;
+    }
+
+    /// <summary>
+    /// A reaped completion names buffer <paramref name="bid"/> (<paramref name="res"/> bytes, under the lock): the buffer is
+    /// out of the ring, and the completion refers to it until dispatched. Returns where its bytes start in the buffer:
+    /// incrementally consumed, after the bytes of the buffer's earlier completions (the kernel fills a buffer in order, and
+    /// posts the completions in that order).
+    /// </summary>
+    private int TakeBuffer(ushort bid, int res, uint flags)
+    {
+        if (!_bufferIsOut[bid])
+        {
+            _bufferIsOut[bid] = true;
+            _buffersOut++;
+        }
+
+        if (_bufferRefs[bid]++ == 0)
+        {
+            _buffersReferenced++;
+        }
+
+        if (!_incremental)
+        {
+            return 0;
+        }
+
+        int offset = _bufferFilled[bid];
+        if (res > _bufferSize - offset)
+        {
+            throw new InvalidOperationException($"io_uring: a receive completion of {res} bytes at {offset} overruns provided buffer {bid} ({_bufferSize} bytes).");
+        }
+
+        _bufferFilled[bid] = offset + res;
+        _bufferKernelHolds[bid] = (flags & Interop.IoUring.IORING_CQE_F_BUF_MORE) != 0;
+        return offset;
+    }
+
+    /// <summary>Drops one reference to buffer <paramref name="bid"/>; the last one, with the kernel done with it, gives it back to the ring.</summary>
+    private void Unref(ushort bid)
+    {
+        if (--_bufferRefs[bid] == 0)
+        {
+            _buffersReferenced--;
+            if (!_bufferKernelHolds[bid])
+            {
+                GiveBack(bid);
+            }
+        }
     }
 
     private static ref PendingCompletion Append(ref PendingCompletion[] array, ref int count)
@@ -578,14 +744,15 @@ internal sealed unsafe partial class IoUringBackend
         Volatile.Write(ref *(ushort*)((byte*)_bufferRing + 14), _bufferTail);
         _buffersOut--;
         _bufferIsOut[bid] = false;
+        _bufferFilled[bid] = 0;
     }
 
     /// <summary>Writes buffer <paramref name="bid"/> at the ring's tail (not yet published). Never the entry's last 16 bits: in entry 0 they are the tail.</summary>
     private void PutBuffer(ushort bid)
     {
-        Interop.IoUringBuf* entry = &_bufferRing[_bufferTail & (BufferCount - 1)];
-        entry->Addr = (ulong)(_bufferBase + ((long)bid * BufferSize));
-        entry->Len = BufferSize;
+        Interop.IoUringBuf* entry = &_bufferRing[_bufferTail & (_bufferCount - 1)];
+        entry->Addr = (ulong)(_bufferBase + ((long)bid * _bufferSize));
+        entry->Len = (uint)_bufferSize;
         entry->Bid = bid;
         _bufferTail++;
     }
@@ -643,5 +810,8 @@ internal sealed unsafe partial class IoUringBackend
         public ulong Kind;
         public int Result;
         public uint Flags;
+
+        /// <summary>Where the completion's bytes start in its buffer (incremental layout; 0 otherwise).</summary>
+        public int BufferOffset;
     }
 }

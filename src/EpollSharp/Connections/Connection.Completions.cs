@@ -92,7 +92,7 @@ public sealed partial class Connection : ICompletionSink
     private bool HasHeld => _heldEndOfStream || _heldPieceCount > 0 || _held is { IsEmpty: false };
 
     /// <inheritdoc/>
-    bool ICompletionSink.OnReceiveCompleted(int result, bool more, ushort bufferId, ReadOnlySpan<byte> data)
+    bool ICompletionSink.OnReceiveCompleted(int result, bool more, ushort bufferId, int bufferOffset, ReadOnlySpan<byte> data)
     {
         if (!more)
         {
@@ -105,7 +105,7 @@ public sealed partial class Connection : ICompletionSink
         }
 
         _keptBuffer = false;
-        Guarded(static (c, r, d) => c.HandleReceiveCompletion(r.Result, r.More, r.BufferId, d), (Result: result, More: more, BufferId: bufferId), data);
+        Guarded(static (c, r, d) => c.HandleReceiveCompletion(r.Result, r.More, r.BufferId, r.BufferOffset, d), (Result: result, More: more, BufferId: bufferId, BufferOffset: bufferOffset), data);
         return _keptBuffer;
     }
 
@@ -129,7 +129,7 @@ public sealed partial class Connection : ICompletionSink
     }
 
     /// <summary>The body of a receive completion: data delivered (or held), end of stream, an error, or the receive's end.</summary>
-    private bool HandleReceiveCompletion(int result, bool more, ushort bufferId, ReadOnlySpan<byte> data)
+    private bool HandleReceiveCompletion(int result, bool more, ushort bufferId, int bufferOffset, ReadOnlySpan<byte> data)
     {
         if (!more)
         {
@@ -146,7 +146,7 @@ public sealed partial class Connection : ICompletionSink
                 return true;
             }
 
-            DeliverReceived(data, bufferId);
+            DeliverReceived(data, bufferId, bufferOffset);
             return true;
         }
 
@@ -180,13 +180,16 @@ public sealed partial class Connection : ICompletionSink
         return true;
     }
 
-    /// <summary>Hands <paramref name="data"/> to the handler in pieces of at most the receive buffer size; holds what it cannot hand over now.</summary>
-    private void DeliverReceived(ReadOnlySpan<byte> data, ushort bufferId)
+    /// <summary>
+    /// Hands <paramref name="data"/> (at <paramref name="bufferOffset"/> in provided buffer <paramref name="bufferId"/>) to
+    /// the handler in pieces of at most the receive buffer size; holds what it cannot hand over now.
+    /// </summary>
+    private void DeliverReceived(ReadOnlySpan<byte> data, ushort bufferId, int bufferOffset)
     {
         int length = data.Length;
         if (HasHeld || Has(ConnectionFlags.ReceivingPaused | ConnectionFlags.InReceivePass))
         {
-            Hold(data, bufferId, 0);
+            Hold(data, bufferId, bufferOffset);
             return;
         }
 
@@ -208,7 +211,7 @@ public sealed partial class Connection : ICompletionSink
 
                 if (Has(ConnectionFlags.ReceivingPaused) || !TakeDeliveryBudget())
                 {
-                    Hold(data, bufferId, length - data.Length);
+                    Hold(data, bufferId, bufferOffset + length - data.Length);
                     return;
                 }
 

@@ -49,6 +49,12 @@ public sealed partial class PipeConnection
     /// <summary>The backlog drained to the low watermark: pump again, if the pump was waiting for it.</summary>
     internal void OnWriteResumed()
     {
+        if (_loopOutput is not null)
+        {
+            _loopOutput.OnWriteResumed();
+            return;
+        }
+
         if (_pump == PumpState.WaitingForResume)
         {
             PumpOutput();
@@ -58,6 +64,12 @@ public sealed partial class PipeConnection
     /// <summary>Reads the output pipe and writes what it holds until it is empty, the backlog is full, or the output ends.</summary>
     private void PumpOutput()
     {
+        if (_loopOutput is not null)
+        {
+            // No pump: the writer hands its flushes to the connection itself.
+            return;
+        }
+
         _pump = PumpState.Running;
         while (true)
         {
@@ -76,7 +88,7 @@ public sealed partial class PipeConnection
             ValueTask<ReadResult> read;
             try
             {
-                read = _output.Reader.ReadAsync();
+                read = _output!.Reader.ReadAsync();
                 if (!read.IsCompleted)
                 {
                     _pump = PumpState.WaitingForData;
@@ -116,7 +128,7 @@ public sealed partial class PipeConnection
         {
             // The loop is gone, and the connection with it: nothing will read the output any more.
             _pump = PumpState.Done;
-            _output.Reader.Complete(_closeError);
+            _output!.Reader.Complete(_closeError);
         }
     }
 
@@ -153,7 +165,7 @@ public sealed partial class PipeConnection
         ReadOnlySequence<byte> buffer = result.Buffer;
         if (_outputStopRequested)
         {
-            _output.Reader.AdvanceTo(buffer.End);
+            _output!.Reader.AdvanceTo(buffer.End);
             FinishOutput(_closeError);
             return false;
         }
@@ -188,7 +200,7 @@ public sealed partial class PipeConnection
         }
 
         bool all = written == buffer.Length;
-        _output.Reader.AdvanceTo(all ? buffer.End : buffer.GetPosition(written));
+        _output!.Reader.AdvanceTo(all ? buffer.End : buffer.GetPosition(written));
         if (_outputStopRequested || refused)
         {
             // The connection closed (inside a Write, whose OnClosed stopped the output), or its output is shut.
@@ -246,6 +258,12 @@ public sealed partial class PipeConnection
     private void StopOutput()
     {
         _outputStopRequested = true;
+        if (_loopOutput is not null)
+        {
+            _loopOutput.OnConnectionClosed(_closeError);
+            return;
+        }
+
         switch (_pump)
         {
             case PumpState.WaitingForResume:
@@ -253,7 +271,7 @@ public sealed partial class PipeConnection
                 break;
             case PumpState.WaitingForData:
                 // Its continuation posts OutputReadableOnLoop, which finishes the output.
-                _output.Reader.CancelPendingRead();
+                _output!.Reader.CancelPendingRead();
                 break;
         }
 
@@ -269,6 +287,6 @@ public sealed partial class PipeConnection
         }
 
         _pump = PumpState.Done;
-        _output.Reader.Complete(error);
+        _output!.Reader.Complete(error);
     }
 }

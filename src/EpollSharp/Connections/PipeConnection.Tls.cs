@@ -60,7 +60,7 @@ public sealed partial class PipeConnection
 
     private async Task HandshakeAsync(TlsOptions options, Func<PipeConnection, Task>? application)
     {
-        var raw = new DuplexPipeStream(new DuplexPipe(_input.Reader, _output.Writer), readsCompleteOnLoop: _continuationsOnLoop, serializeWrites: true);
+        var raw = new DuplexPipeStream(new DuplexPipe(_input.Reader, OutputWriter), readsCompleteOnLoop: _continuationsOnLoop, serializeWrites: true);
         var ssl = new SslStream(raw, leaveInnerStreamOpen: true);
         using var deadline = new CancellationTokenSource();
         Exception? failure = null;
@@ -97,7 +97,7 @@ public sealed partial class PipeConnection
             // of the SslStream and the raw pipes' other ends.
             Abort();
             ssl.Dispose();
-            _output.Writer.Complete(new IOException("The TLS handshake failed.", failure));
+            OutputWriter.Complete(new IOException("The TLS handshake failed.", failure));
             _input.Reader.Complete();
             Report(options, failure);
             ExceptionDispatchInfo.Capture(failure).Throw();
@@ -272,7 +272,7 @@ public sealed partial class PipeConnection
         }
 
         // Without an error: FIN after what was sent (the raw pump closes gracefully). With one: the raw pump resets.
-        _output.Writer.Complete(rawError);
+        OutputWriter.Complete(rawError);
         PumpDone();
     }
 

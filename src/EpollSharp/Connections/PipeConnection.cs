@@ -36,7 +36,7 @@ public sealed partial class PipeConnection : IAsyncDisposable
     private static readonly WaitCallback s_fireCloseRequestedOnPool = static state => ((PipeConnection)state!).FireCloseRequested();
 
     private readonly Pipe _input;
-    private readonly Pipe _output;
+    private readonly Pipe? _output;
     private readonly bool _continuationsOnLoop;
     private readonly PipeConnectionOptions _options;
     private readonly CancellationTokenSource _closed = new();
@@ -55,34 +55,21 @@ public sealed partial class PipeConnection : IAsyncDisposable
         Connection = connection;
         _options = options;
         _continuationsOnLoop = options.RunContinuationsOnLoop;
-        PipeScheduler application = _continuationsOnLoop ? new LoopPipeScheduler(connection.Loop) : PipeScheduler.ThreadPool;
-        _inputReaderScheduler = _continuationsOnLoop ? new InlineOnLoopPipeScheduler(connection.Loop, application, gated: true) : null;
+        // The options and schedulers are shared by this thread's connections with the same settings (PipeConnection.SharedOptions.cs).
+        SharedPipeOptions shared = SharedOptionsFor(options, connection.Loop);
+        _inputReaderScheduler = shared.InputGate;
+        _input = new Pipe(shared.Input);
+        if (_continuationsOnLoop)
+        {
+            // The application's output goes to the connection without a pipe between (PipeConnection.LoopOutput.cs).
+            _loopOutput = new LoopOutputWriter(this, options);
+        }
+        else
+        {
+            _output = new Pipe(shared.Output);
+        }
 
-        // Input: the loop writes (its flush continuation only posts to the loop, so Inline), the application reads. With
-        // continuations on the loop, the application's read continues at once inside OnReceived's flush (as a callback
-        // handler's OnReceived runs), not in a posted step after every other connection's (PipeConnection.Input.cs).
-        _input = new Pipe(new PipeOptions(
-            pool: options.MemoryPool ?? PipeBlockPool.Instance,
-            readerScheduler: _inputReaderScheduler ?? application,
-            writerScheduler: PipeScheduler.Inline,
-            pauseWriterThreshold: options.InputPauseThreshold,
-            resumeWriterThreshold: options.InputPauseThreshold == 0 ? 0 : options.InputResumeThreshold,
-            useSynchronizationContext: false));
-
-        // Output: the application writes, the loop reads (its read continuation runs the pump at once on the loop thread, and
-        // only posts to the loop from another thread, so Inline).
-        // With the default pool, its segments are the large blocks (16 KiB): a reply of up to that size written at once is
-        // one segment, which the pump sends as it is, rather than a 4 KiB block and the rest, which it would first gather
-        // into one buffer (a copy more). The blocks are pooled and held only while unsent, so small replies cost the same.
-        _output = new Pipe(new PipeOptions(
-            pool: options.MemoryPool ?? PipeBlockPool.Instance,
-            readerScheduler: PipeScheduler.Inline,
-            writerScheduler: application,
-            pauseWriterThreshold: options.OutputPauseThreshold,
-            resumeWriterThreshold: options.OutputPauseThreshold == 0 ? 0 : options.OutputResumeThreshold,
-            minimumSegmentSize: options.MemoryPool is null ? PipeBlockPool.LargeBlockSize : -1,
-            useSynchronizationContext: false));
-        Transport = new DuplexPipe(_input.Reader, _output.Writer);
+        Transport = new DuplexPipe(_input.Reader, OutputWriter);
         _onInputFlushed = OnInputFlushed;
         _onOutputReadable = OnOutputReadable;
     }

@@ -76,6 +76,12 @@ internal static partial class Interop
         // IoUringCqe.flags.
         internal const uint IORING_CQE_F_MORE = 1u << 1;
 
+        /// <summary>
+        /// IoUringCqe.flags, incrementally consumed buffer rings (Linux 6.12): the kernel goes on filling the completion's
+        /// buffer, which must not be given back yet.
+        /// </summary>
+        internal const uint IORING_CQE_F_BUF_MORE = 1u << 4;
+
         // The submission ring's flags word: completions overflowed the ring and wait in the kernel.
         internal const uint IORING_SQ_CQ_OVERFLOW = 1u << 1;
 
@@ -84,6 +90,10 @@ internal static partial class Interop
         internal const uint IORING_REGISTER_ENABLE_RINGS = 12;
         internal const uint IORING_REGISTER_PBUF_RING = 22;
         internal const uint IORING_UNREGISTER_PBUF_RING = 23;
+
+        /// <summary>IoUringBufReg.flags (Linux 6.12): the kernel consumes each buffer incrementally, as bytes arrive, rather than whole.</summary>
+        internal const ushort IOU_PBUF_RING_INC = 2;
+
         internal const ushort IO_URING_OP_SUPPORTED = 1;
 
         // mmap protection and flags for the rings.

@@ -56,6 +56,16 @@ public sealed class IoUringAbiTests
         ["MsgHdrIovLen"] = Offset<Interop.MsgHdr>(nameof(Interop.MsgHdr.IovLen)),
     };
 
+    /// <summary>
+    /// Constants newer than the oldest headers the tests run with (Debian 12's are Linux 6.1): the probe prints them only
+    /// when the headers have them, and only then are they compared.
+    /// </summary>
+    private static readonly Dictionary<string, string> s_newerThanHeaders = new(StringComparer.Ordinal)
+    {
+        ["IORING_CQE_F_BUF_MORE"] = "6.12",
+        ["IOU_PBUF_RING_INC"] = "6.12",
+    };
+
     private readonly ITestOutputHelper _output;
 
     public IoUringAbiTests(ITestOutputHelper output) => _output = output;
@@ -68,6 +78,13 @@ public sealed class IoUringAbiTests
         Assert.NotEmpty(fields);
         foreach (var field in fields)
         {
+            if (!probe.Values.ContainsKey(field.Name) && s_newerThanHeaders.TryGetValue(field.Name, out string? since))
+            {
+                // The headers of this machine are older than the constant: the probe cannot print it.
+                _output.WriteLine($"Interop.IoUring.{field.Name}: not in these headers (Linux {since} uapi), not checked");
+                continue;
+            }
+
             Assert.True(probe.Values.ContainsKey(field.Name), $"Interop.IoUring.{field.Name} is not printed by the probe");
             if (probe.Values[field.Name] == "absent")
             {

@@ -239,12 +239,144 @@ public class IoUringCompletionTests
         server.AssertNoLoopErrors();
     }
 
+    /// <summary>The loop's io_uring backend (the completion path is on).</summary>
+    private static IoUringBackend Backend(EchoServer server) => (IoUringBackend)server.Loop.CompletionIo!;
+
+    /// <summary>
+    /// Large messages on many connections at once, each way, byte for byte: with incrementally consumed buffers
+    /// (Linux 6.12 and later) several connections' bytes share one provided buffer, each completion at its place in it.
+    /// Afterwards, idle, no connection holds a buffer: at most the one the kernel is filling is out of the ring.
+    /// </summary>
+    [SkippableFact]
+    public async Task One_MiB_each_way_on_many_connections_arrives_byte_for_byte()
+    {
+        const int Clients = 12;
+        const int Size = 1024 * 1024;
+        var handler = new EchoHandler();
+        using var server = Server(handler);
+        IoUringBackend backend = Backend(server);
+        if (Environment.OSVersion.Version >= new Version(6, 12))
+        {
+            Assert.True(backend.IncrementalBuffers, "Linux 6.12 or later consumes provided buffers incrementally");
+        }
+
+        var sockets = Enumerable.Range(0, Clients).Select(_ => server.Connect(receiveTimeoutMs: 30_000)).ToList();
+        await Task.WhenAll(sockets.Select((client, i) => Task.Run(async () =>
+        {
+            byte[] payload = SocketTestExtensions.Pattern(100 + i, Size);
+            Task send = Task.Run(() =>
+            {
+                // Pieces of uneven sizes, so that the receives do not line up with the buffers.
+                int offset = 0;
+                for (int k = 0; offset < payload.Length; k++)
+                {
+                    int n = Math.Min(1 + ((k * 7919) + (i * 104729)) % (48 * 1024), payload.Length - offset);
+                    client.Send(payload, offset, n, SocketFlags.None);
+                    offset += n;
+                }
+            });
+            byte[] echoed = client.ReceiveExactly(payload.Length);
+            await send;
+            Assert.True(payload.AsSpan().SequenceEqual(echoed), $"client {i}: the echo differs");
+        })));
+
+        var stats = server.Harness.Invoke(() => handler.Connections.Select(c => (c.BytesReceived, c.CompletionReceives, c.UsesCompletions)).ToList());
+        (int inUse, int outOfRing, int size) = server.Harness.Invoke(() => (backend.ReceiveBuffersInUse, backend.ReceiveBuffersOut, backend.ReceiveBufferSize));
+        _output.WriteLine($"incremental {backend.IncrementalBuffers}, buffers of {size} B; receive completions per connection: "
+            + string.Join(", ", stats.Select(s => s.CompletionReceives)) + $"; idle: {inUse} buffers in use, {outOfRing} out of the ring");
+        Assert.All(stats, s => Assert.True(s.UsesCompletions));
+        Assert.All(stats, s => Assert.Equal(Size, s.BytesReceived));
+        Assert.Equal(0, inUse);
+        Assert.InRange(outOfRing, 0, backend.IncrementalBuffers ? 1 : 0);
+        sockets.ForEach(s => s.Dispose());
+        LoopHarness.WaitUntil(() => handler.Closed == Clients, "every connection closes");
+        Assert.All(handler.Closes, c => Assert.Equal(ConnectionCloseReason.Completed, c.Reason));
+        server.AssertNoLoopErrors();
+    }
+
+    /// <summary>
+    /// With incrementally consumed 64 KiB buffers a 16 KiB message is one receive completion and reaches the handler as
+    /// one span (with 4 KiB buffers it was four of each).
+    /// </summary>
+    [SkippableFact]
+    public void A_16_KiB_message_is_one_receive_completion_and_one_span()
+    {
+        const int Messages = 200;
+        var handler = new SpanCountingEcho();
+        using var server = Server(handler);
+        Skip.IfNot(Backend(server).IncrementalBuffers, "the kernel does not consume provided buffers incrementally (Linux 6.12)");
+        using Socket client = server.Connect(receiveTimeoutMs: 30_000);
+        byte[] message = SocketTestExtensions.Pattern(3, 16 * 1024);
+        for (int m = 0; m < Messages; m++)
+        {
+            client.Send(message);
+            Assert.Equal(message, client.ReceiveExactly(message.Length));
+        }
+
+        Connection connection = handler.Connections.Single();
+        (long receives, long spans) = server.Harness.Invoke(() => (connection.CompletionReceives, handler.ReceivedSpans));
+        _output.WriteLine($"{Messages} messages of 16 KiB: {receives} receive completions, {spans} spans handed to OnReceived");
+
+        // A message arrives in one piece over loopback; one now and then may be split by the kernel (or at a buffer's end).
+        Assert.InRange(receives, Messages, Messages * 5 / 4);
+        Assert.InRange(spans, Messages, Messages * 5 / 4);
+        server.AssertNoLoopErrors();
+    }
+
+    /// <summary>
+    /// The layout of kernels before 6.12 (4 KiB buffers, each taken whole), chosen here by asking for no incremental
+    /// consumption: large messages arrive byte for byte, and every buffer goes back to the ring.
+    /// </summary>
+    [SkippableFact]
+    public void Without_incremental_consumption_4_KiB_buffers_carry_large_messages_byte_for_byte()
+    {
+        var handler = new EchoHandler();
+        EchoServer server;
+        IoUringBackend.IncrementalBuffersWanted = false;
+        try
+        {
+            server = Server(handler);
+        }
+        finally
+        {
+            IoUringBackend.IncrementalBuffersWanted = true;
+        }
+
+        using (server)
+        {
+            IoUringBackend backend = Backend(server);
+            Assert.False(backend.IncrementalBuffers);
+            Assert.Equal(IoUringBackend.BufferSize, backend.ReceiveBufferSize);
+            using Socket client = server.Connect(receiveTimeoutMs: 30_000);
+            byte[] payload = SocketTestExtensions.Pattern(21, 1024 * 1024);
+            client.Send(payload);
+            Assert.True(payload.AsSpan().SequenceEqual(client.ReceiveExactly(payload.Length)), "the echo differs");
+            long receives = server.Harness.Invoke(() => handler.Connections.Single().CompletionReceives);
+            _output.WriteLine($"1 MiB in {receives} receive completions");
+            Assert.InRange(receives, payload.Length / IoUringBackend.BufferSize, long.MaxValue);
+            Assert.Equal(0, server.Harness.Invoke(() => backend.ReceiveBuffersOut));
+            server.AssertNoLoopErrors();
+        }
+    }
+
     [SkippableFact]
     public void Completions_are_off_unless_switched_on()
     {
         Skip.IfNot(EpollSharp.Backends.BackendFactory.IsAvailable(EventLoopBackend.IoUring, out _), "no io_uring");
         using var loop = new EventLoop(new EventLoopOptions { Backend = EventLoopBackend.IoUring, IoUringCompletions = false });
         Assert.Null(loop.CompletionIo);
+    }
+
+    /// <summary>Echoes, and counts the spans handed to <see cref="OnReceived"/> (on the loop thread).</summary>
+    private sealed class SpanCountingEcho : EchoHandler
+    {
+        public long ReceivedSpans;
+
+        public override void OnReceived(Connection connection, ReadOnlySpan<byte> data)
+        {
+            ReceivedSpans++;
+            base.OnReceived(connection, data);
+        }
     }
 
     /// <summary>Pauses receiving at the first bytes (and delivers the rest once resumed).</summary>

@@ -338,6 +338,88 @@ public class PipeConnectionTests
         server.AssertNoLoopErrors();
     }
 
+    /// <summary>
+    /// With continuations on the loop the output is not a pipe (the loop's writer hands a flush on the loop thread to the
+    /// connection at once); the documented contract still holds: any thread may write and flush (one at a time), a flush
+    /// from another thread goes through the loop in order with the loop's own, its continuation runs on the loop thread,
+    /// and backpressure holds (the client reads only at the end). CancelPendingFlush from another thread cancels a waiting
+    /// flush; completing from another thread sends everything, then end of stream.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(Backends.All), MemberType = typeof(Backends))]
+    public void With_continuations_on_the_loop_the_output_may_be_written_from_another_thread_in_order(EventLoopBackend backend)
+    {
+        const int Items = 60;
+        const int Size = 20_000;
+        var offLoop = new ConcurrentQueue<bool>();
+        var continuationOnLoop = new ConcurrentQueue<bool>();
+        var canceled = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var options = new PipeConnectionOptions { RunContinuationsOnLoop = true, OutputPauseThreshold = 64 * 1024, OutputResumeThreshold = 32 * 1024 };
+        var handler = new PipeConnectionHandler(
+            async c =>
+            {
+                PipeWriter output = c.Transport.Output;
+                for (int i = 0; i < Items; i++)
+                {
+                    if (i % 2 == 0)
+                    {
+                        output.Write(SocketTestExtensions.Pattern(i, Size));
+                        await output.FlushAsync();
+                        continuationOnLoop.Enqueue(c.Connection.Loop.IsOnLoopThread);
+                    }
+                    else
+                    {
+                        int item = i;
+                        await Task.Run(async () =>
+                        {
+                            offLoop.Enqueue(!c.Connection.Loop.IsOnLoopThread);
+                            output.Write(SocketTestExtensions.Pattern(item, Size));
+                            await output.FlushAsync();
+                        });
+                    }
+                }
+
+                // The client reads nothing yet: a flush waits at the threshold; another thread cancels it.
+                ValueTask<FlushResult> waiting = default;
+                for (int n = 0; n < 10_000; n++)
+                {
+                    output.Write(new byte[16 * 1024]);
+                    waiting = output.FlushAsync();
+                    if (!waiting.IsCompleted)
+                    {
+                        break;
+                    }
+
+                    await waiting;
+                }
+
+                Assert.False(waiting.IsCompleted, "no flush waited although the client reads nothing");
+                _ = Task.Run(output.CancelPendingFlush);
+                FlushResult result = await waiting;
+                canceled.SetResult(result.IsCanceled);
+                await Task.Run(() => output.Complete());
+            },
+            options);
+        using var server = new EchoServer(backend, handler, new ListenerOptions { Connection = { HighWatermark = 64 * 1024, LowWatermark = 16 * 1024 } });
+        using Socket client = server.Connect(receiveTimeoutMs: 30_000);
+        client.ReceiveBufferSize = 64 * 1024;
+        byte[] items = client.ReceiveExactly(Items * Size);
+        for (int i = 0; i < Items; i++)
+        {
+            Assert.True(items.AsSpan(i * Size, Size).SequenceEqual(SocketTestExtensions.Pattern(i, Size)), $"item {i} differs");
+        }
+
+        // Then the client stops reading until the waiting flush was canceled.
+        Assert.True(canceled.Task.Wait(TimeSpan.FromSeconds(30)), "the waiting flush was not canceled");
+        Assert.True(canceled.Task.Result, "the canceled flush did not say IsCanceled");
+        byte[] rest = client.ReceiveToEnd();
+        Assert.Equal(0, rest.Length % (16 * 1024));
+        Assert.NotEmpty(rest);
+        Assert.All(offLoop, Assert.True);
+        Assert.All(continuationOnLoop, Assert.True);
+        server.AssertNoLoopErrors();
+    }
+
     /// <summary>Completing the output sends what was flushed, then FIN; the application's input then completes too.</summary>
     [SkippableTheory]
     [MemberData(nameof(BackendsAndModes))]
@@ -678,6 +760,42 @@ public class PipeConnectionTests
 
         await group.ShutdownAsync(TimeSpan.FromSeconds(10)).WaitAsync(TimeSpan.FromSeconds(20));
         Assert.Empty(errors);
+    }
+
+    /// <summary>
+    /// Two handlers with different settings (each its own pool and output threshold) serve connections on one loop,
+    /// alternately: each connection's pipes use its own handler's settings (the loop shares the pipes' options among the
+    /// connections of a handler, never across handlers), and every echo arrives whole.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public void Handlers_with_different_settings_on_one_loop_each_keep_their_own(EventLoopBackend backend, bool onLoop)
+    {
+        var poolA = new CountingPool();
+        var poolB = new CountingPool();
+        var handlerA = new PipeConnectionHandler(Echo, new PipeConnectionOptions { RunContinuationsOnLoop = onLoop, MemoryPool = poolA });
+        var handlerB = new PipeConnectionHandler(Echo, new PipeConnectionOptions { RunContinuationsOnLoop = onLoop, MemoryPool = poolB, OutputPauseThreshold = 8 * 1024, OutputResumeThreshold = 4 * 1024 });
+        using var server = new EchoServer(backend, handlerA);
+        using ConnectionListener listenerB = ConnectionListener.Listen(server.Loop, new IPEndPoint(IPAddress.Loopback, 0), handlerB);
+        byte[] data = SocketTestExtensions.Pattern(5, 100_000);
+        for (int i = 0; i < 3; i++)
+        {
+            foreach ((EndPoint endPoint, CountingPool mine, CountingPool other) in new[] { ((EndPoint)server.EndPoint, poolA, poolB), (listenerB.LocalEndPoint, poolB, poolA) })
+            {
+                int mineBefore = mine.Rented;
+                int otherBefore = other.Rented;
+                using Socket client = EchoServer.ConnectTo(endPoint);
+                client.Send(data);
+                Assert.Equal(data, client.ReceiveExactly(data.Length));
+                client.Shutdown(SocketShutdown.Send);
+                Assert.Empty(client.ReceiveToEnd());
+                Assert.True(mine.Rented > mineBefore, "the connection's pipes did not rent from its handler's pool");
+                Assert.Equal(otherBefore, other.Rented);
+            }
+        }
+
+        LoopHarness.WaitUntil(() => poolA.Outstanding == 0 && poolB.Outstanding == 0, "every block goes back to its pool");
+        server.AssertNoLoopErrors();
     }
 
     /// <summary>Many clients at once, random sizes up to 256 KiB, each echo checked byte for byte.</summary>

@@ -54,12 +54,25 @@ public class TlsTests
         return request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
     }
 
-    /// <summary>Runs <paramref name="scenario"/> once to warm up, then again between two snapshots of the process that must agree.</summary>
+    /// <summary>
+    /// Runs <paramref name="scenario"/> once to warm up, then again between two snapshots of the process that must agree.
+    /// The runtime takes GC handles of its own the first time a code path runs, and a scenario's path depends on timing
+    /// (where a reset or an alert lands), so the measured run may take one the warm-up did not: when the handles grew,
+    /// the scenario runs a third time, measured from the end of the second. A leak grows with every run; that does not.
+    /// </summary>
     private void Measured(string what, Action scenario)
     {
         scenario();
         ResourceSnapshot baseline = ResourceSnapshot.Baseline(_output);
         scenario();
+        ResourceSnapshot after = ResourceSnapshot.Take();
+        if (baseline.GcHandles >= 0 && after.GcHandles > baseline.GcHandles + Resources.GcHandleSlack(baseline, after))
+        {
+            _output.WriteLine($"{what}: GC handles {baseline.GcHandles} -> {after.GcHandles} after the measured run; measuring a third run from here");
+            baseline = ResourceSnapshot.Baseline(_output);
+            scenario();
+        }
+
         Resources.AssertBackTo(baseline, _output, what);
     }
 
@@ -563,7 +576,11 @@ public class TlsTests
     }
 
     /// <summary>An application that reads to the end and reports how its reading ended: null at the end of the stream, else the exception (rethrown when <paramref name="rethrow"/>).</summary>
-    private static Func<PipeConnection, Task> ReadToEnd(TaskCompletionSource<Exception?> outcome, bool rethrow) => async c =>
+    /// <summary>
+    /// An application that reads until the end of its input and reports how that ended to <paramref name="outcome"/>;
+    /// <paramref name="received"/> (if given) is set once it has read bytes, which shows the server's handshake completed.
+    /// </summary>
+    private static Func<PipeConnection, Task> ReadToEnd(TaskCompletionSource<Exception?> outcome, bool rethrow, TaskCompletionSource? received = null) => async c =>
     {
         PipeReader input = c.Transport.Input;
         try
@@ -571,6 +588,11 @@ public class TlsTests
             while (true)
             {
                 ReadResult result = await input.ReadAsync();
+                if (!result.Buffer.IsEmpty)
+                {
+                    received?.TrySetResult();
+                }
+
                 input.AdvanceTo(result.Buffer.End);
                 if (result.IsCompleted)
                 {
@@ -597,13 +619,18 @@ public class TlsTests
         Measured("reset mid-record", () =>
         {
             var outcome = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
-            using var server = new Server(backend, ReadToEnd(outcome, rethrow: true), ServerOptions(onLoop));
+            var received = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            using var server = new Server(backend, ReadToEnd(outcome, rethrow: true, received), ServerOptions(onLoop));
 
             using (Socket client = server.Connect())
             using (var ssl = new SslStream(new NetworkStream(client, ownsSocket: false)))
             {
                 ssl.AuthenticateAsClient(ClientSsl(SslProtocols.Tls13));
                 ssl.Write(new byte[1000]);
+
+                // In TLS 1.3 the client's handshake completes before the server's (the client's Finished is the last
+                // message): a reset sent now could fail the server's handshake instead, and the application never runs.
+                Assert.True(received.Task.Wait(TimeSpan.FromSeconds(10)), "the application did not receive the first record");
 
                 // An application-data record header announcing 1,000 bytes, 300 of them, then RST.
                 var partial = new byte[305];

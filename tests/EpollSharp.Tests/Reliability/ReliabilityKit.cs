@@ -150,14 +150,20 @@ public static class Resources
         Assert.True(after.Descriptors <= baseline.Descriptors + descriptorSlack, $"{what}: descriptors {baseline.Descriptors} -> {after.Descriptors} (slack {descriptorSlack}): a descriptor leaked");
         if (baseline.GcHandles >= 0 && after.GcHandles >= 0)
         {
-            // A thread the runtime adds to its pool holds a few handles of its own (thread statics): allowed for.
-            long slack = handleSlack + (4 * Math.Max(0, after.Threads - baseline.Threads));
+            long slack = GcHandleSlack(baseline, after, handleSlack);
             Assert.True(after.GcHandles <= baseline.GcHandles + slack, $"{what}: GC handles {baseline.GcHandles} -> {after.GcHandles} (slack {slack})");
         }
 
         Assert.True(after.HeapBytes <= baseline.HeapBytes + heapSlackBytes, $"{what}: managed heap {baseline.HeapBytes:N0} -> {after.HeapBytes:N0} bytes (slack {heapSlackBytes:N0})");
         return after;
     }
+
+    /// <summary>
+    /// How many more GC handles than <paramref name="baseline"/> <paramref name="after"/> may hold: <paramref name="handleSlack"/>,
+    /// plus 4 per thread the runtime added to its pool meanwhile (each holds a few handles of its own: thread statics).
+    /// </summary>
+    public static long GcHandleSlack(ResourceSnapshot baseline, ResourceSnapshot after, long handleSlack = 16) =>
+        handleSlack + (4 * Math.Max(0, after.Threads - baseline.Threads));
 
     private sealed class GcStatsListener : EventListener
     {

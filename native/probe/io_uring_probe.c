@@ -34,6 +34,12 @@ int main(void)
     INT(IORING_FEAT_NODROP);
     INT(IORING_FEAT_EXT_ARG);
     INT(IORING_FEAT_RSRC_TAGS);
+#ifdef IORING_FEAT_MIN_TIMEOUT
+    INT(IORING_FEAT_MIN_TIMEOUT);
+#else
+    /* Headers older than Linux 6.12: the test reports the constant unchecked, and checks it against the kernel. */
+    printf("IORING_FEAT_MIN_TIMEOUT absent\n");
+#endif
     INT(IORING_OFF_SQ_RING);
     INT(IORING_OFF_CQ_RING);
     INT(IORING_OFF_SQES);
@@ -43,11 +49,13 @@ int main(void)
     INT(IORING_OP_POLL_ADD);
     INT(IORING_OP_POLL_REMOVE);
     INT(IORING_OP_SENDMSG);
+    INT(IORING_OP_TIMEOUT);
     INT(IORING_OP_ASYNC_CANCEL);
     INT(IORING_OP_SEND);
     INT(IORING_OP_RECV);
     INT(IORING_OP_SENDMSG_ZC);
     INT(IOSQE_BUFFER_SELECT);
+    INT(IOSQE_IO_LINK);
     INT(IORING_RECV_MULTISHOT);
     INT(IORING_CQE_F_BUFFER);
     INT(IORING_CQE_BUFFER_SHIFT);
@@ -97,6 +105,11 @@ int main(void)
     OFFSET(IoUringCqeFlags, struct io_uring_cqe, flags);
     SIZE(SizeofIoUringGeteventsArg, struct io_uring_getevents_arg);
     OFFSET(IoUringGeteventsArgTs, struct io_uring_getevents_arg, ts);
+#ifdef IORING_FEAT_MIN_TIMEOUT
+    OFFSET(IoUringGeteventsArgMinWaitUsec, struct io_uring_getevents_arg, min_wait_usec);
+#else
+    OFFSET(IoUringGeteventsArgMinWaitUsec, struct io_uring_getevents_arg, pad);
+#endif
     SIZE(SizeofKernelTimespec, struct __kernel_timespec);
     SIZE(SizeofIoUringProbeHeader, struct io_uring_probe);
     SIZE(SizeofIoUringProbeOp, struct io_uring_probe_op);

@@ -39,7 +39,9 @@ namespace EpollSharp.Backends;
 /// <c>IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN</c>, Linux 6.1 and later), only that thread submits, and
 /// another thread's Add, Modify and Remove are queued for it and wake it (see <see cref="MoveToThisThread"/> and
 /// <see cref="RunEnded"/> for a loop that changes threads, and docs/backends-io_uring.md). The wait is <c>io_uring_enter</c> with
-/// <c>IORING_ENTER_GETEVENTS</c> and, for a finite timeout, <c>IORING_ENTER_EXT_ARG</c> with a timespec.</para>
+/// <c>IORING_ENTER_GETEVENTS</c> and, for a finite timeout, <c>IORING_ENTER_EXT_ARG</c> with a timespec; on an
+/// issuer-bound ring with Linux 6.12's min-wait, a wait with many operations in flight batches (see
+/// <see cref="BatchingWaits"/>).</para>
 /// <para>A poll holds a reference on the file. A handle closed without Remove (which the loop tolerates: epoll forgets
 /// the descriptor with its last close) therefore stays open in the kernel until the backend notices: at its next
 /// completion, when a wait's sweep (a few registrations per wait, in turn) finds the handle closed, or when the backend
@@ -67,6 +69,30 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
 
     private static readonly string? s_singleIssuerSwitch = Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_SINGLE_ISSUER");
 
+    /// <summary>The min-wait of a batching wait when <c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c> does not say otherwise.</summary>
+    internal const uint DefaultMinWaitMicroseconds = 50;
+
+    /// <summary>The longest min-wait <c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c> may ask for (a millisecond).</summary>
+    internal const uint MaxMinWaitMicroseconds = 1000;
+
+    /// <summary>Below this many receives, sends and accepts in flight, a wait returns at the first completion, as before.</summary>
+    internal const int MinWaitInFlight = 16;
+
+    /// <summary>
+    /// A wait batches only after one that found at least this many receives, accepts or readiness events: a lone request
+    /// on a quiet loop (its receive, then its send) is served without waiting for company.
+    /// </summary>
+    internal const uint MinWaitBusy = 2;
+
+    /// <summary>A batching wait with no deadline still passes one (the kernel ends a min-wait with no timeout at the min-wait); an hour.</summary>
+    private const long MinWaitNoDeadlineSeconds = 3600;
+
+    /// <summary><c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c>: the min-wait in microseconds; 0 switches batching waits off.</summary>
+    private static readonly uint s_minWaitSetting = ParseMinWait(Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_MIN_WAIT_US"));
+
+    /// <summary>A zero <c>__kernel_timespec</c> for the wake-up's linked timeout, read by the kernel when it is submitted.</summary>
+    private static readonly Interop.KernelTimespec* s_zeroTimespec = AllocateZeroTimespec();
+
     private readonly object _lock = new();
     private readonly uint _cqEntries;
     private readonly uint _extraSetupFlags;
@@ -89,6 +115,25 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     /// <summary>With <see cref="_issuerBound"/>: the eventfd that <see cref="Wake"/> writes and the ring polls (multishot).</summary>
     private readonly int _wakeFd = -1;
     private bool _wakeArmed;
+
+    /// <summary>
+    /// Batching waits are on (issuer-bound ring, Linux 6.12's <c>IORING_FEAT_MIN_TIMEOUT</c>, not switched off): the
+    /// eventfd is then polled by a single-shot, non-lazy poll linked to a zero timeout, whose expiry ends a batching wait
+    /// at once (see <see cref="ArmWake"/>).
+    /// </summary>
+    private readonly bool _batchingWaits;
+
+    /// <summary>The min-wait of a batching wait, in microseconds (see <see cref="MinWaitMicroseconds"/>).</summary>
+    private uint _minWaitUsec;
+
+    /// <summary>Tests: the completions a batching wait asks for, whatever is in flight; 0: from what is in flight.</summary>
+    private uint _minCompleteOverride;
+
+    /// <summary>
+    /// The receives, accepts and readiness events the last wait found (under the lock): fewer than
+    /// <see cref="MinWaitBusy"/>, the next wait does not batch.
+    /// </summary>
+    private uint _lastArrivals;
 
     /// <summary>Cancellations asked for by other threads (issuer-bound ring): written by the issuer at its next wait.</summary>
     private DeferredCancel[] _deferredCancels = new DeferredCancel[16];
@@ -168,7 +213,54 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         }
 
         _ring = ring!;
+        _batchingWaits = _issuerBound && s_minWaitSetting > 0 && (_ring.Features & Interop.IoUring.IORING_FEAT_MIN_TIMEOUT) != 0;
+        _minWaitUsec = _batchingWaits ? s_minWaitSetting : 0;
         SetUpCompletions(completions);
+    }
+
+    /// <summary>
+    /// Whether a wait may batch: with many operations in flight, it asks the kernel for several completions and waits at
+    /// most <see cref="MinWaitMicroseconds"/> for them (<c>IORING_ENTER_EXT_ARG</c> with <c>min_wait_usec</c>), then
+    /// returns with whatever arrived, or at the first one after. A timer's deadline and a wake-up end it at once.
+    /// </summary>
+    internal bool BatchingWaits => _batchingWaits;
+
+    /// <summary>
+    /// The min-wait of a batching wait in microseconds (<c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c>, default
+    /// <see cref="DefaultMinWaitMicroseconds"/>); tests set it, up to a few seconds, on a backend with <see cref="BatchingWaits"/>.
+    /// </summary>
+    internal uint MinWaitMicroseconds
+    {
+        get => Volatile.Read(ref _minWaitUsec);
+        set
+        {
+            if (!_batchingWaits)
+            {
+                throw new InvalidOperationException("This backend does not make batching waits.");
+            }
+
+            Volatile.Write(ref _minWaitUsec, value);
+        }
+    }
+
+    /// <summary>Tests: the completions every batching wait asks for, whatever is in flight (0: from what is in flight).</summary>
+    internal uint MinCompleteOverride
+    {
+        get => Volatile.Read(ref _minCompleteOverride);
+        set => Volatile.Write(ref _minCompleteOverride, value);
+    }
+
+    /// <summary>Parses <c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c>: unset or not a number gives the default; clamped to <see cref="MaxMinWaitMicroseconds"/>.</summary>
+    internal static uint ParseMinWait(string? value) =>
+        uint.TryParse(value?.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out uint us)
+            ? Math.Min(us, MaxMinWaitMicroseconds)
+            : DefaultMinWaitMicroseconds;
+
+    private static Interop.KernelTimespec* AllocateZeroTimespec()
+    {
+        var ts = (Interop.KernelTimespec*)System.Runtime.InteropServices.Marshal.AllocHGlobal(sizeof(Interop.KernelTimespec));
+        *ts = default;
+        return ts;
     }
 
     public EventLoopBackend Kind => EventLoopBackend.IoUring;
@@ -316,6 +408,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         while (true)
         {
             uint toSubmit;
+            uint minComplete;
             lock (_lock)
             {
                 ThrowIfDisposed();
@@ -331,6 +424,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 _inWait = true;
                 _ring.Publish();
                 toSubmit = _ring.Unsubmitted;
+                minComplete = MinComplete(toSubmit);
                 if (_pendingCount > 0)
                 {
                     // Completions reaped when the ring moved to this thread: return them without blocking.
@@ -353,6 +447,28 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 // Also moves completions that overflowed the ring into it.
                 rc = _ring.Enter(toSubmit, 0, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out errno);
             }
+            else if (minComplete > 1)
+            {
+                // A batching wait: up to the min-wait for minComplete completions, then whatever arrived (or the first
+                // one after). The deadline is passed as well (an hour without one: the kernel would end the wait at the
+                // min-wait otherwise), and the min-wait never goes past it.
+                uint minWait = Volatile.Read(ref _minWaitUsec);
+                if (remaining < 0)
+                {
+                    ts.TvSec = MinWaitNoDeadlineSeconds;
+                    ts.TvNsec = 0;
+                }
+                else
+                {
+                    ts.TvSec = remaining / 1000;
+                    ts.TvNsec = (remaining % 1000) * 1_000_000L;
+                    minWait = (uint)Math.Min(minWait, (remaining * 1000L) - 1);
+                }
+
+                arg.Ts = (ulong)(nuint)(&ts);
+                arg.MinWaitUsec = minWait;
+                rc = _ring.Enter(toSubmit, minComplete, Interop.IoUring.IORING_ENTER_GETEVENTS | Interop.IoUring.IORING_ENTER_EXT_ARG, &arg, out errno);
+            }
             else if (remaining < 0)
             {
                 rc = _ring.Enter(toSubmit, 1, Interop.IoUring.IORING_ENTER_GETEVENTS, null, out errno);
@@ -362,6 +478,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 ts.TvSec = remaining / 1000;
                 ts.TvNsec = (remaining % 1000) * 1_000_000L;
                 arg.Ts = (ulong)(nuint)(&ts);
+                arg.MinWaitUsec = 0;
                 rc = _ring.Enter(toSubmit, 1, Interop.IoUring.IORING_ENTER_GETEVENTS | Interop.IoUring.IORING_ENTER_EXT_ARG, &arg, out errno);
             }
 
@@ -370,7 +487,8 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 switch (errno)
                 {
                     case Interop.Errno.ETIME:
-                        timedOut = true;
+                        // A batching wait with no deadline passes an hour: waited out, it simply waits again.
+                        timedOut = remaining >= 0;
                         break;
                     case Interop.Errno.EINTR:
                     case Interop.Errno.EAGAIN:
@@ -512,6 +630,40 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         }
     }
 
+    /// <summary>
+    /// The completions a blocking wait asks for: 1 (the first completion ends it), or, for a batching wait with at least
+    /// <see cref="MinWaitInFlight"/> operations in flight after a wait that found at least <see cref="MinWaitBusy"/>
+    /// receives, accepts or readiness events, the entries it submits (a send to a socket with room completes while it is submitted) and a quarter
+    /// of what is in flight. Under the lock.
+    /// </summary>
+    private uint MinComplete(uint toSubmit)
+    {
+        if (!_batchingWaits || Volatile.Read(ref _minWaitUsec) == 0)
+        {
+            return 1;
+        }
+
+        if (Volatile.Read(ref _wakePending) != 0)
+        {
+            // A wake-up was written: its completion alone must end this wait.
+            return 1;
+        }
+
+        uint forced = Volatile.Read(ref _minCompleteOverride);
+        if (forced > 0)
+        {
+            return forced;
+        }
+
+        int inFlight = _channelOps;
+        if (inFlight < MinWaitInFlight || _lastArrivals < MinWaitBusy)
+        {
+            return 1;
+        }
+
+        return Math.Min(toSubmit + (uint)(inFlight / 4), _ring.CqEntries / 2);
+    }
+
     /// <summary>The poll events for an interest: readable also asks for <c>EPOLLRDHUP</c>, as the epoll backend does.</summary>
     internal static uint ToPollEvents(Interest interest)
     {
@@ -540,6 +692,9 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             _inWait = false;
             uint head = _ring.CqHead;
             uint tail = _ring.CqTail;
+            // What arrived: receives, accepts and readiness; not the sends (one to a socket with room completes while it
+            // is submitted, and says nothing of the load), nor wake-ups and removals.
+            uint arrivals = 0;
             while (head != tail && written < events.Length)
             {
                 ref Interop.IoUringCqe cqe = ref _ring.Cqe(head);
@@ -550,6 +705,14 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 if (userData == WakeUserData)
                 {
                     woke = true;
+                    if (_batchingWaits)
+                    {
+                        // The single-shot poll is armed again at the next wait: empty the eventfd first (before a new
+                        // Wake may write it again), or the poll would complete at once.
+                        ulong count;
+                        Interop.Sys.read(_wakeFd, &count, sizeof(ulong));
+                    }
+
                     Volatile.Write(ref _wakePending, 0);
                     if ((flags & Interop.IoUring.IORING_CQE_F_MORE) == 0)
                     {
@@ -567,9 +730,16 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
 
                 if ((userData & CompletionTag) != 0)
                 {
+                    if (((userData >> KindShift) & 0xF) is KindReceive or KindAccept)
+                    {
+                        arrivals++;
+                    }
+
                     ReapCompletion(userData, res, flags);
                     continue;
                 }
+
+                arrivals++;
 
                 int slot = (int)(userData >> 32);
                 Entry? entry = slot < _slotsUsed ? _slots[slot] : null;
@@ -634,6 +804,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             }
 
             _ring.AdvanceCq(head);
+            _lastArrivals = arrivals;
         }
 
         return written;
@@ -1058,6 +1229,35 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     {
         if (_wakeArmed)
         {
+            return;
+        }
+
+        if (_batchingWaits)
+        {
+            // A batching wait ends only when enough completions arrived, at its deadline, at the end of the min-wait
+            // with something there, or when a timeout request expired meanwhile. So a wake-up is a single-shot poll of
+            // the eventfd, non-lazy (EPOLLEXCLUSIVE: the kernel wakes the waiting thread to run its task work at once,
+            // rather than when enough completions are pending), linked to a timeout of zero, whose expiry ends the wait.
+            // Its completion carries the removal user data, which every reaper drops. Room for both first, so that the
+            // pair is entered together.
+            if (_ring.SqEntries - _ring.Unsubmitted < 2)
+            {
+                Submit();
+            }
+
+            Interop.IoUringSqe* poll = NextSqe();
+            poll->Opcode = Interop.IoUring.IORING_OP_POLL_ADD;
+            poll->Flags = Interop.IoUring.IOSQE_IO_LINK;
+            poll->Fd = _wakeFd;
+            poll->OpFlags = (uint)(EpollEvents.In | EpollEvents.Exclusive);
+            poll->UserData = WakeUserData;
+            Interop.IoUringSqe* timeout = NextSqe();
+            timeout->Opcode = Interop.IoUring.IORING_OP_TIMEOUT;
+            timeout->Fd = -1;
+            timeout->Addr = (ulong)(nuint)s_zeroTimespec;
+            timeout->Len = 1;
+            timeout->UserData = RemovalUserData;
+            _wakeArmed = true;
             return;
         }
 

@@ -29,6 +29,9 @@ internal static partial class Interop
         internal const uint IORING_FEAT_EXT_ARG = 1u << 8;
         internal const uint IORING_FEAT_RSRC_TAGS = 1u << 10;
 
+        /// <summary><c>io_uring_getevents_arg.min_wait_usec</c> is honoured (Linux 6.12); not in the 6.1 headers.</summary>
+        internal const uint IORING_FEAT_MIN_TIMEOUT = 1u << 15;
+
         // mmap offsets of the rings and the submission entries.
         internal const long IORING_OFF_SQ_RING = 0;
         internal const long IORING_OFF_CQ_RING = 0x8000000;
@@ -43,6 +46,7 @@ internal static partial class Interop
         internal const byte IORING_OP_POLL_ADD = 6;
         internal const byte IORING_OP_POLL_REMOVE = 7;
         internal const byte IORING_OP_SENDMSG = 9;
+        internal const byte IORING_OP_TIMEOUT = 11;
         internal const byte IORING_OP_ASYNC_CANCEL = 14;
         internal const byte IORING_OP_SEND = 26;
         internal const byte IORING_OP_RECV = 27;
@@ -52,6 +56,7 @@ internal static partial class Interop
 
         // IoUringSqe.flags.
         internal const byte IOSQE_BUFFER_SELECT = 1 << 5;
+        internal const byte IOSQE_IO_LINK = 1 << 2;
 
         // IoUringSqe.ioprio of RECV: keep receiving into provided buffers until cancelled or failed.
         internal const ushort IORING_RECV_MULTISHOT = 1 << 1;
@@ -243,6 +248,7 @@ internal static partial class Interop
     {
         public ulong Sigmask;
         public uint SigmaskSz;
+        /// <summary><c>min_wait_usec</c> (<c>pad</c> before Linux 6.12): see <c>IORING_FEAT_MIN_TIMEOUT</c>.</summary>
         public uint MinWaitUsec;
         /// <summary>A pointer to a <see cref="KernelTimespec"/>; 0 waits without limit.</summary>
         public ulong Ts;

@@ -25,7 +25,7 @@ public class AllocationTests
     public void Small_message_echo_allocates_nothing_per_message(EventLoopBackend backend)
     {
         long perRun = Measure(backend, messageSize: 64, messages: 20_000, TriggerMode.Level);
-        Assert.True(perRun < 1024, $"{perRun} bytes allocated on the loop thread for 20,000 messages");
+        Assert.True(perRun < OneOffAllowance, $"{perRun} bytes allocated on the loop thread for 20,000 messages");
     }
 
     [SkippableTheory]
@@ -33,7 +33,7 @@ public class AllocationTests
     public void Small_message_echo_allocates_nothing_per_message_edge_triggered(EventLoopBackend backend)
     {
         long perRun = Measure(backend, messageSize: 64, messages: 20_000, TriggerMode.Edge);
-        Assert.True(perRun < 1024, $"{perRun} bytes allocated on the loop thread for 20,000 messages");
+        Assert.True(perRun < OneOffAllowance, $"{perRun} bytes allocated on the loop thread for 20,000 messages");
     }
 
     /// <summary>256 KiB messages go through the backlog and backpressure (pooled chunks, pause and resume).</summary>
@@ -42,7 +42,7 @@ public class AllocationTests
     public void Large_message_echo_through_the_backlog_allocates_nothing_per_message(EventLoopBackend backend)
     {
         long perRun = Measure(backend, messageSize: 256 * 1024, messages: 200, TriggerMode.Level);
-        Assert.True(perRun < 1024, $"{perRun} bytes allocated on the loop thread for 200 messages of 256 KiB");
+        Assert.True(perRun < OneOffAllowance, $"{perRun} bytes allocated on the loop thread for 200 messages of 256 KiB");
     }
 
     /// <summary>Every backend, and io_uring with its completion path forced on.</summary>
@@ -159,14 +159,31 @@ public class AllocationTests
 
         // Warm up until the pools hold every array the pattern needs at once (receive buffer, backlog chunks).
         RoundTrips(Math.Max(50, messages / 10));
-        long before = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
-        RoundTrips(messages);
-        long after = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
-        Assert.Equal(message, echo);
-        server.AssertNoLoopErrors();
-        _output.WriteLine($"{backend} {mode}: {after - before} bytes allocated on the loop thread for {messages:N0} echoes of {messageSize:N0} bytes ({(after - before) / (double)messages:F3} per message)");
-        return after - before;
+        long allocated = 0;
+        for (int run = 1; run <= 2; run++)
+        {
+            long before = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
+            RoundTrips(messages);
+            long after = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
+            Assert.Equal(message, echo);
+            server.AssertNoLoopErrors();
+            allocated = after - before;
+            _output.WriteLine($"{backend} {mode}, run {run}: {allocated} bytes allocated on the loop thread for {messages:N0} echoes of {messageSize:N0} bytes ({allocated / (double)messages:F3} per message)");
+            if (allocated < OneOffAllowance)
+            {
+                break;
+            }
+
+            // A one-off growth shows once: a busy machine's timing can make a run meet a larger burst than the warm-up did
+            // (more pieces held at once, a send of more chunks), and a connection's array or the loop thread's cache grows
+            // to it for good. Allocation per message shows in every run: the second run is the one that counts.
+        }
+
+        return allocated;
     }
+
+    /// <summary>What a measured run may allocate in all: a one-off (never per message; one would be at least 24 bytes a message).</summary>
+    private const long OneOffAllowance = 1024;
 
     private sealed class PlainEcho : ConnectionHandler
     {

@@ -102,20 +102,31 @@ public class AllocationTests
                 }
             }
 
-            // Warm-up long enough for the largest batch: io_uring's batching waits (Linux 6.12) gather up to a quarter of
-            // the connections' receives per wait, and every reply of a batch holds a chunk of the loop thread's cache
-            // until its send completes, so the cache grows (1 KiB at a time) until the largest batch was seen; 5 rounds
-            // left 19 to 47 KB of that growth in the measured rounds, 40 leave none.
+            // Warm-up: io_uring's batching waits (Linux 6.12) gather up to a quarter of the connections' receives per wait,
+            // and every reply of a batch holds a chunk of the loop thread's cache until its send completes, so the cache
+            // grows (1 KiB at a time) until the largest batch was seen; how large a batch gets depends on the machine's
+            // timing. The growth is bounded (at most a chunk per connection, and the cache has a cap), allocation per
+            // message is not: so up to five measured runs of 20 rounds, and one of them must allocate less than a byte
+            // per message. A per-message allocation (at least 24 bytes a message) fails every run.
             Rounds(40);
-            long before = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
-            Rounds(20);
-            long after = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
-            server.AssertNoLoopErrors();
-            _output.WriteLine($"{backend} (completions {ioUringCompletions?.ToString() ?? "default"}): {after - before} bytes allocated on the loop thread for {20 * Clients:N0} echoes");
-            // Less than a byte per message. Not zero: a round that first puts more replies in flight than any before it
-            // fills the loop thread's chunk cache by one more 1 KiB chunk (1,048 bytes, seen in CI). Before that cache,
-            // the completion path allocated about 7 KB per message here.
-            Assert.True(after - before < 20 * Clients, $"{after - before} bytes allocated on the loop thread for {20 * Clients:N0} echoes of 64 bytes");
+            long allocated = 0;
+            for (int run = 1; run <= 5; run++)
+            {
+                long before = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
+                Rounds(20);
+                long after = server.Harness.Invoke(GC.GetAllocatedBytesForCurrentThread);
+                server.AssertNoLoopErrors();
+                allocated = after - before;
+                _output.WriteLine($"{backend} (completions {ioUringCompletions?.ToString() ?? "default"}), run {run}: {allocated} bytes allocated on the loop thread for {20 * Clients:N0} echoes");
+                if (allocated < 20 * Clients)
+                {
+                    break;
+                }
+            }
+
+            // Less than a byte per message. Before the loop thread's chunk cache, the completion path allocated about 7 KB
+            // per message here.
+            Assert.True(allocated < 20 * Clients, $"{allocated} bytes allocated on the loop thread for {20 * Clients:N0} echoes of 64 bytes");
         }
         finally
         {

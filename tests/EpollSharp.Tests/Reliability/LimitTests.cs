@@ -223,8 +223,7 @@ public class LimitTests
         var senders = new List<Thread>();
         for (int i = 0; i < count; i++)
         {
-            Socket client = server.Connect();
-            client.ReceiveBufferSize = 16 * 1024;
+            Socket client = ConnectWithSmallReceiveBuffer(server.EndPoint);
             clients.Add(client);
             var sender = new Thread(() =>
             {
@@ -276,6 +275,27 @@ public class LimitTests
         await Task.CompletedTask;
         server.AssertNoLoopErrors();
         return (maxBacklog, heapGrowth, string.Join(", ", closes.GroupBy(c => c.Reason).Select(g => $"{g.Key} x{g.Count()}")));
+    }
+
+    /// <summary>
+    /// A client whose receive buffer (16 KiB) is set before it connects. Shrunk after the handshake, the buffer is smaller
+    /// than the window the client already advertised: the server's bytes in that window are dropped (TcpExtTCPRcvQDrop),
+    /// and with both directions at a zero window Linux can ignore the server's later window updates (their sequence number
+    /// is below the dropped segments' that last set the client's window) until the server's retransmission timeout, backed
+    /// off past the 1 s idle timeout. The client then stops sending, and its connection ends idle instead of stalling
+    /// under backpressure or at the output limit. Set first, the advertised window never exceeds the buffer.
+    /// </summary>
+    private static Socket ConnectWithSmallReceiveBuffer(IPEndPoint endPoint)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp)
+        {
+            NoDelay = true,
+            ReceiveBufferSize = 16 * 1024,
+            ReceiveTimeout = 10_000,
+            SendTimeout = 10_000,
+        };
+        socket.Connect(endPoint);
+        return socket;
     }
 
     /// <summary>Writes 64 KiB for every read, ignoring backpressure.</summary>

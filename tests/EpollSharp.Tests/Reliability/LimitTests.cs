@@ -278,19 +278,20 @@ public class LimitTests
     }
 
     /// <summary>
-    /// A client whose receive buffer (16 KiB) is set before it connects. Shrunk after the handshake, the buffer is smaller
-    /// than the window the client already advertised: the server's bytes in that window are dropped (TcpExtTCPRcvQDrop),
-    /// and with both directions at a zero window Linux can ignore the server's later window updates (their sequence number
-    /// is below the dropped segments' that last set the client's window) until the server's retransmission timeout, backed
-    /// off past the 1 s idle timeout. The client then stops sending, and its connection ends idle instead of stalling
-    /// under backpressure or at the output limit. Set first, the advertised window never exceeds the buffer.
+    /// A client whose receive buffer is small (64 KiB, locked: autotuning does not grow it to megabytes) and set before it
+    /// connects. Shrunk to 16 KiB after the handshake, the buffer was smaller than the window the client had advertised:
+    /// the server's bytes in that window were dropped, and with both directions at a zero window the client most likely
+    /// ignored the server's window updates until the server's retransmission timeout, backed off past the 1 s idle
+    /// timeout. The client stopped sending, and its connection ended idle instead of stalling under backpressure or at
+    /// the output limit (on any backend). Set first (and not so small that loopback's segments overrun it), the
+    /// advertised window fits the buffer.
     /// </summary>
     private static Socket ConnectWithSmallReceiveBuffer(IPEndPoint endPoint)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp)
         {
             NoDelay = true,
-            ReceiveBufferSize = 16 * 1024,
+            ReceiveBufferSize = 64 * 1024,
             ReceiveTimeout = 10_000,
             SendTimeout = 10_000,
         };

@@ -147,6 +147,9 @@ internal sealed unsafe partial class IoUringBackend
     /// <summary>Buffers out of the ring: <see cref="ReceiveBuffersInUse"/>, and the one the kernel is filling incrementally (if any).</summary>
     internal int ReceiveBuffersOut => Volatile.Read(ref _buffersOut);
 
+    /// <summary>Buffers out of the ring because pieces sinks kept (held data) refer to them (tests check the bound).</summary>
+    internal int ReceiveBuffersKept => _buffersKept;
+
     /// <inheritdoc/>
     public int PendingCompletions => _pendingCount;
 

@@ -93,6 +93,9 @@ public sealed partial class Connection : ICompletionSink
         }
     }
 
+    /// <summary>Whether the connection's multishot receive is in the kernel (armed, its final completion not yet dispatched).</summary>
+    internal bool ReceiveArmed => _channel?.ReceiveArmed ?? false;
+
     /// <summary>Whether the connection uses the completion path.</summary>
     internal bool UsesCompletions => _completionIo is not null;
 

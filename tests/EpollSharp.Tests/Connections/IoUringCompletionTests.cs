@@ -239,6 +239,81 @@ public class IoUringCompletionTests
         server.AssertNoLoopErrors();
     }
 
+    /// <summary>
+    /// Connections that paused while their receives were taking bytes hold those bytes, in the provided buffers where the
+    /// kernel put them, but they cannot starve the other connections of buffers: once a quarter of the ring's buffers hold
+    /// such pieces, holders copy instead. With 48 connections paused and holding, another connection still echoes 1 MiB
+    /// byte for byte; resumed, each paused connection gets every byte its client sent; closed, every buffer is back.
+    /// </summary>
+    [SkippableFact]
+    public void Paused_connections_holding_bytes_do_not_starve_another_connection_of_buffers()
+    {
+        const int Holders = 48;
+        const int Size = 1024 * 1024;
+        var handler = new PauseOrEcho();
+        using var server = Server(handler);
+        IoUringBackend backend = Backend(server);
+        var holders = new List<(Socket Client, long Sent)>();
+        byte[] chunk = new byte[64 * 1024];
+        chunk[0] = PauseOrEcho.PauseMark;
+        for (int i = 0; i < Holders; i++)
+        {
+            Socket client = server.Connect();
+            client.Blocking = false;
+
+            // As much as the sockets take at once, up to 1 MiB: more than one receive arm's worth.
+            long sent = 0;
+            while (sent < Size)
+            {
+                int n = client.Send(chunk, 0, chunk.Length, SocketFlags.None, out SocketError error);
+                if (error == SocketError.WouldBlock)
+                {
+                    break;
+                }
+
+                Assert.Equal(SocketError.Success, error);
+                sent += n;
+            }
+
+            holders.Add((client, sent));
+        }
+
+        // Every holder paused, and its receive's final completion (the cancel's) was handed over: what it holds now stays.
+        LoopHarness.WaitUntil(() => handler.Paused.Count == Holders, "every holder pauses at its first bytes");
+        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => handler.Paused.All(c => !c.ReceiveArmed)), "every holder's receive ended");
+        (long held, int kept, int outOfRing, int count) = server.Harness.Invoke(() => (handler.Paused.Sum(c => c.HeldBytes), backend.ReceiveBuffersKept, backend.ReceiveBuffersOut, backend.IncrementalBuffers ? IoUringBackend.LargeBufferCount : IoUringBackend.BufferCount));
+        _output.WriteLine($"{Holders} paused connections hold {held:N0} bytes; {kept} of {count} buffers kept for them, {outOfRing} out of the ring");
+        Assert.True(held > 0, "the paused connections hold bytes their receives took");
+        Assert.InRange(kept, 0, count / 4);
+        Assert.InRange(outOfRing, 0, (count / 4) + 1);
+
+        // Another connection receives (and echoes) while they hold.
+        using (Socket echo = server.Connect(receiveTimeoutMs: 30_000))
+        {
+            byte[] payload = SocketTestExtensions.Pattern(7, Size);
+            payload[0] = (byte)'E';
+            var send = Task.Run(() => echo.Send(payload));
+            byte[] echoed = echo.ReceiveExactly(Size);
+            send.Wait();
+            Assert.True(payload.AsSpan().SequenceEqual(echoed), "the echo differs");
+        }
+
+        // Resumed, every paused connection gets every byte its client sent.
+        server.Harness.Invoke(() =>
+        {
+            foreach (Connection c in handler.Paused)
+            {
+                c.ResumeReceiving();
+            }
+        });
+        long expected = holders.Sum(h => h.Sent);
+        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => handler.Paused.Sum(c => c.BytesReceived)) == expected, "every paused connection receives every byte after the resume");
+        Assert.Equal(0, server.Harness.Invoke(() => handler.Paused.Sum(c => c.HeldBytes)));
+        holders.ForEach(h => h.Client.Dispose());
+        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => backend.ReceiveBuffersInUse) == 0, "every provided buffer is back in the ring");
+        server.AssertNoLoopErrors();
+    }
+
     /// <summary>The loop's io_uring backend (the completion path is on).</summary>
     private static IoUringBackend Backend(EchoServer server) => (IoUringBackend)server.Loop.CompletionIo!;
 
@@ -376,6 +451,31 @@ public class IoUringCompletionTests
         {
             ReceivedSpans++;
             base.OnReceived(connection, data);
+        }
+    }
+
+    /// <summary>Pauses receiving at the first bytes of a connection whose first byte is <see cref="PauseMark"/>; echoes the others.</summary>
+    private sealed class PauseOrEcho : ConnectionHandler
+    {
+        public const byte PauseMark = (byte)'P';
+
+        /// <summary>The paused connections (loop thread).</summary>
+        public List<Connection> Paused { get; } = new();
+
+        public override void OnReceived(Connection connection, ReadOnlySpan<byte> data)
+        {
+            if (connection.BytesReceived == data.Length && data[0] == PauseMark)
+            {
+                connection.PauseReceiving();
+                lock (Paused)
+                {
+                    Paused.Add(connection);
+                }
+            }
+            else if (!Paused.Contains(connection))
+            {
+                connection.Write(data);
+            }
         }
     }
 

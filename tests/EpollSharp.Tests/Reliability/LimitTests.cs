@@ -223,8 +223,7 @@ public class LimitTests
         var senders = new List<Thread>();
         for (int i = 0; i < count; i++)
         {
-            Socket client = server.Connect();
-            client.ReceiveBufferSize = 16 * 1024;
+            Socket client = ConnectWithSmallReceiveBuffer(server.EndPoint);
             clients.Add(client);
             var sender = new Thread(() =>
             {
@@ -276,6 +275,28 @@ public class LimitTests
         await Task.CompletedTask;
         server.AssertNoLoopErrors();
         return (maxBacklog, heapGrowth, string.Join(", ", closes.GroupBy(c => c.Reason).Select(g => $"{g.Key} x{g.Count()}")));
+    }
+
+    /// <summary>
+    /// A client whose receive buffer is small (64 KiB, locked: autotuning does not grow it to megabytes) and set before it
+    /// connects. Shrunk to 16 KiB after the handshake, the buffer was smaller than the window the client had advertised:
+    /// the server's bytes in that window were dropped, and with both directions at a zero window the client most likely
+    /// ignored the server's window updates until the server's retransmission timeout, backed off past the 1 s idle
+    /// timeout. The client stopped sending, and its connection ended idle instead of stalling under backpressure or at
+    /// the output limit (on any backend). Set first (and not so small that loopback's segments overrun it), the
+    /// advertised window fits the buffer.
+    /// </summary>
+    private static Socket ConnectWithSmallReceiveBuffer(IPEndPoint endPoint)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp)
+        {
+            NoDelay = true,
+            ReceiveBufferSize = 64 * 1024,
+            ReceiveTimeout = 10_000,
+            SendTimeout = 10_000,
+        };
+        socket.Connect(endPoint);
+        return socket;
     }
 
     /// <summary>Writes 64 KiB for every read, ignoring backpressure.</summary>

@@ -394,8 +394,17 @@ public class PipeConnectionTests
                 }
 
                 Assert.False(waiting.IsCompleted, "no flush waited although the client reads nothing");
-                _ = Task.Run(output.CancelPendingFlush);
+                Task cancel = Task.Run(output.CancelPendingFlush);
                 FlushResult result = await waiting;
+                await cancel;
+                for (int n = 0; !result.IsCanceled && n < 100; n++)
+                {
+                    // The kernel took more of the backlog (its send buffer grows) and released the flush before the cancel
+                    // reached the loop: a CancelPendingFlush with no flush waiting cancels the next one, as a Pipe's does.
+                    output.Write(new byte[16 * 1024]);
+                    result = await output.FlushAsync();
+                }
+
                 canceled.SetResult(result.IsCanceled);
                 await Task.Run(() => output.Complete());
             },

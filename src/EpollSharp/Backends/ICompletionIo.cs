@@ -189,6 +189,12 @@ internal class CompletionChannel
     /// <summary>A send is in the kernel (its completion not yet reaped).</summary>
     internal bool SendInFlight { get; set; }
 
+    /// <summary>
+    /// The receive is armed (<see cref="ReceiveArmed"/>) but parked: its last one ended for want of buffers and none came
+    /// back since, so it waits in the backend, not in the kernel, until one does.
+    /// </summary>
+    internal bool ReceiveParked { get; set; }
+
     /// <summary><see cref="ICompletionIo.Close"/> was called.</summary>
     internal bool Closed { get; set; }
 

@@ -128,6 +128,23 @@ internal sealed unsafe partial class IoUringBackend
     /// <summary>Buffers with pieces sinks kept (held data) and have not given back: at a quarter of the ring, sinks copy instead.</summary>
     private int _buffersKept;
 
+    /// <summary>
+    /// Receives armed after their last one ended with <c>ENOBUFS</c> while the ring is still empty: armed there, they
+    /// would end at once (the socket has data, the ring none) and again, as fast as the loop turns. They wait here
+    /// (<see cref="CompletionChannel.ReceiveParked"/>) until a buffer goes back to the ring (<see cref="GiveBack"/>).
+    /// </summary>
+    private CompletionChannel?[] _parked = new CompletionChannel?[4];
+
+    private int _parkedCount;
+
+    /// <summary>Parked receives cancelled or closed: their final completion (<c>ECANCELED</c>) is reported by the next reap.</summary>
+    private CompletionChannel?[] _parkedEnds = new CompletionChannel?[4];
+
+    private int _parkedEndCount;
+
+    /// <summary>Buffers a test took out of the ring (<see cref="WithholdReceiveBuffers"/>).</summary>
+    private ushort[]? _withheld;
+
     /// <summary>Whether the completion path is set up (the kernel has what it needs, and it was not switched off); why not otherwise.</summary>
     internal bool CompletionsAvailable(out string reason)
     {
@@ -187,6 +204,14 @@ internal sealed unsafe partial class IoUringBackend
 
         lock (_lock)
         {
+            for (int i = 0; i < _parkedEndCount; i++)
+            {
+                if (_parkedEnds[i] == channel)
+                {
+                    return true;
+                }
+            }
+
             ulong userData = OpUserData(KindReceive, channel);
             uint tail = _ring.CqTail;
             for (uint head = _ring.CqHead; head != tail; head++)
@@ -379,23 +404,8 @@ internal sealed unsafe partial class IoUringBackend
         }
     }
 
-    /// <summary>A free slot of the channel table (a freed one first, else the next, growing the table). Under <c>_lock</c>.</summary>
-    private int TakeChannelSlot()
-    {
-        if (_freeChannelCount > 0)
-        {
-            return _freeChannels[--_freeChannelCount];
-        }
-
-        if (_channelsUsed == _channels.Length)
-        {
-            Array.Resize(ref _channels, _channels.Length * 2);
-            Array.Resize(ref _channelGenerations, _channelGenerations.Length * 2);
-            Array.Resize(ref _freeChannels, _freeChannels.Length * 2);
-        }
-
-        return _channelsUsed++;
-    }
+    /// <summary>A free slot of the channel table. Under <c>_lock</c>.</summary>
+    private int TakeChannelSlot() => TakeSlot(ref _channels, ref _channelGenerations, ref _freeChannels, ref _freeChannelCount, ref _channelsUsed);
 
     /// <inheritdoc/>
     public void StartReceive(CompletionChannel channel)
@@ -407,18 +417,192 @@ internal sealed unsafe partial class IoUringBackend
                 return;
             }
 
-            Interop.IoUringSqe* sqe = NextSqe();
-            sqe->Opcode = Interop.IoUring.IORING_OP_RECV;
-            sqe->Flags = Interop.IoUring.IOSQE_BUFFER_SELECT;
-            sqe->IoPrio = Interop.IoUring.IORING_RECV_MULTISHOT;
-            sqe->Fd = channel.Fd;
-            sqe->BufIndex = BufferGroup;
-            sqe->SpliceFdIn = _receiveCap ? ReceiveArmBytes : 0;
-            sqe->UserData = OpUserData(KindReceive, channel);
             channel.ReceiveArmed = true;
             _channelOps++;
+            if (channel.LastReceiveEnd == -Interop.Errno.ENOBUFS && RingEmpty())
+            {
+                // Out of buffers, and none came back since: armed now, it would end at once again.
+                Park(channel);
+                return;
+            }
+
+            WriteReceive(channel);
         }
     }
+
+    /// <summary>Writes the multishot receive of <paramref name="channel"/> (armed: counted in flight). Under the lock.</summary>
+    private void WriteReceive(CompletionChannel channel)
+    {
+        Interop.IoUringSqe* sqe = NextSqe();
+        sqe->Opcode = Interop.IoUring.IORING_OP_RECV;
+        sqe->Flags = Interop.IoUring.IOSQE_BUFFER_SELECT;
+        sqe->IoPrio = Interop.IoUring.IORING_RECV_MULTISHOT;
+        sqe->Fd = channel.Fd;
+        sqe->BufIndex = BufferGroup;
+        sqe->SpliceFdIn = _receiveCap ? ReceiveArmBytes : 0;
+        sqe->UserData = OpUserData(KindReceive, channel);
+    }
+
+    /// <summary>
+    /// Whether the ring has no buffer for the kernel to fill: every buffer is out, and none is one the kernel goes on
+    /// filling (incremental layout). Exact once the completions posted before an <c>ENOBUFS</c> are reaped, as they are
+    /// when it is dispatched: they name the buffers the kernel took before it found none. Under the lock.
+    /// </summary>
+    private bool RingEmpty()
+    {
+        if (_buffersOut < _bufferCount)
+        {
+            return false;
+        }
+
+        if (_incremental)
+        {
+            for (int bid = 0; bid < _bufferCount; bid++)
+            {
+                if (_bufferKernelHolds[bid])
+                {
+                    return false;
+                }
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>Parks an armed receive until a buffer comes back (see <see cref="_parked"/>). Under the lock.</summary>
+    private void Park(CompletionChannel channel)
+    {
+        if (_parkedCount == _parked.Length)
+        {
+            Array.Resize(ref _parked, _parked.Length * 2);
+        }
+
+        channel.ReceiveParked = true;
+        _parked[_parkedCount++] = channel;
+    }
+
+    /// <summary>Takes <paramref name="channel"/> off the parked list. Under the lock.</summary>
+    private void Unpark(CompletionChannel channel)
+    {
+        channel.ReceiveParked = false;
+        for (int i = 0; i < _parkedCount; i++)
+        {
+            if (_parked[i] == channel)
+            {
+                _parked[i] = _parked[--_parkedCount];
+                _parked[_parkedCount] = null;
+                return;
+            }
+        }
+    }
+
+    /// <summary>
+    /// A parked receive is cancelled (or its channel closed): it never reached the kernel, so its final completion,
+    /// <c>ECANCELED</c> as the kernel's would be, comes from the next reap. Under the lock.
+    /// </summary>
+    private void EndParked(CompletionChannel channel)
+    {
+        Unpark(channel);
+        if (_parkedEndCount == _parkedEnds.Length)
+        {
+            Array.Resize(ref _parkedEnds, _parkedEnds.Length * 2);
+        }
+
+        _parkedEnds[_parkedEndCount++] = channel;
+    }
+
+    /// <summary>A buffer came back: every parked receive goes to the kernel with the next wait. Under the lock.</summary>
+    private void ArmParked()
+    {
+        while (_parkedCount > 0)
+        {
+            CompletionChannel channel = _parked[--_parkedCount]!;
+            _parked[_parkedCount] = null;
+            channel.ReceiveParked = false;
+            WriteReceive(channel);
+        }
+    }
+
+    /// <summary>Reports the final completions of parked receives that were cancelled (see <see cref="EndParked"/>). Under the lock, while reaping.</summary>
+    private void ReapParkedEnds()
+    {
+        for (int i = 0; i < _parkedEndCount; i++)
+        {
+            CompletionChannel channel = _parkedEnds[i]!;
+            _parkedEnds[i] = null;
+            ReapCompletion(OpUserData(KindReceive, channel), -Interop.Errno.ECANCELED, 0);
+        }
+
+        _parkedEndCount = 0;
+    }
+
+    /// <summary>On dispose: parked receives' ends are reported to nobody; they are no longer in flight. Under the lock.</summary>
+    private void DropParkedEnds()
+    {
+        _channelOps -= _parkedEndCount;
+        Array.Clear(_parkedEnds, 0, _parkedEndCount);
+        _parkedEndCount = 0;
+    }
+
+    /// <summary>
+    /// Tests: takes every buffer but <paramref name="keep"/> out of the ring, as if receives held them, until
+    /// <see cref="ReturnWithheldReceiveBuffers"/>. On the loop thread, before any receive is armed.
+    /// </summary>
+    internal void WithholdReceiveBuffers(int keep)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            if (!_completions || _buffersOut != 0 || _withheld is not null || (uint)keep > (uint)_bufferCount)
+            {
+                throw new InvalidOperationException("Buffers can be withheld once, with the completion path on and no buffer out.");
+            }
+
+            var reg = default(Interop.IoUringBufReg);
+            reg.Bgid = BufferGroup;
+            using (SafeHandleLease lease = SafeHandleLease.Acquire(_ring.Handle))
+            {
+                if (Interop.IoUring.io_uring_register(_ring.Handle.FileDescriptor, Interop.IoUring.IORING_UNREGISTER_PBUF_RING, &reg, 1) < 0)
+                {
+                    throw ErrnoNames.Create("io_uring_register(IORING_UNREGISTER_PBUF_RING)", Interop.Errno.Last());
+                }
+            }
+
+            _withheld = new ushort[_bufferCount - keep];
+            for (int i = 0; i < _withheld.Length; i++)
+            {
+                ushort bid = (ushort)(keep + i);
+                _withheld[i] = bid;
+                _bufferIsOut[bid] = true;
+                _buffersOut++;
+            }
+
+            if (RegisterBufferRing() is int errno && errno != 0)
+            {
+                throw ErrnoNames.Create("io_uring_register(IORING_REGISTER_PBUF_RING)", errno);
+            }
+        }
+    }
+
+    /// <summary>Tests: gives the buffers <see cref="WithholdReceiveBuffers"/> took back to the ring. On the loop thread.</summary>
+    internal void ReturnWithheldReceiveBuffers()
+    {
+        lock (_lock)
+        {
+            ushort[] withheld = _withheld ?? throw new InvalidOperationException("No buffers are withheld.");
+            _withheld = null;
+            foreach (ushort bid in withheld)
+            {
+                GiveBack(bid);
+            }
+        }
+    }
+
+    /// <summary>Receives parked for want of buffers (tests and diagnostics).</summary>
+    internal int ParkedReceives => _parkedCount;
+
+    /// <summary>Receives, sends and accepts counted in flight, parked receives included (tests and diagnostics).</summary>
+    internal int ChannelOperations => _channelOps;
 
     /// <inheritdoc/>
     public void CancelReceive(CompletionChannel channel)
@@ -427,6 +611,12 @@ internal sealed unsafe partial class IoUringBackend
         {
             if (_disposed || !channel.ReceiveArmed)
             {
+                return;
+            }
+
+            if (channel.ReceiveParked)
+            {
+                EndParked(channel);
                 return;
             }
 
@@ -485,7 +675,11 @@ internal sealed unsafe partial class IoUringBackend
                 return;
             }
 
-            if (channel.ReceiveArmed)
+            if (channel.ReceiveParked)
+            {
+                EndParked(channel);
+            }
+            else if (channel.ReceiveArmed)
             {
                 QueueCancel(OpUserData(KindReceive, channel), channel);
             }
@@ -748,6 +942,13 @@ internal sealed unsafe partial class IoUringBackend
         _buffersOut--;
         _bufferIsOut[bid] = false;
         _bufferFilled[bid] = 0;
+        if (_parkedCount > 0)
+        {
+            lock (_lock)
+            {
+                ArmParked();
+            }
+        }
     }
 
     /// <summary>Writes buffer <paramref name="bid"/> at the ring's tail (not yet published). Never the entry's last 16 bits: in entry 0 they are the tail.</summary>
@@ -764,7 +965,13 @@ internal sealed unsafe partial class IoUringBackend
     /// <summary>Queues the cancellation of every operation <paramref name="channel"/> has in the kernel (receive, send, accept).</summary>
     private void QueueCancelOperations(CompletionChannel channel)
     {
-        if (channel.ReceiveArmed)
+        if (channel.ReceiveParked)
+        {
+            // Not in the kernel: its end comes from the next reap (a loop that runs again dispatches it; a disposed
+            // one drops it, DropParkedEnds).
+            EndParked(channel);
+        }
+        else if (channel.ReceiveArmed)
         {
             QueueCancel(OpUserData(KindReceive, channel), channel);
         }

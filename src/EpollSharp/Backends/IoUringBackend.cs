@@ -425,9 +425,9 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 _ring.Publish();
                 toSubmit = _ring.Unsubmitted;
                 minComplete = MinComplete(toSubmit);
-                if (_pendingCount > 0)
+                if (_pendingCount > 0 || _parkedEndCount > 0)
                 {
-                    // Completions reaped when the ring moved to this thread: return them without blocking.
+                    // Completions reaped when the ring moved to this thread, or parked receives' ends: return them without blocking.
                     remaining = 0;
                 }
             }
@@ -566,6 +566,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             }
 
             CancelAllChannels();
+            DropParkedEnds();
             if (_issuerBound && CanSubmitHere)
             {
                 FlushDeferredCancels();
@@ -690,6 +691,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         lock (_lock)
         {
             _inWait = false;
+            ReapParkedEnds();
             uint head = _ring.CqHead;
             uint tail = _ring.CqTail;
             // What arrived: receives, accepts and readiness; not the sends (one to a socket with room completes while it
@@ -1159,21 +1161,29 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         }
     }
 
-    private int TakeSlot()
+    /// <summary>A free slot of the readiness table. Under <c>_lock</c>.</summary>
+    private int TakeSlot() => TakeSlot(ref _slots, ref _generations, ref _freeSlots, ref _freeCount, ref _slotsUsed);
+
+    /// <summary>
+    /// A free slot of a table (<paramref name="items"/>, with its generations and free list): a freed one first, else the
+    /// next, growing the three arrays together. Under <c>_lock</c>.
+    /// </summary>
+    private static int TakeSlot<T>(ref T?[] items, ref uint[] generations, ref int[] free, ref int freeCount, ref int used)
+        where T : class
     {
-        if (_freeCount > 0)
+        if (freeCount > 0)
         {
-            return _freeSlots[--_freeCount];
+            return free[--freeCount];
         }
 
-        if (_slotsUsed == _slots.Length)
+        if (used == items.Length)
         {
-            Array.Resize(ref _slots, _slots.Length * 2);
-            Array.Resize(ref _generations, _generations.Length * 2);
-            Array.Resize(ref _freeSlots, _freeSlots.Length * 2);
+            Array.Resize(ref items, items.Length * 2);
+            Array.Resize(ref generations, generations.Length * 2);
+            Array.Resize(ref free, free.Length * 2);
         }
 
-        return _slotsUsed++;
+        return used++;
     }
 
     private void ThrowIfDisposed()
@@ -1374,6 +1384,8 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         var spin = default(SpinWait);
         while (true)
         {
+            // Parked receives were never in the kernel: their ends are reaped here, with the cancelled ones'.
+            ReapParkedEnds();
             uint tail = _ring.CqTail;
             uint head = _ring.CqHead;
             for (; head != tail; head++)

@@ -75,6 +75,15 @@ public sealed partial class Connection : ICompletionSink
     /// <summary>Send completions (tests check the completion path is in use).</summary>
     internal long CompletionSends => _channel?.Sends ?? 0;
 
+    /// <summary>How many of the connection's multishot receives ended (for tests).</summary>
+    internal int CompletionReceiveEnds => _channel?.ReceiveEnds ?? 0;
+
+    /// <summary>The result of the last completion that ended a multishot receive of the connection (for tests).</summary>
+    internal int LastCompletionReceiveEnd => _channel?.LastReceiveEnd ?? 0;
+
+    /// <summary>Whether the connection's receive is parked in the backend for want of buffers (for tests).</summary>
+    internal bool ReceiveParked => _channel?.ReceiveParked ?? false;
+
     /// <summary>How many chunks the connection's send message has room for: 0 before its first send, then 1 or <see cref="MaxSendChunks"/> (for tests).</summary>
     internal int SendMessageCapacity => _sendMessage == IntPtr.Zero ? 0 : _sendPins!.Length;
 

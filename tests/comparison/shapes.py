@@ -34,13 +34,15 @@ TARGET_TLS_VS_INBOX = 0.90  # EpollSharp TLS (pipe) CPU per message at most this
 PFX_PASSWORD = "bench-only"
 INLINE_ENV = {"DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS": "1"}
 
-PLAIN_KEYS = ("callback", "pipe", "pipe-pool", "stream", "kestrel", "inbox", "inbox-inline", "callback-base", "pipe-base")
+PLAIN_KEYS = ("callback", "pipe", "pipe-pool", "stream", "kestrel", "inbox", "inbox-inline", "callback-uring", "pipe-uring",
+              "callback-base", "pipe-base")
+URING_ENV = {"EPOLLSHARP_IO_URING_COMPLETIONS": "1"}  # the io_uring rows: the completion path, whatever the default
 INBOX_KEYS = ("kestrel", "inbox", "inbox-inline")  # what .NET has in the box, for "the best in-box configuration"
 TLS_KEYS = ("pipe-tls", "inbox-tls")
 
 COLORS = {"callback": "#1f77b4", "pipe": "#2ca02c", "pipe-pool": "#98df8a", "stream": "#17becf", "kestrel": "#9467bd",
           "inbox": "#ff7f0e", "inbox-inline": "#ffbb78", "pipe-tls": "#2ca02c", "inbox-tls": "#ff7f0e",
-          "callback-base": "#aec7e8", "pipe-base": "#bcbd22"}
+          "callback-base": "#aec7e8", "pipe-base": "#bcbd22", "callback-uring": "#393b79", "pipe-uring": "#637939"}
 BASELINE_ENV = "SHAPES_BASELINE_PUB"  # an earlier build's publish directory: adds callback-base and pipe-base
 
 
@@ -86,6 +88,17 @@ def make_servers(bench, pub, pfx):
           d("InBoxEchoServer"), True),
     ]
     servers[-1].env = INLINE_ENV
+    # The same two EchoServer shapes on the io_uring backend (completion path): what the pipe costs where the loop makes
+    # the fewest system calls. Left out (unavailable) where io_uring is.
+    uring = ("--backend", "io_uring", "--loops", "1", "--idle-timeout", "0")
+    servers += [
+        S("callback-uring", "EchoServer --api callback --backend io_uring (EpollSharp callbacks, io_uring completion path)",
+          "callbacks, io_uring", d("EchoServer", *uring), True),
+        S("pipe-uring", "EchoServer --api pipe --backend io_uring (EpollSharp pipes on the loop, io_uring completion path)",
+          "pipe, io_uring", d("EchoServer", *uring, "--api", "pipe"), True),
+    ]
+    servers[-1].env = URING_ENV
+    servers[-2].env = URING_ENV
     base = os.environ.get(BASELINE_ENV)
     if base:
         def b(*extra):
@@ -296,7 +309,8 @@ def section(report, results, docs):
       "`SslStream` inside, continuations on the loop) against `InBoxEchoServer --tls` (`SslStream` over `NetworkStream`), "
       "with `loadgen --tls` (OpenSSL, non-blocking on its epoll loop; the handshakes happen while connecting and are not "
       "in the latencies; every decrypted byte is checked). Each server runs alone on core 0, loadgen on core 1; the "
-      "EchoServer shapes differ only in `--api` and `--pipe-continuations` (one loop, epoll, level-triggered). CPU per "
+      "EchoServer shapes differ only in `--api` and `--pipe-continuations` (one loop, epoll, level-triggered), but for "
+      "two rows of callbacks and pipes on the io_uring backend (`--backend io_uring`, its completion path). CPU per "
       "message is the server process's CPU time (user + system, all threads, `/proc/PID/stat`) over loadgen's measured "
       f"window divided by the messages echoed in it. Medians of {f['runs']} alternating rounds of {f['warmup_s']:g} s "
       f"warm-up + {f['duration_s']:g} s, measured on {f.get('started', '?')} (commit `{f.get('commit', '?')}`"
@@ -356,7 +370,8 @@ def section(report, results, docs):
     w("CPU µs per message of each run, in run order (a run disturbed by other work and run again shows twice):")
     w("")
     per_round(("callback", "pipe", "stream", "kestrel", "inbox", "inbox-inline")
-              + tuple(k for k in ("callback-base", "pipe-base") if k in names), results["workloads"])
+              + tuple(k for k in ("callback-uring", "pipe-uring", "callback-base", "pipe-base") if k in names),
+              results["workloads"])
 
     w("### TLS")
     w("")
@@ -383,6 +398,12 @@ def section(report, results, docs):
             r = pipe / best[0]
             parts.append(f"pipe / best in-box ({short[best[1]]}, {best[0]:.2f} µs) {r:.2f}× (target ≤ {TARGET_PIPE_VS_INBOX}×: "
                          f"{'**met**' if r <= TARGET_PIPE_VS_INBOX else '**not met**'})")
+        # On io_uring (reported beside the targets, which are about the epoll rows above).
+        pu, cu = med(t, "pipe-uring", k, "cpu_us_per_msg"), med(t, "callback-uring", k, "cpu_us_per_msg")
+        if pu is not None and cu:
+            parts.append(f"on io_uring, pipe / callbacks {pu / cu:.2f}×")
+        if pu is not None and best:
+            parts.append(f"on io_uring, pipe / best in-box {pu / best[0]:.2f}×")
         if parts:
             lines.append(f"- {wl['label']}: " + "; ".join(parts) + ".")
     for wl in results["tls_workloads"]:

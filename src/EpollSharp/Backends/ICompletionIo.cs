@@ -29,8 +29,15 @@ internal interface ICompletionIo
     /// <summary>The whole of provided buffer <paramref name="bufferId"/>, of which a sink kept a piece.</summary>
     ReadOnlySpan<byte> ReceiveBuffer(ushort bufferId);
 
-    /// <summary>Lets go of a kept piece of a buffer (once per kept completion): the buffer goes back to the kernel when nothing refers to it any more.</summary>
+    /// <summary>Lets go of a kept piece of a buffer (once per kept completion, and per <see cref="KeepReceiveBuffer"/>): the buffer goes back to the kernel when nothing refers to it any more.</summary>
     void ReleaseReceiveBuffer(ushort bufferId);
+
+    /// <summary>
+    /// Keeps provided buffer <paramref name="bufferId"/>, which a receive completion being handed over refers to, out of
+    /// the kernel's reach for one more piece (counted as kept, like a piece a sink kept), until
+    /// <see cref="ReleaseReceiveBuffer"/>: a stream sends bytes of it with no copy.
+    /// </summary>
+    void KeepReceiveBuffer(ushort bufferId);
 
     /// <summary>Opens a channel on the stream <paramref name="handle"/> (which the caller keeps open until <see cref="Close"/>); completions go to <paramref name="sink"/>.</summary>
     CompletionChannel Open(SafeHandle handle, ICompletionSink sink);

@@ -52,8 +52,9 @@ internal interface ICompletionIo
     /// Submits a send of the bytes that <paramref name="message"/> (a <c>struct msghdr</c>) points to through its iovecs
     /// (one iovec goes as a plain send of its bytes); the message, the iovecs and the bytes must stay valid and pinned
     /// until its completion. Only when no send is in
-    /// flight. It goes to the kernel with the loop's next wait; on a stream socket the kernel sends it all (waiting for
-    /// room as needed) before it completes, unless an error ends it.
+    /// flight. It goes to the kernel with the loop's next wait; on a stream socket it waits for room when the socket has
+    /// none, and completes with the bytes the kernel took, which may be part of them when the socket fills (the caller
+    /// submits the rest), unless an error ends it.
     /// </summary>
     unsafe void Send(CompletionChannel channel, Interop.MsgHdr* message);
 

@@ -104,15 +104,18 @@ public class IoUringBorrowedSendTests
         byte[] first = SocketTestExtensions.Pattern(1, 60 * 1024);
         client.Send(first);
 
-        // The echo is stuck in the backlog (the client does not read): its send was partial.
-        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => connection.BytesReceived == first.Length && connection.PartialBorrowedSends > 0), "the echo's borrowed send was partial");
+        // The echo is stuck in the backlog (the client does not read). With 64 KiB buffers the first piece borrowed is
+        // larger than the socket takes, so its send was partial; with 4 KiB buffers (EPOLLSHARP_IO_URING_INCREMENTAL=0)
+        // it may have gone whole, and the pieces behind it were copied. Either way no provided buffer stays kept.
+        bool incremental = Backend(server).IncrementalBuffers;
+        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => connection.BytesReceived == first.Length && connection.BufferedBytes > 0 && (connection.PartialBorrowedSends > 0 || !incremental)), "the echo is stuck behind a partial borrowed send");
+        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => Backend(server).ReceiveBuffersKept == 0), "no provided buffer is kept while the echo waits for the peer");
         Assert.Throws<InvalidOperationException>(() => connection.Write(new byte[] { 1 }));
         byte[] posted = SocketTestExtensions.Pattern(2, 20 * 1024);
         Assert.True(server.Harness.Invoke(() => connection.Write(posted)));
-        (long borrowedWrites, long partial, long buffered, int kept) = server.Harness.Invoke(() => (connection.BorrowedWrites, connection.PartialBorrowedSends, connection.BufferedBytes, Backend(server).ReceiveBuffersKept));
-        _output.WriteLine($"borrowed writes {borrowedWrites}, partial borrowed sends {partial}, buffered {buffered:N0}, buffers kept {kept}");
+        (long borrowedWrites, long partial, long buffered) = server.Harness.Invoke(() => (connection.BorrowedWrites, connection.PartialBorrowedSends, connection.BufferedBytes));
+        _output.WriteLine($"borrowed writes {borrowedWrites}, partial borrowed sends {partial}, buffered {buffered:N0}, incremental buffers {incremental}");
         Assert.InRange(borrowedWrites, 1, long.MaxValue);
-        Assert.Equal(0, kept);
         byte[] last = SocketTestExtensions.Pattern(3, 10 * 1024);
         client.Send(last);
 

@@ -29,8 +29,15 @@ internal interface ICompletionIo
     /// <summary>The whole of provided buffer <paramref name="bufferId"/>, of which a sink kept a piece.</summary>
     ReadOnlySpan<byte> ReceiveBuffer(ushort bufferId);
 
-    /// <summary>Lets go of a kept piece of a buffer (once per kept completion): the buffer goes back to the kernel when nothing refers to it any more.</summary>
+    /// <summary>Lets go of a kept piece of a buffer (once per kept completion, and per <see cref="KeepReceiveBuffer"/>): the buffer goes back to the kernel when nothing refers to it any more.</summary>
     void ReleaseReceiveBuffer(ushort bufferId);
+
+    /// <summary>
+    /// Keeps provided buffer <paramref name="bufferId"/>, which a receive completion being handed over refers to, out of
+    /// the kernel's reach for one more piece (counted as kept, like a piece a sink kept), until
+    /// <see cref="ReleaseReceiveBuffer"/>: a stream sends bytes of it with no copy.
+    /// </summary>
+    void KeepReceiveBuffer(ushort bufferId);
 
     /// <summary>Opens a channel on the stream <paramref name="handle"/> (which the caller keeps open until <see cref="Close"/>); completions go to <paramref name="sink"/>.</summary>
     CompletionChannel Open(SafeHandle handle, ICompletionSink sink);
@@ -45,8 +52,9 @@ internal interface ICompletionIo
     /// Submits a send of the bytes that <paramref name="message"/> (a <c>struct msghdr</c>) points to through its iovecs
     /// (one iovec goes as a plain send of its bytes); the message, the iovecs and the bytes must stay valid and pinned
     /// until its completion. Only when no send is in
-    /// flight. It goes to the kernel with the loop's next wait; on a stream socket the kernel sends it all (waiting for
-    /// room as needed) before it completes, unless an error ends it.
+    /// flight. It goes to the kernel with the loop's next wait; on a stream socket it waits for room when the socket has
+    /// none, and completes with the bytes the kernel took, which may be part of them when the socket fills (the caller
+    /// submits the rest), unless an error ends it.
     /// </summary>
     unsafe void Send(CompletionChannel channel, Interop.MsgHdr* message);
 

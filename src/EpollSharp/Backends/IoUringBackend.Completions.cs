@@ -192,6 +192,20 @@ internal sealed unsafe partial class IoUringBackend
     }
 
     /// <inheritdoc/>
+    public void KeepReceiveBuffer(ushort bufferId)
+    {
+        if (_bufferRefs[bufferId]++ == 0)
+        {
+            _buffersReferenced++;
+        }
+
+        if (_bufferKeptRefs[bufferId]++ == 0)
+        {
+            _buffersKept++;
+        }
+    }
+
+    /// <inheritdoc/>
     public bool ReceivePending(CompletionChannel channel)
     {
         for (int i = 0; i < _pendingReceives; i++)

@@ -69,6 +69,23 @@ public sealed partial class Connection : ICompletionSink
     /// </summary>
     private int _deliveredPieces;
 
+    /// <summary>
+    /// The bytes being handed to <see cref="ConnectionHandler.OnReceived"/> when they lie in a provided buffer (the
+    /// buffer's <see cref="_deliverBuffer"/>): a write of bytes within them, to an empty backlog, borrows them instead of
+    /// copying (<see cref="TryBorrowForSend"/>). <see cref="_deliverLength"/> 0 outside such a call.
+    /// </summary>
+    private unsafe byte* _deliverBase;
+
+    private int _deliverLength;
+
+    private ushort _deliverBuffer;
+
+    /// <summary>Writes sent from the provided receive buffer they were handed in, with no copy (tests check the path is taken).</summary>
+    internal long BorrowedWrites { get; private set; }
+
+    /// <summary>Sends that took only part of a borrowed front, whose rest was then copied (tests check the path is taken).</summary>
+    internal long PartialBorrowedSends { get; private set; }
+
     /// <summary>Receive completions with data (tests check the completion path is in use).</summary>
     internal long CompletionReceives => _channel?.Receives ?? 0;
 
@@ -236,14 +253,60 @@ public sealed partial class Connection : ICompletionSink
 
                 int n = Math.Min(piece, data.Length);
                 CountReceived(n);
-                _handler.OnReceived(this, data.Slice(0, n));
+                ReadOnlySpan<byte> bytes = data.Slice(0, n);
+                SetDelivering(bytes, bufferId);
+                _handler.OnReceived(this, bytes);
+                _deliverLength = 0;
                 data = data.Slice(n);
             }
         }
         finally
         {
+            _deliverLength = 0;
             EndReceivePass();
         }
+    }
+
+    /// <summary>Notes the bytes of provided buffer <paramref name="bufferId"/> about to be handed to the handler.</summary>
+    private unsafe void SetDelivering(ReadOnlySpan<byte> bytes, ushort bufferId)
+    {
+        fixed (byte* p = bytes)
+        {
+            // Native memory (the provided buffers' mapping): the address stays valid after the fixed block.
+            _deliverBase = p;
+        }
+
+        _deliverLength = bytes.Length;
+        _deliverBuffer = bufferId;
+    }
+
+    /// <summary>
+    /// A write to an empty backlog of bytes that lie within those being handed over from a provided buffer (an echo): the
+    /// backlog borrows them, the buffer kept until they are sent, instead of copying them into a chunk. Not once a quarter
+    /// of the buffers are kept (<see cref="ICompletionIo.ReceiveBuffersScarce"/>), nor past the output limit (the caller's
+    /// path closes the connection).
+    /// </summary>
+    private unsafe bool TryBorrowForSend(ReadOnlySpan<byte> data)
+    {
+        if (_sendQueue is { IsEmpty: false } || data.Length > _settings.MaxBufferedBytes || _completionIo!.ReceiveBuffersScarce)
+        {
+            return false;
+        }
+
+        fixed (byte* p = data)
+        {
+            if (p < _deliverBase || p + data.Length > _deliverBase + _deliverLength)
+            {
+                return false;
+            }
+
+            _completionIo.KeepReceiveBuffer(_deliverBuffer);
+            (_sendQueue ??= new SendQueue()).Borrow(p, data.Length, _deliverBuffer, _completionIo);
+        }
+
+        BorrowedWrites++;
+        MarkInterestDirty();
+        return true;
     }
 
     /// <summary>
@@ -370,12 +433,15 @@ public sealed partial class Connection : ICompletionSink
                 ref HeldPiece piece = ref _heldPieces![_heldPieceHead];
                 int n = Math.Min(piece.Length, _settings.ReceiveBufferSize);
                 ReadOnlySpan<byte> bytes = _completionIo!.ReceiveBuffer(piece.BufferId).Slice(piece.Start, n);
+                ushort bufferId = piece.BufferId;
                 piece.Start += n;
                 piece.Length -= n;
                 CountReceived(n);
                 if (!discardPiece)
                 {
+                    SetDelivering(bytes, bufferId);
                     _handler.OnReceived(this, bytes);
+                    _deliverLength = 0;
                     if (Has(ConnectionFlags.Closed))
                     {
                         ReleaseHeldPieces();
@@ -429,6 +495,7 @@ public sealed partial class Connection : ICompletionSink
         }
         finally
         {
+            _deliverLength = 0;
             EndReceivePass();
         }
 
@@ -504,6 +571,14 @@ public sealed partial class Connection : ICompletionSink
             _lastActivity = Stopwatch.GetTimestamp();
         }
 
+        if (queue.HasBorrowed)
+        {
+            // The send took part of the bytes borrowed from a provided buffer: the rest waits for room in the socket, in
+            // chunks, so that a slow peer cannot keep the buffer (and the other bytes in it) out of the kernel's reach.
+            queue.CopyBorrowed();
+            PartialBorrowedSends++;
+        }
+
         MarkInterestDirty();
         if (queue.Length <= _settings.LowWatermark && TryResumeWrites())
         {
@@ -525,7 +600,7 @@ public sealed partial class Connection : ICompletionSink
     /// <summary>The completion path's <see cref="WriteCore"/>: the bytes join the backlog, which the outermost Exit submits.</summary>
     private bool WriteQueued(ReadOnlySpan<byte> data)
     {
-        SendQueue? queue = AppendToBacklog(data);
+        SendQueue? queue = _deliverLength > 0 && TryBorrowForSend(data) ? _sendQueue : AppendToBacklog(data);
         if (queue is null)
         {
             return false;
@@ -600,16 +675,21 @@ public sealed partial class Connection : ICompletionSink
         }
     }
 
-    /// <summary>Submits one send of the whole backlog (up to <see cref="MaxSendChunks"/> chunks), its chunks pinned until the completion.</summary>
+    /// <summary>
+    /// Submits one send of the whole backlog (a borrowed front, then up to <see cref="MaxSendChunks"/> buffers in all), its
+    /// chunks pinned until the completion (a borrowed front is native memory, its buffer kept by the backlog).
+    /// </summary>
     private unsafe void SubmitSend(CompletionChannel channel, SendQueue queue)
     {
-        int chunks = Math.Min(queue.ChunkCount, MaxSendChunks);
-        if (_sendMessage == IntPtr.Zero || chunks > _sendPins!.Length)
+        int borrowed = queue.HasBorrowed ? 1 : 0;
+        int chunks = Math.Min(queue.ChunkCount, MaxSendChunks - borrowed);
+        int buffers = borrowed + chunks;
+        if (_sendMessage == IntPtr.Zero || buffers > _sendPins!.Length)
         {
-            // Room for one chunk until a send takes more (a small message's backlog is one chunk), then for the most. The
+            // Room for one buffer until a send takes more (a small message's backlog is one chunk), then for the most. The
             // connection keeps it while it lives, so that sends allocate nothing; one that only ever sent small messages
             // keeps 72 bytes of native memory and a one-entry array instead of 1 KiB and 64 entries.
-            int capacity = chunks == 1 ? 1 : MaxSendChunks;
+            int capacity = buffers == 1 ? 1 : MaxSendChunks;
             FreeSendMessage();
             _sendMessage = Marshal.AllocHGlobal(sizeof(Interop.MsgHdr) + (capacity * sizeof(Interop.IoVec)));
             _sendPins = new GCHandle[capacity];
@@ -617,18 +697,24 @@ public sealed partial class Connection : ICompletionSink
 
         var message = (Interop.MsgHdr*)_sendMessage;
         var iov = (Interop.IoVec*)((byte*)_sendMessage + sizeof(Interop.MsgHdr));
+        if (borrowed != 0)
+        {
+            iov[0].Base = queue.BorrowedAddress;
+            iov[0].Len = (nuint)queue.BorrowedLength;
+        }
+
         for (int i = 0; i < chunks; i++)
         {
             ArraySegment<byte> chunk = queue.ChunkAt(i);
             _sendPins![i] = GCHandle.Alloc(chunk.Array, GCHandleType.Pinned);
-            iov[i].Base = _sendPins[i].AddrOfPinnedObject() + chunk.Offset;
-            iov[i].Len = (nuint)chunk.Count;
+            iov[borrowed + i].Base = _sendPins[i].AddrOfPinnedObject() + chunk.Offset;
+            iov[borrowed + i].Len = (nuint)chunk.Count;
         }
 
         _sendPinCount = chunks;
         *message = default;
         message->Iov = (nint)iov;
-        message->IovLen = (nuint)chunks;
+        message->IovLen = (nuint)buffers;
         _completionIo!.Send(channel, message);
     }
 

@@ -193,7 +193,8 @@ public sealed partial class Connection
         SendQueue queue = _sendQueue!;
         while (!queue.IsEmpty)
         {
-            ArraySegment<byte> segment = queue.Peek();
+            // A span: on the completion path the front may be borrowed bytes of a provided receive buffer.
+            ReadOnlySpan<byte> segment = queue.PeekSpan();
             int n = _transfer.Send(segment, out SocketError error);
             if (error != SocketError.Success)
             {
@@ -210,7 +211,7 @@ public sealed partial class Connection
             Volatile.Write(ref _bytesSent, _bytesSent + n);
             _stats.AddSent(n);
             _lastActivity = Stopwatch.GetTimestamp();
-            if (n < segment.Count)
+            if (n < segment.Length)
             {
                 break;
             }

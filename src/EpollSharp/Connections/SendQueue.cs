@@ -1,5 +1,6 @@
 using System;
 using System.Buffers;
+using EpollSharp.Backends;
 
 namespace EpollSharp.Connections;
 
@@ -13,8 +14,11 @@ namespace EpollSharp.Connections;
 /// The shared pool keeps only 32 arrays of a size per core: with a send in flight on each of hundreds of connections,
 /// which is the completion path's steady state, most rents would allocate. The first chunk of an empty queue is a small
 /// one when the bytes fit, so that a 64-byte message in flight holds 1 KiB, not 16 KiB.
+/// <para>On io_uring's completion path an empty queue may instead take, as its front, bytes of a provided receive buffer
+/// that the handler writes back from the span it was handed (<see cref="Borrow"/>): they are sent from there, with no
+/// copy, and the buffer is given back to the backend once they are consumed or the queue is cleared.</para>
 /// </remarks>
-internal sealed class SendQueue
+internal sealed unsafe class SendQueue
 {
     internal const int ChunkSize = 16 * 1024;
 
@@ -25,10 +29,48 @@ internal sealed class SendQueue
     private int _head;
     private int _count;
 
-    /// <summary>The bytes queued.</summary>
+    /// <summary>The borrowed front (bytes of a provided receive buffer), before the chunks; <see cref="_borrowedLength"/> 0 when none.</summary>
+    private byte* _borrowed;
+
+    private int _borrowedLength;
+
+    private ushort _borrowedBuffer;
+
+    private ICompletionIo? _borrowedOwner;
+
+    /// <summary>The bytes queued (a borrowed front's included).</summary>
     public long Length { get; private set; }
 
     public bool IsEmpty => Length == 0;
+
+    /// <summary>Whether the front is borrowed bytes of a provided receive buffer (<see cref="Borrow"/>), sent before the chunks.</summary>
+    public bool HasBorrowed => _borrowedLength > 0;
+
+    /// <summary>The borrowed front's address. Only when <see cref="HasBorrowed"/>.</summary>
+    public IntPtr BorrowedAddress => (IntPtr)_borrowed;
+
+    /// <summary>The borrowed front's length (0 when none).</summary>
+    public int BorrowedLength => _borrowedLength;
+
+    /// <summary>
+    /// Makes <paramref name="length"/> bytes at <paramref name="address"/>, in provided buffer <paramref name="bufferId"/> of
+    /// <paramref name="owner"/>, the front of this empty queue, without copying them. The caller kept the buffer
+    /// (<see cref="ICompletionIo.KeepReceiveBuffer"/>); the queue gives it back (<see cref="ICompletionIo.ReleaseReceiveBuffer"/>)
+    /// when the bytes are consumed or the queue is cleared.
+    /// </summary>
+    public void Borrow(byte* address, int length, ushort bufferId, ICompletionIo owner)
+    {
+        if (Length != 0 || length <= 0)
+        {
+            throw new InvalidOperationException("Only an empty queue borrows, and only bytes.");
+        }
+
+        _borrowed = address;
+        _borrowedLength = length;
+        _borrowedBuffer = bufferId;
+        _borrowedOwner = owner;
+        Length = length;
+    }
 
     /// <summary>Copies <paramref name="data"/> to the end of the queue.</summary>
     public void Append(ReadOnlySpan<byte> data)
@@ -64,14 +106,54 @@ internal sealed class SendQueue
         }
     }
 
-    /// <summary>The first queued bytes (one chunk's worth). Only when not empty.</summary>
+    /// <summary>
+    /// Copies the borrowed front into chunks at the front of the queue and gives its buffer back (a send took only part of
+    /// it: the rest may wait for the peer for long, and must not keep a provided buffer meanwhile).
+    /// </summary>
+    public void CopyBorrowed()
+    {
+        int length = _borrowedLength;
+        if (length == 0)
+        {
+            return;
+        }
+
+        int chunks = (length + ChunkSize - 1) / ChunkSize;
+        while (_count + chunks > _ring.Length)
+        {
+            Grow();
+        }
+
+        // Last piece first, each in a new chunk before the current head.
+        var bytes = new ReadOnlySpan<byte>(_borrowed, length);
+        for (int i = chunks - 1; i >= 0; i--)
+        {
+            int start = i * ChunkSize;
+            int n = Math.Min(ChunkSize, length - start);
+            byte[] array = ChunkCache.Rent(_count == 0 && n <= SmallChunkSize ? SmallChunkSize : ChunkSize);
+            bytes.Slice(start, n).CopyTo(array);
+            _head = (_head - 1) & (_ring.Length - 1);
+            _ring[_head] = new Chunk(array, 0, n);
+            _count++;
+        }
+
+        // Length is unchanged: the same bytes, now in chunks.
+        _borrowedLength = 0;
+        ReleaseBorrowed();
+    }
+
+    /// <summary>The first queued bytes: the borrowed front, or the first chunk's. Only when not empty.</summary>
+    public ReadOnlySpan<byte> PeekSpan() =>
+        _borrowedLength > 0 ? new ReadOnlySpan<byte>(_borrowed, _borrowedLength) : (ReadOnlySpan<byte>)Peek();
+
+    /// <summary>The first chunk's queued bytes. Only when chunks are queued (not for a borrowed front).</summary>
     public ArraySegment<byte> Peek()
     {
         ref Chunk head = ref _ring[_head];
         return new ArraySegment<byte>(head.Array, head.Start, head.End - head.Start);
     }
 
-    /// <summary>How many chunks hold queued bytes.</summary>
+    /// <summary>How many chunks hold queued bytes (a borrowed front is not one).</summary>
     public int ChunkCount => _count;
 
     /// <summary>The queued bytes of chunk <paramref name="index"/> (0 is Peek's).</summary>
@@ -86,15 +168,31 @@ internal sealed class SendQueue
     {
         while (count > 0)
         {
-            int n = (int)Math.Min(count, Peek().Count);
+            int n = (int)Math.Min(count, _borrowedLength > 0 ? _borrowedLength : Peek().Count);
             Consume(n);
             count -= n;
         }
     }
 
-    /// <summary>Removes <paramref name="count"/> bytes (at most <see cref="Peek"/>'s count) from the front; returns a drained chunk to the pool.</summary>
+    /// <summary>
+    /// Removes <paramref name="count"/> bytes (at most <see cref="PeekSpan"/>'s length) from the front; returns a drained
+    /// chunk to the pool, and a consumed borrowed front's buffer to its backend.
+    /// </summary>
     public void Consume(int count)
     {
+        if (_borrowedLength > 0)
+        {
+            _borrowed += count;
+            _borrowedLength -= count;
+            Length -= count;
+            if (_borrowedLength == 0)
+            {
+                ReleaseBorrowed();
+            }
+
+            return;
+        }
+
         ref Chunk head = ref _ring[_head];
         head.Start += count;
         Length -= count;
@@ -111,9 +209,15 @@ internal sealed class SendQueue
         }
     }
 
-    /// <summary>Drops everything queued and returns the chunks to the pool.</summary>
+    /// <summary>Drops everything queued and returns the chunks to the pool (and a borrowed front's buffer to its backend).</summary>
     public void Clear()
     {
+        if (_borrowedLength > 0)
+        {
+            _borrowedLength = 0;
+            ReleaseBorrowed();
+        }
+
         while (_count > 0)
         {
             ref Chunk head = ref _ring[_head];
@@ -125,6 +229,15 @@ internal sealed class SendQueue
 
         _head = 0;
         Length = 0;
+    }
+
+    /// <summary>Gives the borrowed front's buffer back (its bytes are consumed or dropped).</summary>
+    private void ReleaseBorrowed()
+    {
+        ICompletionIo owner = _borrowedOwner!;
+        _borrowed = null;
+        _borrowedOwner = null;
+        owner.ReleaseReceiveBuffer(_borrowedBuffer);
     }
 
     private void Grow()

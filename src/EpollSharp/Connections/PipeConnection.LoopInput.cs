@@ -37,7 +37,8 @@ public sealed partial class PipeConnection
 
     /// <summary>
     /// A <see cref="PipeReader"/> fed by <see cref="OnReceived"/> directly (see above). Backpressure as the pipe's: when
-    /// the bytes received but not yet consumed (<see cref="AdvanceTo(SequencePosition)"/>) reach
+    /// the bytes received but not yet examined (<see cref="AdvanceTo(SequencePosition, SequencePosition)"/>; a pipe counts
+    /// them so too, so that a reader waiting for more of a message it examined never stalls the input) reach
     /// <see cref="PipeConnectionOptions.InputPauseThreshold"/>, receiving pauses; it resumes (a step posted to the loop)
     /// once they are below <see cref="PipeConnectionOptions.InputResumeThreshold"/>. Segments are the pool's blocks,
     /// returned as soon as consumed: a connection whose bytes were all consumed holds none.
@@ -81,8 +82,11 @@ public sealed partial class PipeConnection
         /// <summary>Bytes consumed (the running index of the first unconsumed byte).</summary>
         private long _consumed;
 
-        /// <summary>How far the reader examined: a read waits until bytes arrive past it.</summary>
+        /// <summary>How far the reader examined last: the bytes after it count against the pause threshold.</summary>
         private long _examined;
+
+        /// <summary>Bytes arrived since the reader last examined everything: a read returns at once.</summary>
+        private bool _dataReady;
 
         private bool _cancelNext;
         private bool _writerCompleted;
@@ -152,12 +156,12 @@ public sealed partial class PipeConnection
                 _read.SetResult(result);
             }
 
-            if (_pauseThreshold > 0 && Volatile.Read(ref _written) - Volatile.Read(ref _consumed) >= _pauseThreshold && !_owner._inputDone)
+            if (_pauseThreshold > 0 && Volatile.Read(ref _written) - Volatile.Read(ref _examined) >= _pauseThreshold && !_owner._inputDone)
             {
                 bool pause = false;
                 lock (_sync)
                 {
-                    if (!_readerCompleted && !_paused && _written - _consumed >= _pauseThreshold)
+                    if (!_readerCompleted && !_paused && _written - _examined >= _pauseThreshold)
                     {
                         _paused = true;
                         pause = true;
@@ -221,6 +225,8 @@ public sealed partial class PipeConnection
                 _written += n;
                 data = data.Slice(n);
             }
+
+            _dataReady = true;
         }
 
         /// <summary>The posted resume (loop thread): reads again, unless the input ended or receiving paused again meanwhile.</summary>
@@ -247,7 +253,7 @@ public sealed partial class PipeConnection
             lock (_sync)
             {
                 CheckCanRead();
-                if (IsReady || _written > _consumed)
+                if (IsReady || _written > _examined)
                 {
                     ThrowIfWriterFailed();
                     result = TakeResult();
@@ -317,13 +323,17 @@ public sealed partial class PipeConnection
                 }
 
                 freed = Consume(consumedAt);
-                if (examinedAt > _examined)
+
+                // As a pipe: what was examined counts for backpressure (it may move back, to the consumed position), and a
+                // read after examining everything waits for new bytes.
+                _examined = examinedAt;
+                if (examinedAt == _written)
                 {
-                    _examined = examinedAt;
+                    _dataReady = false;
                 }
 
                 _state = Idle;
-                if (_paused && (_written - _consumed < _resumeThreshold || _written == _consumed))
+                if (_paused && (_written - _examined < _resumeThreshold || _written == _examined))
                 {
                     _paused = false;
                     resume = true;
@@ -367,6 +377,7 @@ public sealed partial class PipeConnection
                 _head = _tail = null;
                 _headIndex = 0;
                 _consumed = _examined = _written;
+                _dataReady = false;
                 _state = Idle;
             }
 
@@ -385,8 +396,8 @@ public sealed partial class PipeConnection
 
         // ================= the waiting read =================
 
-        /// <summary>A read waits for more than the bytes it examined, unless the read was canceled or the input ended.</summary>
-        private bool IsReady => _cancelNext || _writerCompleted || _written > _examined;
+        /// <summary>A read waits for bytes after those it examined, unless the read was canceled or the input ended.</summary>
+        private bool IsReady => _cancelNext || _writerCompleted || _dataReady;
 
         /// <summary>Whether a waiting read can complete now and no delivery was posted yet (marks it posted). Under the lock.</summary>
         private bool NeedsDelivery()

@@ -365,6 +365,7 @@ public sealed partial class PipeConnection
         public override void Complete(Exception? exception = null)
         {
             Segment? freed;
+            bool post;
             lock (_sync)
             {
                 if (_readerCompleted)
@@ -378,10 +379,21 @@ public sealed partial class PipeConnection
                 _headIndex = 0;
                 _consumed = _examined = _written;
                 _dataReady = false;
-                _state = Idle;
+
+                // A read still waiting (another thread completed the input under it, as DisposeAsync may) ends with an
+                // InvalidOperationException rather than never.
+                post = NeedsDelivery();
+                if (_state == Held)
+                {
+                    _state = Idle;
+                }
             }
 
             ReturnSegments(freed);
+            if (post)
+            {
+                PostDelivery();
+            }
 
             // Receiving stops for good (on the loop; from inside OnReceived, which then returns at once).
             if (Connection.Loop.IsOnLoopThread)
@@ -433,7 +445,12 @@ public sealed partial class PipeConnection
                     return;
                 }
 
-                if (_tokenFired)
+                if (_readerCompleted)
+                {
+                    error = new InvalidOperationException("Reading is not allowed after the reader was completed.");
+                    _state = Idle;
+                }
+                else if (_tokenFired)
                 {
                     error = new OperationCanceledException(_readToken);
                     _state = Idle;

@@ -353,7 +353,8 @@ public class PipeInputReaderTests
 
     /// <summary>
     /// The application completes its input from a pool thread: receiving stops (the loop pauses it, and what the peer
-    /// sends next stays in the kernel), reads are refused, and the output still works.
+    /// sends next stays in the kernel), reads are refused (a read that waited meanwhile ends with the same exception),
+    /// and the output still works.
     /// </summary>
     [SkippableTheory]
     [MemberData(nameof(BackendsAndModes))]
@@ -365,7 +366,18 @@ public class PipeInputReaderTests
         ReadResult result = await input.ReadAsync().AsTask().WaitAsync(Timeout);
         Assert.Equal(1, result.Buffer.Length);
         input.AdvanceTo(result.Buffer.End);
-        await Task.Run(() => input.Complete());
+        if (onLoop)
+        {
+            // A read waiting while another thread completes the input ends (it does not wait for ever).
+            ValueTask<ReadResult> waiting = input.ReadAsync();
+            Assert.False(waiting.IsCompleted);
+            await Task.Run(() => input.Complete());
+            await Assert.ThrowsAsync<InvalidOperationException>(() => waiting.AsTask().WaitAsync(Timeout));
+        }
+        else
+        {
+            await Task.Run(() => input.Complete());
+        }
 
         if (onLoop)
         {

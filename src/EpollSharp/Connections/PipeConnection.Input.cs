@@ -4,8 +4,10 @@ using System.Threading.Tasks;
 
 namespace EpollSharp.Connections;
 
-// The input pipe: the loop writes what the socket received, the application reads. Everything here runs on the loop
-// thread, except OnInputFlushed (the pipe's continuation, on whichever thread let the flush complete), which only posts.
+// The input: with continuations on the thread pool a pipe, which the loop writes what the socket received into and the
+// application reads; with continuations on the loop the reader of PipeConnection.LoopInput.cs, which OnReceived feeds
+// directly. Everything here runs on the loop thread, except OnInputFlushed (the pipe's continuation, on whichever thread
+// let the flush complete), which only posts.
 public sealed partial class PipeConnection
 {
     private static readonly Action<object?> s_inputFlushedOnLoop = static state => ((PipeConnection)state!).InputFlushedOnLoop();
@@ -25,13 +27,10 @@ public sealed partial class PipeConnection
     private ValueTask<FlushResult> _pendingFlush;
 
     /// <summary>
-    /// The input's reader scheduler with continuations on the loop (else null): <see cref="OnReceived"/> opens it around its
-    /// flush, so that the application's read continuation runs at once inside that flush (on the loop thread, once per
-    /// flush); any other completion (the peer's end of stream, a close, <c>CancelPendingRead</c>) is posted to the loop.
+    /// Bytes arrived (<see cref="ConnectionHandler.OnReceived"/>): with continuations on the loop handed to the loop reader
+    /// (a waiting read continues at once, inside this call); else copied into the input pipe and flushed. At the pause
+    /// threshold, receiving pauses.
     /// </summary>
-    private readonly InlineOnLoopPipeScheduler? _inputReaderScheduler;
-
-    /// <summary>Bytes arrived (<see cref="ConnectionHandler.OnReceived"/>): copied into the input pipe and flushed; at the pause threshold, receiving pauses.</summary>
     internal void OnReceived(ReadOnlySpan<byte> data)
     {
         if (_inputDone)
@@ -40,21 +39,20 @@ public sealed partial class PipeConnection
             return;
         }
 
-        PipeWriter writer = _input.Writer;
+        if (_loopInput is not null)
+        {
+            _loopInput.OnReceived(data);
+            return;
+        }
+
+        PipeWriter writer = _input!.Writer;
         data.CopyTo(writer.GetSpan(data.Length));
         writer.Advance(data.Length);
-
-        // With continuations on the loop, a read waiting for these bytes continues inside this flush (_inputReaderScheduler):
-        // the application handles the message and flushes its reply (which the output pump sends at once) before the flush
-        // returns, as a callback handler would in OnReceived, with no post to the loop and no wait behind other connections.
-        InlineOnLoopPipeScheduler? inline = _inputReaderScheduler;
-        inline?.OpenOnce();
         ValueTask<FlushResult> flush = writer.FlushAsync();
-        inline?.Close();
         if (_inputDone)
         {
-            // The application, run inside the flush, completed the input or ended the connection: nothing more to do here
-            // (in particular no pause: a graceful close it started delivers what still arrives).
+            // The application completed the input or ended the connection meanwhile: nothing more to do here (in
+            // particular no pause: a graceful close it started delivers what still arrives).
             return;
         }
 
@@ -150,12 +148,18 @@ public sealed partial class PipeConnection
         }
 
         _inputWriterCompleted = true;
+        if (_loopInput is not null)
+        {
+            _loopInput.CompleteWriter(error);
+            return;
+        }
+
         if (_inputFlushPending)
         {
             // Its continuation posts InputFlushedOnLoop, which sees that the input is done.
-            _input.Writer.CancelPendingFlush();
+            _input!.Writer.CancelPendingFlush();
         }
 
-        _input.Writer.Complete(error);
+        _input!.Writer.Complete(error);
     }
 }

@@ -35,16 +35,11 @@ public sealed partial class PipeConnection
             bool onLoop = options.RunContinuationsOnLoop;
             PipeScheduler application = onLoop ? new LoopPipeScheduler(loop) : PipeScheduler.ThreadPool;
 
-            // Gated per loop: OnReceived opens it around its flush, on the loop thread, and the flush's one continuation
-            // closes it again before anything else on that thread can schedule through it (PipeConnection.Input.cs).
-            InputGate = onLoop ? new InlineOnLoopPipeScheduler(loop, application, gated: true) : null;
-
-            // Input: the loop writes (its flush continuation only posts to the loop, so Inline), the application reads. With
-            // continuations on the loop, the application's read continues at once inside OnReceived's flush (as a callback
-            // handler's OnReceived runs), not in a posted step after every other connection's (PipeConnection.Input.cs).
+            // Input (continuations on the thread pool only; on the loop the input is PipeConnection.LoopInput.cs's reader):
+            // the loop writes (its flush continuation only posts to the loop, so Inline), the application reads.
             Input = new PipeOptions(
                 pool: options.MemoryPool ?? PipeBlockPool.Instance,
-                readerScheduler: InputGate ?? application,
+                readerScheduler: application,
                 writerScheduler: PipeScheduler.Inline,
                 pauseWriterThreshold: options.InputPauseThreshold,
                 resumeWriterThreshold: options.InputPauseThreshold == 0 ? 0 : options.InputResumeThreshold,
@@ -71,9 +66,6 @@ public sealed partial class PipeConnection
 
         /// <summary>The loop whose thread the schedulers run continuations on (with continuations on the loop).</summary>
         public EventLoop Loop { get; }
-
-        /// <summary>The input's reader scheduler with continuations on the loop (see <see cref="PipeConnection._inputReaderScheduler"/>); else null.</summary>
-        public InlineOnLoopPipeScheduler? InputGate { get; }
 
         /// <summary>The input pipe's options.</summary>
         public PipeOptions Input { get; }

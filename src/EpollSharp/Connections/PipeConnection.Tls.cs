@@ -60,7 +60,7 @@ public sealed partial class PipeConnection
 
     private async Task HandshakeAsync(TlsOptions options, Func<PipeConnection, Task>? application)
     {
-        var raw = new DuplexPipeStream(new DuplexPipe(_input.Reader, OutputWriter), readsCompleteOnLoop: _continuationsOnLoop, serializeWrites: true);
+        var raw = new DuplexPipeStream(new DuplexPipe(InputReader, OutputWriter), readsCompleteOnLoop: _continuationsOnLoop, serializeWrites: true);
         var ssl = new SslStream(raw, leaveInnerStreamOpen: true);
         using var deadline = new CancellationTokenSource();
         Exception? failure = null;
@@ -98,7 +98,7 @@ public sealed partial class PipeConnection
             Abort();
             ssl.Dispose();
             OutputWriter.Complete(new IOException("The TLS handshake failed.", failure));
-            _input.Reader.Complete();
+            InputReader.Complete();
             Report(options, failure);
             ExceptionDispatchInfo.Capture(failure).Throw();
         }
@@ -114,7 +114,7 @@ public sealed partial class PipeConnection
         // SslStream, the application and the SslStream again in one go, one connection after the other, instead of in
         // three posted steps, each after every other connection's.
         PipeScheduler scheduler = _continuationsOnLoop ? new LoopPipeScheduler(Connection.Loop) : PipeScheduler.ThreadPool;
-        PipeScheduler readerScheduler = _continuationsOnLoop ? new InlineOnLoopPipeScheduler(Connection.Loop, scheduler, gated: false) : PipeScheduler.ThreadPool;
+        PipeScheduler readerScheduler = _continuationsOnLoop ? new InlineOnLoopPipeScheduler(Connection.Loop, scheduler) : PipeScheduler.ThreadPool;
         var input = new Pipe(new PipeOptions(
             pool: _options.MemoryPool ?? PipeBlockPool.Instance,
             readerScheduler: readerScheduler,
@@ -201,7 +201,7 @@ public sealed partial class PipeConnection
         }
 
         input.Complete(error);
-        _input.Reader.Complete();
+        InputReader.Complete();
         PumpDone();
     }
 

@@ -35,7 +35,7 @@ public sealed partial class PipeConnection : IAsyncDisposable
     private static readonly WaitCallback s_fireClosedOnPool = static state => ((PipeConnection)state!).FireClosed();
     private static readonly WaitCallback s_fireCloseRequestedOnPool = static state => ((PipeConnection)state!).FireCloseRequested();
 
-    private readonly Pipe _input;
+    private readonly Pipe? _input;
     private readonly Pipe? _output;
     private readonly bool _continuationsOnLoop;
     private readonly PipeConnectionOptions _options;
@@ -57,19 +57,20 @@ public sealed partial class PipeConnection : IAsyncDisposable
         _continuationsOnLoop = options.RunContinuationsOnLoop;
         // The options and schedulers are shared by this thread's connections with the same settings (PipeConnection.SharedOptions.cs).
         SharedPipeOptions shared = SharedOptionsFor(options, connection.Loop);
-        _inputReaderScheduler = shared.InputGate;
-        _input = new Pipe(shared.Input);
         if (_continuationsOnLoop)
         {
-            // The application's output goes to the connection without a pipe between (PipeConnection.LoopOutput.cs).
+            // The application's input and output go between it and the connection without a pipe between
+            // (PipeConnection.LoopInput.cs, PipeConnection.LoopOutput.cs).
+            _loopInput = new LoopInputReader(this, options);
             _loopOutput = new LoopOutputWriter(this, options);
         }
         else
         {
+            _input = new Pipe(shared.Input);
             _output = new Pipe(shared.Output);
         }
 
-        Transport = new DuplexPipe(_input.Reader, OutputWriter);
+        Transport = new DuplexPipe(InputReader, OutputWriter);
         _onInputFlushed = OnInputFlushed;
         _onOutputReadable = OnOutputReadable;
     }

@@ -82,6 +82,24 @@ public sealed class EchoServer : IDisposable
         Listener = ConnectionListener.Listen(Loop, new IPEndPoint(IPAddress.Loopback, 0), handler, options);
     }
 
+    /// <summary>
+    /// An echo server on io_uring with the connection layer's completion path switched on for its loop; the test is
+    /// skipped, with the reason, where the kernel lacks what the path needs.
+    /// </summary>
+    public static EchoServer OnIoUringCompletions(ConnectionHandler handler, ListenerOptions? options = null)
+    {
+        var server = new EchoServer(EventLoopBackend.IoUring, handler, options, ioUringCompletions: true);
+        if (server.Loop.CompletionIo is null)
+        {
+            server.Dispose();
+            using var backend = new EpollSharp.Backends.IoUringBackend(16, 0, completions: true);
+            backend.CompletionsAvailable(out string reason);
+            Skip.If(true, "io_uring completions unavailable: " + reason);
+        }
+
+        return server;
+    }
+
     public ConcurrentQueue<Exception> Errors { get; } = new();
 
     public EventLoop Loop { get; }

@@ -15,17 +15,8 @@ public class IoUringBorrowedSendTests
 
     public IoUringBorrowedSendTests(ITestOutputHelper output) => _output = output;
 
-    private static EchoServer Server(ConnectionHandler handler, ListenerOptions? options = null)
-    {
-        var server = new EchoServer(EventLoopBackend.IoUring, handler, options, ioUringCompletions: true);
-        if (server.Loop.CompletionIo is null)
-        {
-            server.Dispose();
-            Skip.If(true, "io_uring completions unavailable");
-        }
-
-        return server;
-    }
+    private static EchoServer Server(ConnectionHandler handler, ListenerOptions? options = null) =>
+        EchoServer.OnIoUringCompletions(handler, options);
 
     private static IoUringBackend Backend(EchoServer server) => (IoUringBackend)server.Loop.CompletionIo!;
 

@@ -21,14 +21,8 @@ public class IoUringBufferShortageTests
     /// <summary>An io_uring echo server on the completion path whose ring keeps only <paramref name="keep"/> buffers.</summary>
     private static (EchoServer Server, IoUringBackend Backend) Server(ConnectionHandler handler, int keep)
     {
-        var server = new EchoServer(EventLoopBackend.IoUring, handler, ioUringCompletions: true);
-        if (server.Loop.CompletionIo is not IoUringBackend backend)
-        {
-            server.Dispose();
-            Skip.If(true, "io_uring completions unavailable");
-            throw new InvalidOperationException();
-        }
-
+        var server = EchoServer.OnIoUringCompletions(handler);
+        var backend = (IoUringBackend)server.Loop.CompletionIo!;
         server.Harness.Invoke(() => backend.WithholdReceiveBuffers(keep));
         return (server, backend);
     }

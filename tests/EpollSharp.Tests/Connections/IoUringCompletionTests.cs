@@ -16,20 +16,8 @@ public class IoUringCompletionTests
 
     public IoUringCompletionTests(ITestOutputHelper output) => _output = output;
 
-    private static EchoServer Server(ConnectionHandler handler, ListenerOptions? options = null)
-    {
-        var server = new EchoServer(EventLoopBackend.IoUring, handler, options, ioUringCompletions: true);
-        if (server.Loop.CompletionIo is null)
-        {
-            server.Dispose();
-            var backend = new IoUringBackend(16, 0, completions: true);
-            backend.CompletionsAvailable(out string reason);
-            backend.Dispose();
-            Skip.If(true, "io_uring completions unavailable: " + reason);
-        }
-
-        return server;
-    }
+    private static EchoServer Server(ConnectionHandler handler, ListenerOptions? options = null) =>
+        EchoServer.OnIoUringCompletions(handler, options);
 
     [SkippableFact]
     public void Echo_over_many_connections_goes_through_completions_with_no_readiness_registration()

@@ -70,21 +70,25 @@ public sealed partial class Connection : ICompletionSink
     private int _deliveredPieces;
 
     /// <summary>
-    /// The bytes being handed to <see cref="ConnectionHandler.OnReceived"/> when they lie in a provided buffer (the
-    /// buffer's <see cref="_deliverBuffer"/>): a write of bytes within them, to an empty backlog, borrows them instead of
-    /// copying (<see cref="TryBorrowForSend"/>). <see cref="_deliverLength"/> 0 outside such a call.
+    /// The bytes the loop thread is handing to a connection's <see cref="ConnectionHandler.OnReceived"/> when they lie in a
+    /// provided buffer: a write by that connection of bytes within them, to an empty backlog, borrows them instead of
+    /// copying (<see cref="TryBorrowForSend"/>). One per thread (a loop thread hands over one piece at a time), so that no
+    /// connection carries it.
     /// </summary>
-    private unsafe byte* _deliverBase;
+    [ThreadStatic]
+    private static DeliveryWindow? t_delivery;
 
-    private int _deliverLength;
+    /// <summary>
+    /// Writes by the connections of this connection's loop sent from the provided receive buffer they were handed in, with
+    /// no copy (tests check the path is taken). Counted per loop, so that no connection carries the count.
+    /// </summary>
+    internal long LoopBorrowedWrites => _stats.BorrowedWrites;
 
-    private ushort _deliverBuffer;
-
-    /// <summary>Writes sent from the provided receive buffer they were handed in, with no copy (tests check the path is taken).</summary>
-    internal long BorrowedWrites { get; private set; }
-
-    /// <summary>Sends that took only part of a borrowed front, whose rest was then copied (tests check the path is taken).</summary>
-    internal long PartialBorrowedSends { get; private set; }
+    /// <summary>
+    /// Sends on this connection's loop that took only part of a borrowed front, whose rest was then copied (tests check the
+    /// path is taken). Counted per loop.
+    /// </summary>
+    internal long LoopPartialBorrowedSends => _stats.PartialBorrowedSends;
 
     /// <summary>Receive completions with data (tests check the completion path is in use).</summary>
     internal long CompletionReceives => _channel?.Receives ?? 0;
@@ -256,13 +260,13 @@ public sealed partial class Connection : ICompletionSink
                 ReadOnlySpan<byte> bytes = data.Slice(0, n);
                 SetDelivering(bytes, bufferId);
                 _handler.OnReceived(this, bytes);
-                _deliverLength = 0;
+                EndDelivering();
                 data = data.Slice(n);
             }
         }
         finally
         {
-            _deliverLength = 0;
+            EndDelivering();
             EndReceivePass();
         }
     }
@@ -270,14 +274,35 @@ public sealed partial class Connection : ICompletionSink
     /// <summary>Notes the bytes of provided buffer <paramref name="bufferId"/> about to be handed to the handler.</summary>
     private unsafe void SetDelivering(ReadOnlySpan<byte> bytes, ushort bufferId)
     {
+        DeliveryWindow window = t_delivery ??= new DeliveryWindow();
         fixed (byte* p = bytes)
         {
             // Native memory (the provided buffers' mapping): the address stays valid after the fixed block.
-            _deliverBase = p;
+            window.Base = p;
         }
 
-        _deliverLength = bytes.Length;
-        _deliverBuffer = bufferId;
+        window.Length = bytes.Length;
+        window.Buffer = bufferId;
+        window.Owner = this;
+    }
+
+    /// <summary>The handler returned (or threw): no write borrows from the piece any more.</summary>
+    private static void EndDelivering()
+    {
+        if (t_delivery is { } window)
+        {
+            window.Owner = null;
+            window.Length = 0;
+        }
+    }
+
+    /// <summary>The window of <see cref="t_delivery"/>: the piece being handed over, and to which connection.</summary>
+    private sealed unsafe class DeliveryWindow
+    {
+        public Connection? Owner;
+        public byte* Base;
+        public int Length;
+        public ushort Buffer;
     }
 
     /// <summary>
@@ -288,23 +313,24 @@ public sealed partial class Connection : ICompletionSink
     /// </summary>
     private unsafe bool TryBorrowForSend(ReadOnlySpan<byte> data)
     {
-        if (_sendQueue is { IsEmpty: false } || data.Length > _settings.MaxBufferedBytes || _completionIo!.ReceiveBuffersScarce)
+        DeliveryWindow? window = t_delivery;
+        if (window is null || window.Owner != this || _sendQueue is { IsEmpty: false } || data.Length > _settings.MaxBufferedBytes || _completionIo!.ReceiveBuffersScarce)
         {
             return false;
         }
 
         fixed (byte* p = data)
         {
-            if (p < _deliverBase || p + data.Length > _deliverBase + _deliverLength)
+            if (p < window.Base || p + data.Length > window.Base + window.Length)
             {
                 return false;
             }
 
-            _completionIo.KeepReceiveBuffer(_deliverBuffer);
-            (_sendQueue ??= new SendQueue()).Borrow(p, data.Length, _deliverBuffer, _completionIo);
+            _completionIo.KeepReceiveBuffer(window.Buffer);
+            (_sendQueue ??= new SendQueue()).Borrow(p, data.Length, window.Buffer, _completionIo);
         }
 
-        BorrowedWrites++;
+        _stats.OnBorrowedWrite();
         MarkInterestDirty();
         return true;
     }
@@ -441,7 +467,7 @@ public sealed partial class Connection : ICompletionSink
                 {
                     SetDelivering(bytes, bufferId);
                     _handler.OnReceived(this, bytes);
-                    _deliverLength = 0;
+                    EndDelivering();
                     if (Has(ConnectionFlags.Closed))
                     {
                         ReleaseHeldPieces();
@@ -495,7 +521,7 @@ public sealed partial class Connection : ICompletionSink
         }
         finally
         {
-            _deliverLength = 0;
+            EndDelivering();
             EndReceivePass();
         }
 
@@ -576,7 +602,7 @@ public sealed partial class Connection : ICompletionSink
             // The send took part of the bytes borrowed from a provided buffer: the rest waits for room in the socket, in
             // chunks, so that a slow peer cannot keep the buffer (and the other bytes in it) out of the kernel's reach.
             queue.CopyBorrowed();
-            PartialBorrowedSends++;
+            _stats.OnPartialBorrowedSend();
         }
 
         MarkInterestDirty();
@@ -600,7 +626,7 @@ public sealed partial class Connection : ICompletionSink
     /// <summary>The completion path's <see cref="WriteCore"/>: the bytes join the backlog, which the outermost Exit submits.</summary>
     private bool WriteQueued(ReadOnlySpan<byte> data)
     {
-        SendQueue? queue = _deliverLength > 0 && TryBorrowForSend(data) ? _sendQueue : AppendToBacklog(data);
+        SendQueue? queue = TryBorrowForSend(data) ? _sendQueue : AppendToBacklog(data);
         if (queue is null)
         {
             return false;

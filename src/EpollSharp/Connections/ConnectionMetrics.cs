@@ -21,6 +21,8 @@ internal sealed class LoopConnectionStats
     private long _bytesReceived;
     private long _bytesSent;
     private long _writePauses;
+    private long _borrowedWrites;
+    private long _partialBorrowedSends;
 
     private LoopConnectionStats(EventLoop loop) => Loop = loop;
 
@@ -39,6 +41,12 @@ internal sealed class LoopConnectionStats
     internal long BytesSent => Volatile.Read(ref _bytesSent);
 
     internal long WritePauses => Volatile.Read(ref _writePauses);
+
+    /// <summary>Writes sent from the provided receive buffer they were handed in, with no copy (completion path; for tests).</summary>
+    internal long BorrowedWrites => Volatile.Read(ref _borrowedWrites);
+
+    /// <summary>Sends that took only part of such borrowed bytes, whose rest was then copied (completion path; for tests).</summary>
+    internal long PartialBorrowedSends => Volatile.Read(ref _partialBorrowedSends);
 
     internal long Active
     {
@@ -90,6 +98,13 @@ internal sealed class LoopConnectionStats
     internal void OnAcceptPaused(AcceptPauseReason reason) => Interlocked.Increment(ref AcceptPauses[(int)reason]);
 
     internal void OnWritePaused() => Interlocked.Increment(ref _writePauses);
+
+    /// <summary>Loop thread only.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void OnBorrowedWrite() => Volatile.Write(ref _borrowedWrites, _borrowedWrites + 1);
+
+    /// <summary>Loop thread only.</summary>
+    internal void OnPartialBorrowedSend() => Volatile.Write(ref _partialBorrowedSends, _partialBorrowedSends + 1);
 
     /// <summary>Loop thread only.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -53,7 +53,7 @@ public class IoUringBorrowedSendTests
     {
         const int Clients = 4;
         const int Messages = 200;
-        var handler = new EchoHandler();
+        var handler = new BorrowCountingEchoHandler();
         using var server = Server(handler, new ListenerOptions { Connection = { ReceiveBufferSize = readKiB * 1024 } });
         var clients = Enumerable.Range(0, Clients).Select(_ => server.Connect()).ToList();
         LoopHarness.WaitUntil(() => handler.Connected == Clients, "every client is accepted");
@@ -70,7 +70,7 @@ public class IoUringBorrowedSendTests
             }
         }
 
-        long[] borrowed = server.Harness.Invoke(() => handler.Connections.Select(c => c.BorrowedWrites).ToArray());
+        long[] borrowed = server.Harness.Invoke(() => handler.Connections.Select(handler.BorrowedBy).ToArray());
         _output.WriteLine($"borrowed writes per connection: {string.Join(", ", borrowed)} of {Messages} messages");
         Assert.All(borrowed, b => Assert.InRange(b, Messages / 2, long.MaxValue));
         clients.ForEach(s => s.Dispose());
@@ -99,12 +99,12 @@ public class IoUringBorrowedSendTests
         // larger than the socket takes, so its send was partial; with 4 KiB buffers (EPOLLSHARP_IO_URING_INCREMENTAL=0)
         // it may have gone whole, and the pieces behind it were copied. Either way no provided buffer stays kept.
         bool incremental = Backend(server).IncrementalBuffers;
-        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => connection.BytesReceived == first.Length && connection.BufferedBytes > 0 && (connection.PartialBorrowedSends > 0 || !incremental)), "the echo is stuck behind a partial borrowed send");
+        LoopHarness.WaitUntil(() => server.Harness.Invoke(() => connection.BytesReceived == first.Length && connection.BufferedBytes > 0 && (connection.LoopPartialBorrowedSends > 0 || !incremental)), "the echo is stuck behind a partial borrowed send");
         LoopHarness.WaitUntil(() => server.Harness.Invoke(() => Backend(server).ReceiveBuffersKept == 0), "no provided buffer is kept while the echo waits for the peer");
         Assert.Throws<InvalidOperationException>(() => connection.Write(new byte[] { 1 }));
         byte[] posted = SocketTestExtensions.Pattern(2, 20 * 1024);
         Assert.True(server.Harness.Invoke(() => connection.Write(posted)));
-        (long borrowedWrites, long partial, long buffered) = server.Harness.Invoke(() => (connection.BorrowedWrites, connection.PartialBorrowedSends, connection.BufferedBytes));
+        (long borrowedWrites, long partial, long buffered) = server.Harness.Invoke(() => (connection.LoopBorrowedWrites, connection.LoopPartialBorrowedSends, connection.BufferedBytes));
         _output.WriteLine($"borrowed writes {borrowedWrites}, partial borrowed sends {partial}, buffered {buffered:N0}, incremental buffers {incremental}");
         Assert.InRange(borrowedWrites, 1, long.MaxValue);
         byte[] last = SocketTestExtensions.Pattern(3, 10 * 1024);
@@ -129,7 +129,7 @@ public class IoUringBorrowedSendTests
     public void A_peer_reset_while_a_borrowed_send_is_in_flight_gives_the_buffer_back()
     {
         const int Clients = 20;
-        var handler = new EchoHandler();
+        var handler = new BorrowCountingEchoHandler();
         using var server = Server(handler, new ListenerOptions { Connection = { SocketSendBufferSize = 4096, ReceiveBufferSize = 64 * 1024 } });
         for (int i = 0; i < Clients; i++)
         {
@@ -139,7 +139,7 @@ public class IoUringBorrowedSendTests
             if (i % 2 == 0)
             {
                 // Half of them once the echo started.
-                LoopHarness.WaitUntil(() => server.Harness.Invoke(() => handler.Connections.Count == i + 1 && handler.Connections.Last().BorrowedWrites > 0), "the echo borrowed the receive buffer");
+                LoopHarness.WaitUntil(() => server.Harness.Invoke(() => handler.Connections.Count == i + 1 && handler.BorrowedBy(handler.Connections.Last()) > 0), "the echo borrowed the receive buffer");
             }
 
             client.LingerState = new LingerOption(true, 0);
@@ -152,7 +152,7 @@ public class IoUringBorrowedSendTests
             Assert.True(reason is ConnectionCloseReason.Reset or ConnectionCloseReason.BrokenPipe or ConnectionCloseReason.Completed, reason.ToString());
         }
 
-        long borrowed = server.Harness.Invoke(() => handler.Connections.Sum(c => c.BorrowedWrites));
+        long borrowed = server.Harness.Invoke(() => handler.Connections.Sum(handler.BorrowedBy));
         _output.WriteLine($"borrowed writes {borrowed}; closes: {string.Join(", ", handler.Closes.Select(c => c.Reason))}");
         Assert.InRange(borrowed, Clients / 2, long.MaxValue);
         WaitForEveryBufferBack(server);
@@ -199,12 +199,12 @@ public class IoUringBorrowedSendTests
         Assert.True(message.AsSpan(0, 1024).SequenceEqual(head), "the first piece differs");
         Connection connection = handler.Connections.Single();
         LoopHarness.WaitUntil(() => server.Harness.Invoke(() => connection.BufferedBytes == 0 && !connection.ReceiveArmed), "the first piece's send completed and the receive ended");
-        (long held, long borrowedBefore) = server.Harness.Invoke(() => (connection.HeldBytes, connection.BorrowedWrites));
+        (long held, long borrowedBefore) = server.Harness.Invoke(() => (connection.HeldBytes, connection.LoopBorrowedWrites));
         _output.WriteLine($"held {held:N0} bytes while paused; borrowed writes {borrowedBefore}");
         server.Harness.Invoke(() => connection.ResumeReceiving());
         byte[] rest = client.ReceiveExactly(message.Length - 1024);
         Assert.True(message.AsSpan(1024).SequenceEqual(rest), "the rest differs");
-        long borrowed = server.Harness.Invoke(() => connection.BorrowedWrites);
+        long borrowed = server.Harness.Invoke(() => connection.LoopBorrowedWrites);
         Assert.InRange(borrowedBefore, 1, 1);
         if (held > 0)
         {
@@ -229,8 +229,9 @@ public class IoUringBorrowedSendTests
         {
             if (connection.BytesSent == 0 && connection.BufferedBytes == 0 && !connection.IsWriteClosed)
             {
+                long before = connection.LoopBorrowedWrites;
                 Assert.True(connection.Write(data));
-                Borrowed += (int)connection.BorrowedWrites;
+                Borrowed += (int)(connection.LoopBorrowedWrites - before);
                 FirstPieces.Enqueue(data.Length);
                 connection.Close(TimeSpan.FromSeconds(10));
             }
@@ -238,7 +239,7 @@ public class IoUringBorrowedSendTests
     }
 
     /// <summary>Echoes every piece, and pauses receiving after echoing the first one.</summary>
-    private sealed class EchoPauseAtFirst : EchoHandler
+    private sealed class EchoPauseAtFirst : BorrowCountingEchoHandler
     {
         public override void OnReceived(Connection connection, ReadOnlySpan<byte> data)
         {
@@ -246,6 +247,29 @@ public class IoUringBorrowedSendTests
             if (connection.BytesReceived == data.Length)
             {
                 connection.PauseReceiving();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Echoes, and counts per connection the echoes that borrowed the receive buffer: the loop counts borrowed writes (no
+    /// connection carries a count), so a rise across one connection's write is that connection's.
+    /// </summary>
+    private class BorrowCountingEchoHandler : EchoHandler
+    {
+        private readonly ConcurrentDictionary<Connection, long> _borrowed = new();
+
+        /// <summary>Echoes of <paramref name="connection"/> sent from the receive buffer.</summary>
+        public long BorrowedBy(Connection connection) => _borrowed.TryGetValue(connection, out long n) ? n : 0;
+
+        public override void OnReceived(Connection connection, ReadOnlySpan<byte> data)
+        {
+            long before = connection.LoopBorrowedWrites;
+            base.OnReceived(connection, data);
+            long borrowed = connection.LoopBorrowedWrites - before;
+            if (borrowed > 0)
+            {
+                _borrowed.AddOrUpdate(connection, borrowed, (_, n) => n + borrowed);
             }
         }
     }

@@ -1,8 +1,9 @@
 // HelloWeb: Kestrel on the EpollSharp transport (or the socket transport, to compare).
 //
 //   dotnet run --project samples/HelloWeb -c Release -- [--transport epollsharp|sockets] [--urls http://127.0.0.1:5000;https://127.0.0.1:5001]
-//                                                       [--loops N] [--inline true|false]
-//                                                       (EpollSharp: loop count; RunContinuationsOnLoop, false by default)
+//                                                       [--loops N] [--inline true|false] [--backend auto|epoll|io_uring|managed|kqueue]
+//                                                       (EpollSharp: loop count; RunContinuationsOnLoop, false by default;
+//                                                       the loops' backend, auto by default)
 //
 //   GET /plaintext  "Hello, World!" (text/plain)
 //   GET /json       {"message":"Hello, World!"}
@@ -10,10 +11,11 @@
 //
 // An https:// URL is served with a self-signed certificate for localhost made on the first run and kept under the
 // user's local application data (or the temp directory). Once listening it prints "listening on <addresses> (transport
-// <name>)"; SIGTERM or Ctrl+C stops it gracefully (exit code 0).
+// epollsharp, backend <backend>)" (or "(transport sockets)"); SIGTERM or Ctrl+C stops it gracefully (exit code 0).
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json.Serialization;
+using EpollSharp;
 using EpollSharp.AspNetCore;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -43,6 +45,21 @@ if (transport is not ("epollsharp" or "sockets"))
 }
 
 var builder = WebApplication.CreateSlimBuilder(rest.ToArray());
+EventLoopBackend backend = builder.Configuration["backend"] switch
+{
+    null or "auto" => EventLoopBackend.Auto,
+    "epoll" => EventLoopBackend.Epoll,
+    "io_uring" => EventLoopBackend.IoUring,
+    "managed" => EventLoopBackend.Managed,
+    "kqueue" => EventLoopBackend.Kqueue,
+    _ => (EventLoopBackend)(-1),
+};
+if (!Enum.IsDefined(backend))
+{
+    Console.Error.WriteLine($"--backend must be auto, epoll, io_uring, managed or kqueue, not '{builder.Configuration["backend"]}'");
+    return 2;
+}
+
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
 builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, HelloJsonContext.Default));
 if (transport == "epollsharp")
@@ -53,6 +70,9 @@ if (transport == "epollsharp")
         {
             o.LoopCount = loops;
         }
+
+        // --backend io_uring: the loops on io_uring's completion path (the first bind fails where it is unavailable).
+        o.Backend = backend;
 
         // --inline true: Kestrel's processing on the loop threads (no hop to the thread pool and back); false: the default.
         if (builder.Configuration["inline"] is { } inline)
@@ -97,11 +117,27 @@ app.MapGet("/", (HttpContext context) => Results.Content(
 app.Lifetime.ApplicationStarted.Register(() =>
 {
     ICollection<string> addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
-    Console.WriteLine($"listening on {string.Join(' ', addresses)} (transport {transport})");
+    string backendName = app.Services.GetService<EpollSharpTransportFactory>()?.Group?.Backend switch
+    {
+        null => "",
+        EventLoopBackend.IoUring => ", backend io_uring",
+        EventLoopBackend b => $", backend {b.ToString().ToLowerInvariant()}",
+    };
+    Console.WriteLine($"listening on {string.Join(' ', addresses)} (transport {transport}{backendName})");
     Console.Out.Flush();
 });
 
-await app.RunAsync();
+try
+{
+    await app.RunAsync();
+}
+catch (PlatformNotSupportedException e)
+{
+    // The backend asked for cannot run here (io_uring switched off, kqueue without libkqueue on Linux).
+    Console.Error.WriteLine($"cannot start the EpollSharp transport: {e.Message}");
+    return 1;
+}
+
 return 0;
 
 /// <summary>The /json response.</summary>

@@ -40,7 +40,12 @@ public sealed class EpollSharpTransportOptions
         set => _loopCount = value is >= 0 and <= 1024 ? value : throw new ArgumentOutOfRangeException(nameof(LoopCount), value, "LoopCount must be 0 (one loop per processor) or 1 to 1,024.");
     }
 
-    /// <summary>The readiness backend of the loops: <see cref="EventLoopBackend.Auto"/> (the default: epoll on Linux, kqueue on BSD and macOS, else the managed one).</summary>
+    /// <summary>
+    /// The backend of the loops: <see cref="EventLoopBackend.Auto"/> (the default: epoll on Linux, kqueue on BSD and macOS,
+    /// else the managed one), or one named; with <see cref="EventLoopBackend.IoUring"/> the connections and listeners use
+    /// io_uring's completions, and where io_uring cannot be set up the first bind throws
+    /// <see cref="PlatformNotSupportedException"/> with the reason.
+    /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The value is not a defined <see cref="EventLoopBackend"/>.</exception>
     public EventLoopBackend Backend
     {

@@ -101,11 +101,17 @@ public class ClientToolTests
     }
 
     [SkippableTheory]
-    [InlineData("epollsharp", "EpollSharp")]
-    [InlineData("sockets", "Sockets")]
-    public async Task HelloWeb_serves_and_stops_on_SIGTERM(string transport, string name)
+    [InlineData("epollsharp", "EpollSharp", null)]
+    [InlineData("epollsharp", "EpollSharp", "io_uring")]
+    [InlineData("sockets", "Sockets", null)]
+    public async Task HelloWeb_serves_and_stops_on_SIGTERM(string transport, string name, string? backend)
     {
-        await using var web = await HelloWebProcess.StartAsync(transport);
+        if (backend == "io_uring")
+        {
+            WebKit.SkipUnlessAvailable(EventLoopBackend.IoUring);
+        }
+
+        await using var web = await HelloWebProcess.StartAsync(transport, backend);
         using var client = new HttpClient { BaseAddress = new Uri(web.Address), Timeout = TimeSpan.FromSeconds(30) };
         using (HttpResponseMessage plaintext = await client.GetAsync("/plaintext"))
         {
@@ -131,7 +137,8 @@ internal sealed class HelloWebProcess : IAsyncDisposable
 
     public string Address { get; private set; } = "";
 
-    public static async Task<HelloWebProcess> StartAsync(string transport)
+    /// <summary>Starts HelloWeb on <paramref name="transport"/>; with <paramref name="backend"/>, passes <c>--backend</c>.</summary>
+    public static async Task<HelloWebProcess> StartAsync(string transport, string? backend = null)
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "the EpollSharp transport is tested on Linux");
         string dll = Locate();
@@ -139,6 +146,12 @@ internal sealed class HelloWebProcess : IAsyncDisposable
         foreach (string a in new[] { dll, "--transport", transport, "--urls", "http://127.0.0.1:0" })
         {
             info.ArgumentList.Add(a);
+        }
+
+        if (backend is not null)
+        {
+            info.ArgumentList.Add("--backend");
+            info.ArgumentList.Add(backend);
         }
 
         var web = new HelloWebProcess(Process.Start(info)!);
@@ -174,7 +187,11 @@ internal sealed class HelloWebProcess : IAsyncDisposable
         web._process.BeginOutputReadLine();
         web._process.BeginErrorReadLine();
         string line = await listening.Task.WaitAsync(TimeSpan.FromSeconds(60));
-        Assert.EndsWith($"(transport {transport})", line, StringComparison.Ordinal);
+        // The EpollSharp transport names the backend its loops run on (Auto's choice, which EPOLLSHARP_BACKEND may set,
+        // unless --backend said).
+        string expected = transport != "epollsharp" ? $"\\(transport {transport}\\)$"
+            : $"\\(transport epollsharp, backend {backend ?? "(epoll|io_uring|managed)"}\\)$";
+        Assert.Matches(expected, line);
         web.Address = line.Split(' ')[2];
         Assert.StartsWith("http://127.0.0.1:", web.Address, StringComparison.Ordinal);
         return web;

@@ -7,9 +7,36 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 
 namespace EpollSharp.AspNetCore.Tests;
 
-/// <summary>Kestrel on the EpollSharp transport, driven by HttpClient and raw sockets over 127.0.0.1.</summary>
+/// <summary>
+/// Kestrel on the EpollSharp transport, driven by HttpClient and raw sockets over 127.0.0.1, on the transport's default
+/// backend (<see cref="HttpTestsOnIoUring"/> runs every case again on io_uring).
+/// </summary>
 public class HttpTests
 {
+    /// <summary>The backend the transport's loops run on; <see cref="EventLoopBackend.Auto"/> leaves the option as it is.</summary>
+    protected virtual EventLoopBackend Backend => EventLoopBackend.Auto;
+
+    /// <summary>Starts Kestrel on the transport as <see cref="WebServer.StartAsync"/> does, on <see cref="Backend"/>.</summary>
+    private async Task<WebServer> Start(
+        Action<WebApplication> map,
+        Action<KestrelServerOptions>? kestrel = null,
+        Action<EpollSharpTransportOptions>? transport = null)
+    {
+        if (Backend == EventLoopBackend.Auto)
+        {
+            return await WebServer.StartAsync(map, kestrel, transport);
+        }
+
+        WebKit.SkipUnlessAvailable(Backend);
+        WebServer server = await WebServer.StartAsync(map, kestrel, o =>
+        {
+            o.Backend = Backend;
+            transport?.Invoke(o);
+        });
+        Assert.Equal(Backend, server.Factory.Group!.Backend);
+        return server;
+    }
+
     private static void MapSized(WebApplication app) =>
         app.MapGet("/bytes/{size:long}", async (long size, HttpContext context) =>
         {
@@ -38,7 +65,7 @@ public class HttpTests
     [InlineData(64L * 1024 * 1024)]
     public async Task Responses_of_every_size_arrive_whole(long size)
     {
-        await using WebServer server = await WebServer.StartAsync(MapSized);
+        await using WebServer server = await Start(MapSized);
         using HttpClient client = server.Client();
         using HttpResponseMessage response = await client.GetAsync($"/bytes/{size}", HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -68,7 +95,7 @@ public class HttpTests
     [SkippableFact]
     public async Task Keep_alive_reuses_one_connection_for_many_requests()
     {
-        await using WebServer server = await WebServer.StartAsync(app => app.MapGet("/id", (HttpContext c) => c.Connection.Id));
+        await using WebServer server = await Start(app => app.MapGet("/id", (HttpContext c) => c.Connection.Id));
         using HttpClient client = server.Client();
         var ids = new HashSet<string>();
         for (int i = 0; i < 50; i++)
@@ -83,7 +110,7 @@ public class HttpTests
     [SkippableFact]
     public async Task A_request_body_streamed_in_is_read_whole()
     {
-        await using WebServer server = await WebServer.StartAsync(app => app.MapPost("/sum", async (HttpContext context) =>
+        await using WebServer server = await Start(app => app.MapPost("/sum", async (HttpContext context) =>
         {
             var buffer = new byte[32 * 1024];
             long count = 0;
@@ -118,7 +145,7 @@ public class HttpTests
         var aborted = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         var started = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         Exception? ended = null;
-        await using WebServer server = await WebServer.StartAsync(app => app.MapGet("/endless", async (HttpContext context) =>
+        await using WebServer server = await Start(app => app.MapGet("/endless", async (HttpContext context) =>
         {
             context.RequestAborted.Register(() => aborted.TrySetResult(true));
             var chunk = new byte[16 * 1024];
@@ -163,7 +190,7 @@ public class HttpTests
     public async Task A_slow_reader_gets_every_byte()
     {
         const long size = 8L * 1024 * 1024;
-        await using WebServer server = await WebServer.StartAsync(MapSized);
+        await using WebServer server = await Start(MapSized);
         // A small receive buffer (set before connecting, so the window is small from the start): the server's output backs up.
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 16 * 1024, ReceiveTimeout = 20_000 };
         socket.Connect(new IPEndPoint(IPAddress.Loopback, server.Port));
@@ -200,7 +227,7 @@ public class HttpTests
     [SkippableFact]
     public async Task Pipelined_requests_are_answered_in_order()
     {
-        await using WebServer server = await WebServer.StartAsync(app => app.MapGet("/n/{i:int}", (int i) => $"<{i}>"));
+        await using WebServer server = await Start(app => app.MapGet("/n/{i:int}", (int i) => $"<{i}>"));
         using Socket socket = WebKit.Connect(new IPEndPoint(IPAddress.Loopback, server.Port));
         var requests = new StringBuilder();
         const int count = 32;
@@ -228,7 +255,7 @@ public class HttpTests
     {
         var entered = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         var release = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-        WebServer server = await WebServer.StartAsync(app => app.MapGet("/slow", async () =>
+        WebServer server = await Start(app => app.MapGet("/slow", async () =>
         {
             entered.TrySetResult(true);
             await release.Task;
@@ -282,7 +309,7 @@ public class HttpTests
     [SkippableFact]
     public async Task A_body_over_MaxRequestBodySize_gets_413()
     {
-        await using WebServer server = await WebServer.StartAsync(
+        await using WebServer server = await Start(
             app => app.MapPost("/upload", async (HttpContext context) =>
             {
                 using var sink = new MemoryStream();
@@ -304,7 +331,7 @@ public class HttpTests
     [SkippableFact]
     public async Task Kestrels_header_timeout_closes_a_silent_connection()
     {
-        await using WebServer server = await WebServer.StartAsync(
+        await using WebServer server = await Start(
             app => app.MapGet("/", () => "hi"),
             kestrel: k =>
             {
@@ -342,7 +369,7 @@ public class HttpTests
             Skip.If(true, "cannot bind ::1 here: " + e.SocketErrorCode);
         }
 
-        await using WebServer server = await WebServer.StartAsync(
+        await using WebServer server = await Start(
             app => app.MapGet("/who", (HttpContext c) => c.Connection.RemoteIpAddress!.ToString()),
             kestrel: k => k.Listen(IPAddress.IPv6Loopback, 0));
         Assert.Equal($"http://[::1]:{server.Port}", server.Addresses[0]);
@@ -356,7 +383,7 @@ public class HttpTests
         Skip.IfNot(Socket.OSSupportsIPv6, "no IPv6 on this machine");
 
         // Kestrel binds [::] (dual mode) for ListenAnyIP, and falls back to 0.0.0.0 only if that fails.
-        await using WebServer server = await WebServer.StartAsync(
+        await using WebServer server = await Start(
             app => app.MapGet("/who", (HttpContext c) => c.Connection.RemoteIpAddress!.ToString()),
             kestrel: k => k.ListenAnyIP(0));
         Assert.StartsWith("http://[::]:", server.Addresses[0], StringComparison.Ordinal);
@@ -369,11 +396,11 @@ public class HttpTests
     [SkippableFact]
     public async Task Binding_an_address_in_use_fails_clearly()
     {
-        await using WebServer first = await WebServer.StartAsync(app => app.MapGet("/", () => "first"));
+        await using WebServer first = await Start(app => app.MapGet("/", () => "first"));
         int port = first.Port;
 
         // Kestrel turns the transport's AddressInUseException into an IOException that names the address.
-        IOException e = await Assert.ThrowsAsync<IOException>(() => WebServer.StartAsync(app => { }, kestrel: k => k.Listen(IPAddress.Loopback, port)));
+        IOException e = await Assert.ThrowsAsync<IOException>(() => Start(app => { }, kestrel: k => k.Listen(IPAddress.Loopback, port)));
         Assert.IsType<AddressInUseException>(e.InnerException);
         Assert.Contains(port.ToString(System.Globalization.CultureInfo.InvariantCulture), e.Message, StringComparison.Ordinal);
 
@@ -384,7 +411,7 @@ public class HttpTests
     [SkippableFact]
     public async Task Connection_features_describe_the_connection()
     {
-        await using WebServer server = await WebServer.StartAsync(app => app.MapGet("/f", (HttpContext c) =>
+        await using WebServer server = await Start(app => app.MapGet("/f", (HttpContext c) =>
         {
             var lifetime = c.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionLifetimeFeature>();
             return $"{c.Connection.LocalIpAddress}:{c.Connection.LocalPort} {c.Connection.RemoteIpAddress} {c.Connection.Id.Length} {lifetime is not null}";
@@ -402,7 +429,7 @@ public class HttpTests
     [InlineData(false)]
     public async Task RunContinuationsOnLoop_decides_where_Kestrel_processes_requests(bool? onLoop)
     {
-        await using WebServer server = await WebServer.StartAsync(
+        await using WebServer server = await Start(
             app => app.MapGet("/thread", () => $"{Thread.CurrentThread.IsThreadPoolThread}|{Thread.CurrentThread.Name}"),
             transport: o =>
             {
@@ -441,7 +468,7 @@ public class HttpTests
     [InlineData(1024)]
     public async Task Many_connections_ready_at_once_are_all_answered_whatever_MaxEventsPerWait(int maxEvents)
     {
-        await using WebServer server = await WebServer.StartAsync(
+        await using WebServer server = await Start(
             app => app.MapGet("/n/{i:int}", (int i) => $"<{i}>"),
             transport: o =>
             {
@@ -531,4 +558,14 @@ public class HttpTests
 
         public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
+}
+
+/// <summary>
+/// Every case of <see cref="HttpTests"/> with the transport's loops on io_uring (its connections and listeners on the
+/// completion path); skipped where io_uring cannot be set up (an old kernel, io_uring disabled, a seccomp profile).
+/// </summary>
+public class HttpTestsOnIoUring : HttpTests
+{
+    /// <inheritdoc/>
+    protected override EventLoopBackend Backend => EventLoopBackend.IoUring;
 }

@@ -8,13 +8,25 @@ using Microsoft.Extensions.Options;
 
 namespace EpollSharp.AspNetCore.Tests;
 
-/// <summary>The factory and listener used directly, the way Kestrel uses them.</summary>
-public class TransportContractTests
+/// <summary>
+/// The factory and listener used directly, the way Kestrel uses them, on one backend: <see cref="TransportContractTests"/>
+/// on the default one, <see cref="TransportContractTestsOnIoUring"/> on io_uring.
+/// </summary>
+public abstract class TransportContractCases
 {
-    private static EpollSharpTransportFactory Factory(Action<EpollSharpTransportOptions>? configure = null)
+    /// <summary>The backend the transport's loops run on; <see cref="EventLoopBackend.Auto"/> leaves the option as it is.</summary>
+    protected abstract EventLoopBackend Backend { get; }
+
+    private EpollSharpTransportFactory Factory(Action<EpollSharpTransportOptions>? configure = null)
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "the EpollSharp transport is tested on Linux");
         var options = new EpollSharpTransportOptions { LoopCount = 2 };
+        if (Backend != EventLoopBackend.Auto)
+        {
+            WebKit.SkipUnlessAvailable(Backend);
+            options.Backend = Backend;
+        }
+
         configure?.Invoke(options);
         return new EpollSharpTransportFactory(Options.Create(options), NullLoggerFactory.Instance);
     }
@@ -29,6 +41,11 @@ public class TransportContractTests
         await Assert.ThrowsAsync<NotSupportedException>(async () => await factory.BindAsync(new DnsEndPoint("localhost", 80)));
 
         IConnectionListener listener = await factory.BindAsync(new IPEndPoint(IPAddress.Loopback, 0));
+        if (Backend != EventLoopBackend.Auto)
+        {
+            Assert.Equal(Backend, factory.Group!.Backend);
+        }
+
         var bound = Assert.IsType<IPEndPoint>(listener.EndPoint);
         Assert.NotEqual(0, bound.Port);
 
@@ -160,6 +177,16 @@ public class TransportContractTests
         public IDictionary<object, object?> Items { get; set; } = new Dictionary<object, object?>();
     }
 
+}
+
+/// <summary>
+/// The transport's contract on the default backend, its options' checks, and every accept mode on every backend.
+/// </summary>
+public class TransportContractTests : TransportContractCases
+{
+    /// <inheritdoc/>
+    protected override EventLoopBackend Backend => EventLoopBackend.Auto;
+
     [SkippableFact]
     public void Options_are_checked_with_the_property_named()
     {
@@ -186,8 +213,11 @@ public class TransportContractTests
     [InlineData(GroupAcceptMode.ReusePort, EventLoopBackend.Epoll)]
     [InlineData(GroupAcceptMode.SingleAcceptor, EventLoopBackend.Epoll)]
     [InlineData(GroupAcceptMode.SingleAcceptor, EventLoopBackend.Managed)]
+    [InlineData(GroupAcceptMode.ReusePort, EventLoopBackend.IoUring)]
+    [InlineData(GroupAcceptMode.SingleAcceptor, EventLoopBackend.IoUring)]
     public async Task Every_accept_mode_and_backend_serves_connections(GroupAcceptMode mode, EventLoopBackend backend)
     {
+        WebKit.SkipUnlessAvailable(backend);
         await using WebServer server = await WebServer.StartAsync(
             app => Microsoft.AspNetCore.Builder.EndpointRouteBuilderExtensions.MapGet(app, "/", () => "ok"),
             transport: o =>
@@ -215,4 +245,14 @@ public class TransportContractTests
 
         Assert.Equal(8, server.Factory.Group.AcceptedCount);
     }
+}
+
+/// <summary>
+/// The transport's contract with its loops on io_uring (connections and listeners on the completion path); skipped where
+/// io_uring cannot be set up.
+/// </summary>
+public class TransportContractTestsOnIoUring : TransportContractCases
+{
+    /// <inheritdoc/>
+    protected override EventLoopBackend Backend => EventLoopBackend.IoUring;
 }

@@ -80,6 +80,20 @@ internal static class WebKit
     /// <summary>A self-signed certificate for localhost and 127.0.0.1, made once per test run.</summary>
     public static X509Certificate2 Certificate => s_certificate.Value;
 
+    /// <summary>Skips the test, with the reason the loop gives, where <paramref name="backend"/> cannot be set up here.</summary>
+    public static void SkipUnlessAvailable(EventLoopBackend backend)
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the EpollSharp transport is tested on Linux");
+        try
+        {
+            using var loop = new EventLoop(new EventLoopOptions { Backend = backend });
+        }
+        catch (PlatformNotSupportedException e)
+        {
+            Skip.If(true, $"{backend} is not available here: {e.Message}");
+        }
+    }
+
     public static Socket Connect(EndPoint endPoint, int timeoutMs = 20_000)
     {
         var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, endPoint is IPEndPoint ? ProtocolType.Tcp : ProtocolType.Unspecified)

@@ -12,7 +12,7 @@ internal sealed class ProxyOptions
 {
     public const string Usage =
         "usage: TcpProxy --target HOST:PORT|[V6]:PORT|NAME:PORT|unix:/path [--listen 127.0.0.1:8080] [--loops N]\n" +
-        "                [--backend auto|epoll|kqueue|managed] [--trigger level|edge] [--idle-timeout SECONDS]\n" +
+        "                [--backend auto|epoll|io_uring|kqueue|managed] [--trigger level|edge] [--idle-timeout SECONDS]\n" +
         "                [--drain-timeout SECONDS] [--connect-timeout SECONDS]\n" +
         "  --loops 0 means one per processor; --idle-timeout 0 disables it; port 0 in --listen picks a free port (printed).";
 
@@ -71,9 +71,10 @@ internal sealed class ProxyOptions
                     {
                         "auto" => EventLoopBackend.Auto,
                         "epoll" => EventLoopBackend.Epoll,
+                        "io_uring" => EventLoopBackend.IoUring,
                         "kqueue" => EventLoopBackend.Kqueue,
                         "managed" => EventLoopBackend.Managed,
-                        _ => throw new ArgumentException($"--backend: '{value}' is not one of auto, epoll, kqueue, managed."),
+                        _ => throw new ArgumentException($"--backend: '{value}' is not one of auto, epoll, io_uring, kqueue, managed."),
                     };
                     break;
                 case "--loops":
@@ -145,6 +146,7 @@ internal sealed class ProxyOptions
     public static string BackendName(EventLoopBackend backend) => backend switch
     {
         EventLoopBackend.Epoll => "epoll",
+        EventLoopBackend.IoUring => "io_uring",
         EventLoopBackend.Kqueue => "kqueue",
         EventLoopBackend.Managed => "managed",
         _ => "auto",

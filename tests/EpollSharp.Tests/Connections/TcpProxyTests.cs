@@ -22,6 +22,8 @@ public class TcpProxyTests
     [SkippableTheory]
     [InlineData("TcpProxy", "")]
     [InlineData("TcpProxy", "--loops 2 --trigger edge")]
+    [InlineData("TcpProxy", "--backend io_uring")]
+    [InlineData("TcpProxy", "--backend io_uring --loops 2")]
     [InlineData("InBoxTcpProxy", "")]
     public async Task Proxy_relays_every_byte_both_ways_on_many_connections(string sample, string extra)
     {
@@ -66,7 +68,8 @@ public class TcpProxyTests
     [SkippableTheory]
     [InlineData("TcpProxy")]
     [InlineData("InBoxTcpProxy")]
-    public void Half_close_passes_through_and_the_answer_after_it_arrives_whole(string sample)
+    [InlineData("TcpProxy", "--backend io_uring")]
+    public void Half_close_passes_through_and_the_answer_after_it_arrives_whole(string sample, string extra = "")
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "the proxy tests run Linux processes");
         byte[] request = SocketTestExtensions.Pattern(1, 70_000);
@@ -79,7 +82,7 @@ public class TcpProxyTests
             await socket.SendAllAsync(answer);                       // answered after the end of the request
             socket.Shutdown(SocketShutdown.Send);
         });
-        using SampleProcess proxy = StartProxy(sample, target.Address);
+        using SampleProcess proxy = StartProxy(sample, target.Address, extra);
 
         using Socket client = EchoServer.ConnectTo(proxy.EndPoint);
         client.Send(request);
@@ -101,7 +104,8 @@ public class TcpProxyTests
     [SkippableTheory]
     [InlineData("TcpProxy")]
     [InlineData("InBoxTcpProxy")]
-    public void A_reset_is_passed_on_both_ways(string sample)
+    [InlineData("TcpProxy", "--backend io_uring")]
+    public void A_reset_is_passed_on_both_ways(string sample, string extra = "")
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "the proxy tests run Linux processes");
         var targetSaw = new TaskCompletionSource<SocketError>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -130,7 +134,7 @@ public class TcpProxyTests
                 targetSaw.TrySetResult(e.SocketErrorCode);
             }
         });
-        using SampleProcess proxy = StartProxy(sample, target.Address);
+        using SampleProcess proxy = StartProxy(sample, target.Address, extra);
 
         // Target → client.
         using (Socket client = EchoServer.ConnectTo(proxy.EndPoint))
@@ -312,7 +316,8 @@ public class TcpProxyTests
     [SkippableTheory]
     [InlineData("TcpProxy")]
     [InlineData("InBoxTcpProxy")]
-    public void Data_sent_before_the_target_is_connected_is_relayed_whole(string sample)
+    [InlineData("TcpProxy", "--backend io_uring")]
+    public void Data_sent_before_the_target_is_connected_is_relayed_whole(string sample, string extra = "")
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "the proxy tests run Linux processes");
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -322,7 +327,7 @@ public class TcpProxyTests
         using var filler = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         Assert.True(filler.ConnectAsync(endPoint).Wait(5_000), "the filler did not connect"); // completed by the kernel, not accepted: the queue of backlog 0 is full
 
-        using SampleProcess proxy = StartProxy(sample, endPoint.ToString());
+        using SampleProcess proxy = StartProxy(sample, endPoint.ToString(), extra);
         using Socket client = EchoServer.ConnectTo(proxy.EndPoint);
         byte[] request = SocketTestExtensions.Pattern(9, 120_000);
         client.Send(request);
@@ -347,7 +352,8 @@ public class TcpProxyTests
     [SkippableTheory]
     [InlineData("TcpProxy")]
     [InlineData("InBoxTcpProxy")]
-    public void A_refused_target_closes_the_client_connection(string sample)
+    [InlineData("TcpProxy", "--backend io_uring")]
+    public void A_refused_target_closes_the_client_connection(string sample, string extra = "")
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "the proxy tests run Linux processes");
         int port;
@@ -355,7 +361,7 @@ public class TcpProxyTests
         {
             probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
             port = ((IPEndPoint)probe.LocalEndPoint!).Port; // bound, never listening: connects are refused
-            using SampleProcess proxy = StartProxy(sample, $"127.0.0.1:{port}");
+            using SampleProcess proxy = StartProxy(sample, $"127.0.0.1:{port}", extra);
             using Socket client = EchoServer.ConnectTo(proxy.EndPoint);
             client.Send(new byte[] { 1, 2, 3 });
             try
@@ -376,12 +382,13 @@ public class TcpProxyTests
     /// <summary>The ready line, and SIGTERM with a session in flight: the target gets end of stream, its answer still reaches the client, then the stats line and exit code 0.</summary>
     [SkippableTheory]
     [InlineData("TcpProxy", "backend=epoll loops=1")]
+    [InlineData("TcpProxy", "backend=io_uring loops=1", "--backend io_uring")]
     [InlineData("InBoxTcpProxy", "backend=inbox-async loops=0")]
-    public void Ready_line_and_a_graceful_stop_on_SIGTERM_with_its_stats_line(string sample, string expectedTail)
+    public void Ready_line_and_a_graceful_stop_on_SIGTERM_with_its_stats_line(string sample, string expectedTail, string extra = "")
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "the proxy tests signal a Linux process");
         using var target = ProxyTarget.Tcp(EchoUntilEndAsync);
-        using SampleProcess proxy = StartProxy(sample, target.Address);
+        using SampleProcess proxy = StartProxy(sample, target.Address, extra);
         _output.WriteLine(proxy.ListeningLine);
         Assert.Matches(@"^listening on 127\.0\.0\.1:\d+ ", proxy.ListeningLine);
         Assert.EndsWith(expectedTail, proxy.ListeningLine, StringComparison.Ordinal);
@@ -417,8 +424,16 @@ public class TcpProxyTests
         Assert.Contains(proxy.Stderr, l => l.StartsWith("usage:", StringComparison.Ordinal));
     }
 
-    private static SampleProcess StartProxy(string sample, string target, string extra = "") =>
-        SampleProcess.Start(sample, $"--listen 127.0.0.1:0 --target {target} {extra}");
+    /// <summary>Starts <paramref name="sample"/>; a test of the io_uring backend (<c>--backend io_uring</c> in <paramref name="extra"/>) is skipped where io_uring cannot be set up.</summary>
+    private static SampleProcess StartProxy(string sample, string target, string extra = "")
+    {
+        if (extra.Contains("--backend io_uring", StringComparison.Ordinal))
+        {
+            Util.Backends.SkipUnlessAvailable(EventLoopBackend.IoUring);
+        }
+
+        return SampleProcess.Start(sample, $"--listen 127.0.0.1:0 --target {target} {extra}");
+    }
 
     private string StopAndReadStats(SampleProcess proxy)
     {

@@ -179,7 +179,7 @@ public sealed partial class Connection : ICompletionSink
 
         if (result > 0)
         {
-            _lastActivity = Stopwatch.GetTimestamp();
+            _lastActivity = ActivityTimestamp();
             if (Has(ConnectionFlags.InputEnded))
             {
                 CountReceived(result);
@@ -594,7 +594,7 @@ public sealed partial class Connection : ICompletionSink
             queue.ConsumeAcross(result);
             Volatile.Write(ref _bytesSent, _bytesSent + result);
             _stats.AddSent(result);
-            _lastActivity = Stopwatch.GetTimestamp();
+            _lastActivity = ActivityTimestamp();
         }
 
         if (queue.HasBorrowed)

@@ -132,7 +132,7 @@ public sealed partial class Connection
             {
                 Volatile.Write(ref _bytesSent, _bytesSent + sent);
                 _stats.AddSent(sent);
-                _lastActivity = Stopwatch.GetTimestamp();
+                _lastActivity = ActivityTimestamp();
             }
 
             if (error != SocketError.Success && error != SocketError.WouldBlock)
@@ -210,7 +210,7 @@ public sealed partial class Connection
             queue.Consume(n);
             Volatile.Write(ref _bytesSent, _bytesSent + n);
             _stats.AddSent(n);
-            _lastActivity = Stopwatch.GetTimestamp();
+            _lastActivity = ActivityTimestamp();
             if (n < segment.Length)
             {
                 break;
@@ -306,7 +306,7 @@ public sealed partial class Connection
 
                 Volatile.Write(ref _bytesReceived, _bytesReceived + n);
                 _stats.AddReceived(n);
-                _lastActivity = Stopwatch.GetTimestamp();
+                _lastActivity = ActivityTimestamp();
                 if (!discard)
                 {
                     _handler.OnReceived(this, new ReadOnlySpan<byte>(buffer, 0, n));

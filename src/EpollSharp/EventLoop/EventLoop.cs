@@ -52,6 +52,7 @@ public sealed partial class EventLoop : IDisposable
     private bool _released;
     private int _loopThreadId;
     private bool _lastWaitFilledBuffer;
+    private long _iterationTimestamp;
     private List<Exception>? _fatal;
 
     /// <summary>Creates a loop with default options (the platform's best backend).</summary>
@@ -390,6 +391,14 @@ public sealed partial class EventLoop : IDisposable
         }
     }
 
+    /// <summary>
+    /// When the current iteration's wait returned, in <see cref="Stopwatch"/> ticks (loop thread; 0 before the first
+    /// wait): a clock for what needs no finer time than one iteration, such as a connection's last activity, read once per
+    /// iteration rather than once per receive and send. It is behind the true time by at most the time the iteration's
+    /// callbacks have taken so far.
+    /// </summary>
+    internal long IterationTimestamp => _iterationTimestamp;
+
     /// <summary>One iteration: wait, dispatch, timers, posted work.</summary>
     private void RunOnce()
     {
@@ -397,7 +406,8 @@ public sealed partial class EventLoop : IDisposable
         bool timing = LoopMetrics.TimingEnabled;
         long waitStart = timing ? Stopwatch.GetTimestamp() : 0;
         int n = _backend.Wait(_events, timeout);
-        long woke = timing ? Stopwatch.GetTimestamp() : 0;
+        long woke = Stopwatch.GetTimestamp();
+        _iterationTimestamp = woke;
         RecordWait(n);
         _lastWaitFilledBuffer = n == _events.Length;
         for (int i = 0; i < n; i++)

@@ -203,6 +203,64 @@ public class IoUringFixedFileTests
         server.AssertNoLoopErrors();
     }
 
+    /// <summary>
+    /// A loop stopped and run again on another thread gets a new ring (bound to its new thread): the new ring's table is
+    /// registered with the open connection's socket at the same index, the connection goes on echoing, and its abortive
+    /// close still reaches the peer as a reset (the old ring's table let go of the socket with the old ring).
+    /// </summary>
+    [SkippableFact]
+    public void After_the_ring_moves_to_a_new_thread_a_connection_keeps_its_index_and_its_close_still_resets_the_peer()
+    {
+        Util.Backends.SkipUnlessAvailable(EventLoopBackend.IoUring);
+        var loop = new EventLoop(new EventLoopOptions { Backend = EventLoopBackend.IoUring, IoUringCompletions = true });
+        var handler = new CloseOnMark(abortive: true);
+        ConnectionListener? listener = null;
+        try
+        {
+            var backend = loop.CompletionIo as IoUringBackend;
+            Skip.If(backend is null, "io_uring completions unavailable");
+            Skip.IfNot(backend!.FixedFilesAvailable(out string reason), reason);
+            Skip.IfNot(backend.IssuerBound, "the ring is not bound to the loop's thread: it never moves");
+            listener = ConnectionListener.Listen(loop, new IPEndPoint(IPAddress.Loopback, 0), handler);
+            Task first = loop.Start("first loop thread");
+            using Socket a = EchoServer.ConnectTo(listener.LocalEndPoint);
+            byte[] message = SocketTestExtensions.Pattern(3, 1000);
+            message[0] = 1;
+            a.Send(message);
+            Assert.Equal(message, a.ReceiveExactly(message.Length));
+            Connection connection = handler.Connections.Single();
+            int index = backend.FileIndexOf(Fd(connection));
+            Assert.True(index >= 0, "the connection names a registered file");
+
+            loop.Stop();
+            Assert.True(first.Wait(TimeSpan.FromSeconds(10)), "the loop did not stop");
+            Task second = loop.Start("second loop thread");
+            for (int i = 0; i < 20; i++)
+            {
+                a.Send(message);
+                Assert.Equal(message, a.ReceiveExactly(message.Length));
+            }
+
+            Assert.Equal(1, backend.RingMoves);
+            Assert.Equal(index, backend.FileIndexOf(Fd(connection)));
+            LoopHarness.WaitUntil(() => RegisteredFiles(backend).Count == 1, "the new ring's fdinfo lists the connection's socket");
+            _output.WriteLine("new ring's table: " + string.Join("; ", RegisteredFiles(backend)));
+
+            a.Send(new[] { CloseOnMark.Mark });
+            var error = Assert.Throws<SocketException>(() => a.Receive(new byte[16]));
+            Assert.Equal(SocketError.ConnectionReset, error.SocketErrorCode);
+            Assert.Empty(RegisteredFiles(backend));
+            Assert.Equal(0, backend.FileUpdateFailures);
+            loop.Stop();
+            Assert.True(second.Wait(TimeSpan.FromSeconds(10)), "the loop did not stop");
+        }
+        finally
+        {
+            listener?.Dispose();
+            loop.Dispose();
+        }
+    }
+
     /// <summary>With registered files switched off, connections name their descriptors, and echo as before.</summary>
     [SkippableFact]
     public void Switched_off_connections_name_their_descriptors()

@@ -315,6 +315,20 @@ public class IoUringFixedFileTests
         }
     }
 
+    [Theory]
+    [InlineData(null, IoUringBackend.DefaultFileTableSize)]
+    [InlineData("", IoUringBackend.DefaultFileTableSize)]
+    [InlineData("lots", IoUringBackend.DefaultFileTableSize)]
+    [InlineData("-5", IoUringBackend.DefaultFileTableSize)]
+    [InlineData("0", 0)]
+    [InlineData("off", 0)]
+    [InlineData("false", 0)]
+    [InlineData("512", 512)]
+    [InlineData(" 4096 ", 4096)]
+    [InlineData("99999999", IoUringBackend.MaxFileTableSize)]
+    public void The_table_size_setting_is_parsed(string? value, int expected) =>
+        Assert.Equal(expected, IoUringBackend.ParseFileTableSize(value));
+
     private void EchoAndClose(EchoServer server, EchoHandler handler, int clients, int expectIndexed)
     {
         int closedBefore = handler.Closed;

@@ -51,9 +51,9 @@ internal sealed unsafe partial class IoUringBackend
     private static readonly int* s_noFile = AllocateNoFile();
 
     /// <summary>
-    /// How many entries a new backend's file table has: <c>EPOLLSHARP_IO_URING_FIXED_FILES</c> (a number, up to
-    /// <see cref="MaxFileTableSize"/>; 0, <c>off</c> or <c>false</c> switches registered files off), else
-    /// <see cref="DefaultFileTableSize"/>. Tests set it.
+    /// How many entries a new backend's file table has: <c>EPOLLSHARP_IO_URING_FIXED_FILES</c> (a number from 2 up to
+    /// <see cref="MaxFileTableSize"/>; 0, <c>off</c> or <c>false</c> switches registered files off; 1, <c>on</c> or
+    /// <c>true</c> keeps the default), else <see cref="DefaultFileTableSize"/>. Tests set it.
     /// </summary>
     internal static int FileTableSizeWanted { get; set; } = ParseFileTableSize(Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_FIXED_FILES"));
 
@@ -123,12 +123,16 @@ internal sealed unsafe partial class IoUringBackend
         }
     }
 
-    /// <summary>Parses <c>EPOLLSHARP_IO_URING_FIXED_FILES</c>: unset or not understood gives the default; off gives 0; a number is clamped.</summary>
+    /// <summary>Parses <c>EPOLLSHARP_IO_URING_FIXED_FILES</c>: unset, on or not understood gives the default; off gives 0; a number is clamped.</summary>
     internal static int ParseFileTableSize(string? value)
     {
-        if (ParseSwitch(value) == false)
+        switch (ParseSwitch(value))
         {
-            return 0;
+            case false:
+                return 0;
+            case true:
+                // "1" is the switch's "on", not a table of one entry.
+                return DefaultFileTableSize;
         }
 
         return int.TryParse(value?.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int n)

@@ -323,6 +323,8 @@ public class IoUringFixedFileTests
     [InlineData("0", 0)]
     [InlineData("off", 0)]
     [InlineData("false", 0)]
+    [InlineData("1", IoUringBackend.DefaultFileTableSize)]
+    [InlineData("on", IoUringBackend.DefaultFileTableSize)]
     [InlineData("512", 512)]
     [InlineData(" 4096 ", 4096)]
     [InlineData("99999999", IoUringBackend.MaxFileTableSize)]

@@ -56,6 +56,12 @@ int main(void)
     INT(IORING_OP_SENDMSG_ZC);
     INT(IOSQE_BUFFER_SELECT);
     INT(IOSQE_IO_LINK);
+    INT(IOSQE_FIXED_FILE);
+    INT(IOSQE_CQE_SKIP_SUCCESS);
+    INT(IORING_OP_FILES_UPDATE);
+    INT(IORING_UNREGISTER_FILES);
+    INT(IORING_REGISTER_FILES2);
+    INT(IORING_RSRC_REGISTER_SPARSE);
     INT(IORING_RECV_MULTISHOT);
     INT(IORING_CQE_F_BUFFER);
     INT(IORING_CQE_BUFFER_SHIFT);
@@ -120,6 +126,8 @@ int main(void)
     OFFSET(IoUringBufBid, struct io_uring_buf, bid);
     OFFSET(IoUringSqeBufIndex, struct io_uring_sqe, buf_index);
     OFFSET(IoUringSqeIoPrio, struct io_uring_sqe, ioprio);
+    SIZE(SizeofIoUringRsrcRegister, struct io_uring_rsrc_register);
+    OFFSET(IoUringRsrcRegisterData, struct io_uring_rsrc_register, data);
     SIZE(SizeofMsgHdr, struct msghdr);
     OFFSET(MsgHdrIov, struct msghdr, msg_iov);
     OFFSET(MsgHdrIovLen, struct msghdr, msg_iovlen);

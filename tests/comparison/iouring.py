@@ -10,7 +10,8 @@ connections) and the allocation test (64 x 64 B, 1,000 x 64 B and 64 x 16 KiB) o
 section between IOURING_BEGIN and IOURING_END of docs/benchmarks.md and docs/images/bench-io_uring-*.png.
 
 `--servers` also accepts `io_uring-poll` (the io_uring backend with readiness, EPOLLSHARP_IO_URING_COMPLETIONS=0), which
-is not measured by default, and, with EPOLLSHARP_BENCH_BASELINE naming another publish directory (holding EchoServer/,
+is not measured by default, `io_uring-plain` (the same EchoServer as `io_uring` with registered files switched off,
+EPOLLSHARP_IO_URING_FIXED_FILES=0: the operations name descriptors, for a same-build comparison), and, with EPOLLSHARP_BENCH_BASELINE naming another publish directory (holding EchoServer/,
 say of the main branch), `io_uring-base`: that build's EchoServer set up as `io_uring`, for a side-by-side comparison of
 two builds in one run (its rows are in results.json and the log; the document's tables show the default servers). Called by bench.py (which passes itself as `bench`); standard library, gnuplot for the
 charts, perf for the system calls (root, or kernel.perf_event_paranoid <= 1 with access to the tracepoints; without it
@@ -43,8 +44,9 @@ ALLOC_RUNS = (("64x64", 1_000_000), ("1000x64", 500_000), ("64x16384", 200_000))
 
 COMPLETIONS_ON = {"EPOLLSHARP_IO_URING_COMPLETIONS": "1"}
 COMPLETIONS_OFF = {"EPOLLSHARP_IO_URING_COMPLETIONS": "0"}
+FIXED_FILES_OFF = {"EPOLLSHARP_IO_URING_COMPLETIONS": "1", "EPOLLSHARP_IO_URING_FIXED_FILES": "0"}
 DEFAULT_KEYS = ("io_uring", "epoll", "c")
-DOTNET_KEYS = ("io_uring", "epoll", "io_uring-poll", "io_uring-base")
+DOTNET_KEYS = ("io_uring", "epoll", "io_uring-poll", "io_uring-plain", "io_uring-base")
 
 # System calls counted one by one (those a server of this kind makes); the rest is in "other".
 SYSCALLS = ("recvfrom", "sendto", "recvmsg", "sendmsg", "io_uring_enter", "epoll_wait", "epoll_pwait", "epoll_ctl",
@@ -55,7 +57,7 @@ CALL_COLUMNS = (("recvfrom", "recv"), ("sendto", "send"), ("io_uring_enter", "io
                 ("epoll_wait|epoll_pwait", "epoll_wait"), ("futex", "futex"),
                 ("madvise|mprotect|membarrier|mmap|munmap", "madvise, mprotect, membarrier, mmap, munmap"))
 
-COLORS = {"io_uring": "#2ca02c", "io_uring-poll": "#98df8a", "epoll": "#1f77b4", "c": "#7f7f7f", "io_uring-base": "#bcbd22"}
+COLORS = {"io_uring": "#2ca02c", "io_uring-poll": "#98df8a", "io_uring-plain": "#17becf", "epoll": "#1f77b4", "c": "#7f7f7f", "io_uring-base": "#bcbd22"}
 
 
 def make_servers(bench, pub, native):
@@ -73,8 +75,12 @@ def make_servers(bench, pub, native):
         S("io_uring-poll", "EchoServer (EpollSharp, io_uring backend, readiness, edge-triggered, 1 loop)",
           "EpollSharp io_uring readiness", d("--backend", "io_uring"), True),
     ]
+    plain = S("io_uring-plain", "EchoServer (EpollSharp, io_uring backend, completion path, no registered files, 1 loop)",
+              "EpollSharp io_uring (descriptors)", d("--backend", "io_uring"), True)
+    servers.append(plain)
     servers[0].env = COMPLETIONS_ON
     servers[3].env = COMPLETIONS_OFF
+    plain.env = FIXED_FILES_OFF
     baseline = os.environ.get("EPOLLSHARP_BENCH_BASELINE")
     if baseline:
         base = S("io_uring-base", f"EchoServer of the baseline build in {baseline} (io_uring backend, completion path, 1 loop)",

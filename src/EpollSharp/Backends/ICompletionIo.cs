@@ -156,8 +156,9 @@ internal interface ICompletionSink
 }
 
 /// <summary>
-/// One stream's operations on a completion backend: its slot and generation (in each operation's user data), and what is
-/// in flight. One per connection for its whole life, so it holds only what every stream needs (64 bytes); an accept
+/// One stream's operations on a completion backend: its slot and generation (in each operation's user data), its registered
+/// file index, and what is in flight. One per connection for its whole life, so it holds only what every stream needs
+/// (72 bytes); an accept
 /// channel's own state is in <see cref="AcceptChannel"/>.
 /// </summary>
 internal class CompletionChannel
@@ -180,6 +181,12 @@ internal class CompletionChannel
     }
 
     internal int Fd { get; }
+
+    /// <summary>
+    /// The stream's index in the backend's registered file table, which its operations name instead of <see cref="Fd"/>
+    /// (so that the kernel need not look the descriptor up for each); -1 when it has none (no table, or the table full).
+    /// </summary>
+    internal int FileIndex { get; set; } = -1;
 
     internal int Slot { get; }
 

@@ -317,6 +317,7 @@ internal sealed unsafe partial class IoUringBackend
 
         _completions = true;
         _completionsReason = string.Empty;
+        SetUpFixedFiles();
     }
 
     /// <summary>Chooses the buffer layout (before the first registration).</summary>
@@ -412,8 +413,10 @@ internal sealed unsafe partial class IoUringBackend
         {
             ThrowIfDisposed();
             int slot = TakeChannelSlot();
-            var channel = new CompletionChannel((int)handle.DangerousGetHandle(), slot, ++_channelGenerations[slot], sink);
+            int fd = (int)handle.DangerousGetHandle();
+            var channel = new CompletionChannel(fd, slot, ++_channelGenerations[slot], sink);
             _channels[slot] = channel;
+            InstallFile(channel, fd);
             return channel;
         }
     }
@@ -451,7 +454,7 @@ internal sealed unsafe partial class IoUringBackend
         sqe->Opcode = Interop.IoUring.IORING_OP_RECV;
         sqe->Flags = Interop.IoUring.IOSQE_BUFFER_SELECT;
         sqe->IoPrio = Interop.IoUring.IORING_RECV_MULTISHOT;
-        sqe->Fd = channel.Fd;
+        SetTarget(sqe, channel);
         sqe->BufIndex = BufferGroup;
         sqe->SpliceFdIn = _receiveCap ? ReceiveArmBytes : 0;
         sqe->UserData = OpUserData(KindReceive, channel);
@@ -649,7 +652,7 @@ internal sealed unsafe partial class IoUringBackend
             }
 
             Interop.IoUringSqe* sqe = NextSqe();
-            sqe->Fd = channel.Fd;
+            SetTarget(sqe, channel);
             sqe->OpFlags = Interop.IoUring.MSG_NOSIGNAL;
             if (message->IovLen == 1)
             {
@@ -703,14 +706,19 @@ internal sealed unsafe partial class IoUringBackend
                 QueueCancel(OpUserData(KindSend, channel), channel);
             }
 
-            if (!channel.ReceiveArmed && !channel.SendInFlight)
+            // The registered file table holds a reference on the file too: its entry is cleared with the cancellations.
+            bool cleared = ClearFile(channel);
+            bool inFlight = channel.ReceiveArmed || channel.SendInFlight;
+            if (!inFlight)
             {
                 FreeChannel(channel);
             }
-            else
+
+            if (inFlight || cleared)
             {
-                // Now, not with the next wait: the cancelled operations hold a reference on the file, which must be let
-                // go before the caller closes its descriptor (or no FIN or reset would go out until the next wait).
+                // Now, not with the next wait: the cancelled operations and the table's entry hold a reference on the
+                // file, which must be let go before the caller closes its descriptor (or no FIN or reset would go out
+                // until the next wait).
                 Submit();
             }
         }
@@ -818,6 +826,12 @@ internal sealed unsafe partial class IoUringBackend
         ulong kind = (userData >> KindShift) & 0xF;
         if (kind == KindCancel)
         {
+            return;
+        }
+
+        if (kind == KindFiles)
+        {
+            NoteFileUpdate(res);
             return;
         }
 
@@ -1016,7 +1030,7 @@ internal sealed unsafe partial class IoUringBackend
     /// <summary>On dispose: notes a reaped completion-side CQE's end (no sink is called any more).</summary>
     private void NoteFinalOnDispose(ulong userData, uint flags)
     {
-        if ((userData & CompletionTag) == 0 || userData >= RemovalUserData || ((userData >> KindShift) & 0xF) == KindCancel)
+        if ((userData & CompletionTag) == 0 || userData >= RemovalUserData || ((userData >> KindShift) & 0xF) is KindCancel or KindFiles)
         {
             return;
         }

@@ -621,10 +621,12 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             // The completions reaped by the last wait and not dispatched (the loop is going away) hold buffers: the
             // buffers go with the mapping. The kernel writes into it no more once every operation ended.
             CompletionsDispatched();
+            UnregisterFileTable(registered: !notIssuer);
             TearDownCompletions(opsDone: _channelOps <= 0, registered: !notIssuer);
         }
 
         _ring.Dispose();
+        FreeFileCells();
         if (_wakeFd >= 0)
         {
             Interop.Sys.close(_wakeFd);
@@ -1305,7 +1307,8 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             {
                 Interop.IoUringSqe* from = old.UnsubmittedSqe(i);
                 ulong userData = from->UserData;
-                bool channelOp = (userData & CompletionTag) != 0 && userData < RemovalUserData && ((userData >> KindShift) & 0xF) != KindCancel;
+                // Not the table's updates: the new ring's table is registered with what they installed (MoveFileTable).
+                bool channelOp = (userData & CompletionTag) != 0 && userData < RemovalUserData && ((userData >> KindShift) & 0xF) is not (KindCancel or KindFiles);
                 bool poll = from->Opcode == Interop.IoUring.IORING_OP_POLL_ADD && userData < RemovalUserData && (userData & CompletionTag) == 0;
                 if (channelOp || poll)
                 {
@@ -1320,7 +1323,10 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 _releases[key] = true;
             }
 
-            // Nothing of the old ring is in the kernel any more (RunEnded took it back): unmapping and closing it frees it.
+            MoveFileTable(fresh!);
+
+            // Nothing of the old ring is in the kernel any more (RunEnded took it back): unmapping and closing it frees it
+            // (and its file table, once the kernel tore it down).
             old.Dispose();
             _ring = fresh!;
             _wakeArmed = false;
@@ -1475,7 +1481,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         for (uint i = 0; i < n; i++)
         {
             ulong userData = ring.UnsubmittedSqe(i)->UserData;
-            if ((userData & CompletionTag) != 0 && userData < RemovalUserData && ((userData >> KindShift) & 0xF) != KindCancel)
+            if ((userData & CompletionTag) != 0 && userData < RemovalUserData && ((userData >> KindShift) & 0xF) is not (KindCancel or KindFiles))
             {
                 count++;
             }

@@ -220,6 +220,15 @@ internal sealed unsafe class IoUringRing : IDisposable
         return true;
     }
 
+    /// <summary>Where the next entry will be written: an entry written now is consumed once <see cref="ConsumedUpTo"/> passed this value. Under the submission lock.</summary>
+    internal uint WritePosition => _sqLocalTail;
+
+    /// <summary>
+    /// Whether the kernel consumed (took in, and issued or failed) every entry written before <paramref name="position"/>,
+    /// a <see cref="WritePosition"/> taken after writing them (acquire load of the submission head).
+    /// </summary>
+    internal bool ConsumedUpTo(uint position) => (int)(Volatile.Read(ref *_sqHead) - position) >= 0;
+
     /// <summary>The number of entries written but not yet consumed by the kernel. Under the submission lock.</summary>
     internal uint Unsubmitted => _sqLocalTail - Volatile.Read(ref *_sqHead);
 

@@ -48,6 +48,9 @@ internal static partial class Interop
         internal const byte IORING_OP_SENDMSG = 9;
         internal const byte IORING_OP_TIMEOUT = 11;
         internal const byte IORING_OP_ASYNC_CANCEL = 14;
+
+        /// <summary>Updates entries of the registered file table (<c>sqe-&gt;off</c> the first index, <c>addr</c> the descriptors, <c>len</c> how many).</summary>
+        internal const byte IORING_OP_FILES_UPDATE = 20;
         internal const byte IORING_OP_SEND = 26;
         internal const byte IORING_OP_RECV = 27;
 
@@ -57,6 +60,12 @@ internal static partial class Interop
         // IoUringSqe.flags.
         internal const byte IOSQE_BUFFER_SELECT = 1 << 5;
         internal const byte IOSQE_IO_LINK = 1 << 2;
+
+        /// <summary><c>sqe-&gt;fd</c> is an index of the registered file table, not a descriptor.</summary>
+        internal const byte IOSQE_FIXED_FILE = 1 << 0;
+
+        /// <summary>No completion is posted when the request succeeds (Linux 5.17).</summary>
+        internal const byte IOSQE_CQE_SKIP_SUCCESS = 1 << 6;
 
         // IoUringSqe.ioprio of RECV: keep receiving into provided buffers until cancelled or failed.
         internal const ushort IORING_RECV_MULTISHOT = 1 << 1;
@@ -90,6 +99,15 @@ internal static partial class Interop
         internal const uint IORING_REGISTER_ENABLE_RINGS = 12;
         internal const uint IORING_REGISTER_PBUF_RING = 22;
         internal const uint IORING_UNREGISTER_PBUF_RING = 23;
+
+        /// <summary>Unregisters the file table (every entry lets go of its file).</summary>
+        internal const uint IORING_UNREGISTER_FILES = 3;
+
+        /// <summary>Registers a file table described by an <see cref="IoUringRsrcRegister"/> (Linux 5.13).</summary>
+        internal const uint IORING_REGISTER_FILES2 = 13;
+
+        /// <summary><see cref="IoUringRsrcRegister"/>.Flags: a table of empty entries, no descriptors given (Linux 5.19).</summary>
+        internal const uint IORING_RSRC_REGISTER_SPARSE = 1u << 0;
 
         /// <summary>IoUringBufReg.flags (Linux 6.12): the kernel consumes each buffer incrementally, as bytes arrive, rather than whole.</summary>
         internal const ushort IOU_PBUF_RING_INC = 2;
@@ -230,6 +248,19 @@ internal static partial class Interop
         public ulong Resv0;
         public ulong Resv1;
         public ulong Resv2;
+    }
+
+    /// <summary><c>struct io_uring_rsrc_register</c>: a resource table to register (<c>IORING_REGISTER_FILES2</c>). 32 bytes.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct IoUringRsrcRegister
+    {
+        public uint Nr;
+        public uint Flags;
+        public ulong Resv2;
+
+        /// <summary>The descriptors (<c>__s32</c> each, -1 for an empty entry); 0 with <c>IORING_RSRC_REGISTER_SPARSE</c>.</summary>
+        public ulong Data;
+        public ulong Tags;
     }
 
     /// <summary><c>struct io_uring_buf</c>: one entry of a provided buffer ring, 16 bytes; the ring's tail is the first entry's last 16 bits.</summary>

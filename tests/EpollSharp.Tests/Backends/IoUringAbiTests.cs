@@ -51,6 +51,8 @@ public sealed class IoUringAbiTests
         ["IoUringBufBid"] = Offset<Interop.IoUringBuf>(nameof(Interop.IoUringBuf.Bid)),
         ["IoUringSqeBufIndex"] = Offset<Interop.IoUringSqe>(nameof(Interop.IoUringSqe.BufIndex)),
         ["IoUringSqeIoPrio"] = Offset<Interop.IoUringSqe>(nameof(Interop.IoUringSqe.IoPrio)),
+        ["SizeofIoUringRsrcRegister"] = Unsafe.SizeOf<Interop.IoUringRsrcRegister>(),
+        ["IoUringRsrcRegisterData"] = Offset<Interop.IoUringRsrcRegister>(nameof(Interop.IoUringRsrcRegister.Data)),
         ["SizeofMsgHdr"] = Unsafe.SizeOf<Interop.MsgHdr>(),
         ["MsgHdrIov"] = Offset<Interop.MsgHdr>(nameof(Interop.MsgHdr.Iov)),
         ["MsgHdrIovLen"] = Offset<Interop.MsgHdr>(nameof(Interop.MsgHdr.IovLen)),

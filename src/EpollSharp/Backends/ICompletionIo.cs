@@ -158,7 +158,7 @@ internal interface ICompletionSink
 /// <summary>
 /// One stream's operations on a completion backend: its slot and generation (in each operation's user data), its registered
 /// file index, and what is in flight. One per connection for its whole life, so it holds only what every stream needs
-/// (72 bytes); an accept
+/// (64 bytes); an accept
 /// channel's own state is in <see cref="AcceptChannel"/>.
 /// </summary>
 internal class CompletionChannel
@@ -213,8 +213,11 @@ internal class CompletionChannel
     /// <summary><see cref="ICompletionIo.Close"/> was called.</summary>
     internal bool Closed { get; set; }
 
-    /// <summary>Receives completed with data (for tests and diagnostics).</summary>
-    internal long Receives { get; set; }
+    /// <summary>
+    /// Receives completed with data (for tests and diagnostics; 32 bits, which wrap, so that the channel stays 64 bytes with
+    /// its registered-file index).
+    /// </summary>
+    internal uint Receives { get; set; }
 
     /// <summary>The result of the last receive completion that ended a multishot receive (for tests and diagnostics).</summary>
     internal int LastReceiveEnd { get; set; }
@@ -222,8 +225,8 @@ internal class CompletionChannel
     /// <summary>How many multishot receives ended (for tests and diagnostics).</summary>
     internal int ReceiveEnds { get; set; }
 
-    /// <summary>Sends completed (for tests and diagnostics).</summary>
-    internal long Sends { get; set; }
+    /// <summary>Sends completed (for tests and diagnostics; 32 bits, which wrap, as <see cref="Receives"/>).</summary>
+    internal uint Sends { get; set; }
 }
 
 /// <summary>A listening stream's accept operations on a completion backend (<see cref="ICompletionIo.OpenAccept"/>).</summary>

@@ -214,7 +214,7 @@ public sealed partial class Connection
         _socket.Dispose();
         if (backlogFree)
         {
-            _sendQueue?.Clear();
+            _sendQueue?.Clear(_completionIo);
         }
 
         if (notify && Has(ConnectionFlags.Started))

@@ -160,7 +160,7 @@ public sealed partial class Connection : ICompletionSink
         if (Has(ConnectionFlags.Closed))
         {
             // The close left the backlog and the message to this completion: the kernel no longer reads them.
-            _sendQueue?.Clear();
+            _sendQueue?.Clear(_completionIo);
             FreeSendMessage();
             return;
         }
@@ -327,7 +327,7 @@ public sealed partial class Connection : ICompletionSink
             }
 
             _completionIo.KeepReceiveBuffer(window.Buffer);
-            (_sendQueue ??= new SendQueue()).Borrow(p, data.Length, window.Buffer, _completionIo);
+            (_sendQueue ??= new SendQueue()).Borrow(p, data.Length, window.Buffer);
         }
 
         _stats.OnBorrowedWrite();
@@ -516,7 +516,8 @@ public sealed partial class Connection : ICompletionSink
                     }
                 }
 
-                held.Consume(n);
+                // Held bytes are copies, never borrowed: no backend to name.
+                held.Consume(n, null);
             }
         }
         finally
@@ -591,7 +592,7 @@ public sealed partial class Connection : ICompletionSink
 
         if (result > 0)
         {
-            queue.ConsumeAcross(result);
+            queue.ConsumeAcross(result, _completionIo);
             Volatile.Write(ref _bytesSent, _bytesSent + result);
             _stats.AddSent(result);
             _lastActivity = ActivityTimestamp();
@@ -601,7 +602,7 @@ public sealed partial class Connection : ICompletionSink
         {
             // The send took part of the bytes borrowed from a provided buffer: the rest waits for room in the socket, in
             // chunks, so that a slow peer cannot keep the buffer (and the other bytes in it) out of the kernel's reach.
-            queue.CopyBorrowed();
+            queue.CopyBorrowed(_completionIo!);
             _stats.OnPartialBorrowedSend();
         }
 

@@ -207,7 +207,7 @@ public sealed partial class Connection
                 return;
             }
 
-            queue.Consume(n);
+            queue.Consume(n, _completionIo);
             Volatile.Write(ref _bytesSent, _bytesSent + n);
             _stats.AddSent(n);
             _lastActivity = ActivityTimestamp();

@@ -36,7 +36,6 @@ internal sealed unsafe class SendQueue
 
     private ushort _borrowedBuffer;
 
-    private ICompletionIo? _borrowedOwner;
 
     /// <summary>The bytes queued (a borrowed front's included).</summary>
     public long Length { get; private set; }
@@ -53,12 +52,13 @@ internal sealed unsafe class SendQueue
     public int BorrowedLength => _borrowedLength;
 
     /// <summary>
-    /// Makes <paramref name="length"/> bytes at <paramref name="address"/>, in provided buffer <paramref name="bufferId"/> of
-    /// <paramref name="owner"/>, the front of this empty queue, without copying them. The caller kept the buffer
+    /// Makes <paramref name="length"/> bytes at <paramref name="address"/>, in provided buffer <paramref name="bufferId"/>,
+    /// the front of this empty queue, without copying them. The caller kept the buffer
     /// (<see cref="ICompletionIo.KeepReceiveBuffer"/>); the queue gives it back (<see cref="ICompletionIo.ReleaseReceiveBuffer"/>)
-    /// when the bytes are consumed or the queue is cleared.
+    /// to the backend that the calls which consume, copy or clear the bytes name (the queue does not hold it: a connection
+    /// has one, and every byte a queue holds counts against an idle connection's memory).
     /// </summary>
-    public void Borrow(byte* address, int length, ushort bufferId, ICompletionIo owner)
+    public void Borrow(byte* address, int length, ushort bufferId)
     {
         if (Length != 0 || length <= 0)
         {
@@ -68,7 +68,6 @@ internal sealed unsafe class SendQueue
         _borrowed = address;
         _borrowedLength = length;
         _borrowedBuffer = bufferId;
-        _borrowedOwner = owner;
         Length = length;
     }
 
@@ -110,7 +109,8 @@ internal sealed unsafe class SendQueue
     /// Copies the borrowed front into chunks at the front of the queue and gives its buffer back (a send took only part of
     /// it: the rest may wait for the peer for long, and must not keep a provided buffer meanwhile).
     /// </summary>
-    public void CopyBorrowed()
+    /// <param name="owner">The backend whose buffer the front is.</param>
+    public void CopyBorrowed(ICompletionIo owner)
     {
         int length = _borrowedLength;
         if (length == 0)
@@ -139,7 +139,7 @@ internal sealed unsafe class SendQueue
 
         // Length is unchanged: the same bytes, now in chunks.
         _borrowedLength = 0;
-        ReleaseBorrowed();
+        ReleaseBorrowed(owner);
     }
 
     /// <summary>The first queued bytes: the borrowed front, or the first chunk's. Only when not empty.</summary>
@@ -164,12 +164,14 @@ internal sealed unsafe class SendQueue
     }
 
     /// <summary>Removes <paramref name="count"/> bytes from the front, across chunks.</summary>
-    public void ConsumeAcross(long count)
+    /// <param name="count">The bytes sent.</param>
+    /// <param name="owner">The backend whose buffer a borrowed front is (null when the queue never borrows).</param>
+    public void ConsumeAcross(long count, ICompletionIo? owner)
     {
         while (count > 0)
         {
             int n = (int)Math.Min(count, _borrowedLength > 0 ? _borrowedLength : Peek().Count);
-            Consume(n);
+            Consume(n, owner);
             count -= n;
         }
     }
@@ -178,7 +180,9 @@ internal sealed unsafe class SendQueue
     /// Removes <paramref name="count"/> bytes (at most <see cref="PeekSpan"/>'s length) from the front; returns a drained
     /// chunk to the pool, and a consumed borrowed front's buffer to its backend.
     /// </summary>
-    public void Consume(int count)
+    /// <param name="count">The bytes sent.</param>
+    /// <param name="owner">The backend whose buffer a borrowed front is (null when the queue never borrows).</param>
+    public void Consume(int count, ICompletionIo? owner)
     {
         if (_borrowedLength > 0)
         {
@@ -187,7 +191,7 @@ internal sealed unsafe class SendQueue
             Length -= count;
             if (_borrowedLength == 0)
             {
-                ReleaseBorrowed();
+                ReleaseBorrowed(owner);
             }
 
             return;
@@ -210,12 +214,13 @@ internal sealed unsafe class SendQueue
     }
 
     /// <summary>Drops everything queued and returns the chunks to the pool (and a borrowed front's buffer to its backend).</summary>
-    public void Clear()
+    /// <param name="owner">The backend whose buffer a borrowed front is (null when the queue never borrows).</param>
+    public void Clear(ICompletionIo? owner = null)
     {
         if (_borrowedLength > 0)
         {
             _borrowedLength = 0;
-            ReleaseBorrowed();
+            ReleaseBorrowed(owner);
         }
 
         while (_count > 0)
@@ -231,12 +236,15 @@ internal sealed unsafe class SendQueue
         Length = 0;
     }
 
-    /// <summary>Gives the borrowed front's buffer back (its bytes are consumed or dropped).</summary>
-    private void ReleaseBorrowed()
+    /// <summary>Gives the borrowed front's buffer back to <paramref name="owner"/> (its bytes are consumed or dropped).</summary>
+    private void ReleaseBorrowed(ICompletionIo? owner)
     {
-        ICompletionIo owner = _borrowedOwner!;
         _borrowed = null;
-        _borrowedOwner = null;
+        if (owner is null)
+        {
+            throw new InvalidOperationException("A queue with a borrowed front was consumed or cleared without the backend that lent it.");
+        }
+
         owner.ReleaseReceiveBuffer(_borrowedBuffer);
     }
 

@@ -142,6 +142,68 @@ public class PipeInputReaderTests
     }
 
     /// <summary>
+    /// With a <see cref="PipeConnectionOptions.MemoryPool"/> of the application's, every segment of the input is that
+    /// pool's memory, large reads included (the loop lends its receive memory only with the pipes' own pool).
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public async Task Input_segments_come_from_the_configured_pool_for_large_reads_too(EventLoopBackend backend, bool onLoop)
+    {
+        var pool = new RecordingPool();
+        var options = new PipeConnectionOptions { RunContinuationsOnLoop = onLoop, MemoryPool = pool };
+        await using Dialed d = await Dialed.Open(backend, options);
+        PipeReader input = d.Input;
+        byte[] data = Pattern(60_000, 11);
+        d.Peer.Send(data);
+        var got = new List<byte>();
+        int segments = 0;
+        while (got.Count < data.Length)
+        {
+            ReadResult result = await input.ReadAsync().AsTask().WaitAsync(Timeout);
+            foreach (ReadOnlyMemory<byte> segment in result.Buffer)
+            {
+                Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(segment, out ArraySegment<byte> array), "a segment not backed by an array");
+                Assert.True(pool.Lent.ContainsKey(array.Array!), "an input segment that is not the configured pool's memory");
+                segments++;
+            }
+
+            got.AddRange(result.Buffer.ToArray());
+            input.AdvanceTo(result.Buffer.End);
+        }
+
+        Assert.Equal(data, got.ToArray());
+        Assert.True(segments > 0);
+    }
+
+    /// <summary>A pool that remembers every array it lent.</summary>
+    private sealed class RecordingPool : MemoryPool<byte>
+    {
+        public ConcurrentDictionary<byte[], bool> Lent { get; } = new();
+
+        public override int MaxBufferSize => 64 * 1024;
+
+        public override IMemoryOwner<byte> Rent(int minBufferSize = -1)
+        {
+            var array = new byte[minBufferSize <= 0 ? 4096 : minBufferSize];
+            Lent[array] = true;
+            return new Owner(array);
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+        }
+
+        private sealed class Owner(byte[] array) : IMemoryOwner<byte>
+        {
+            public Memory<byte> Memory => array;
+
+            public void Dispose()
+            {
+            }
+        }
+    }
+
+    /// <summary>
     /// Two connections on one loop, the first reset while its application holds a large read: the bytes it holds stay
     /// intact while the second connection receives large reads into the loop's receive memory (before and after the
     /// first completes its input and its blocks go back to the pool), and a position of the first's buffer is refused

@@ -52,9 +52,17 @@ internal sealed class PipeEcho
                 ReadResult result = await input.ReadAsync();
                 ReadOnlySequence<byte> buffer = result.Buffer;
                 long length = buffer.Length;
-                foreach (ReadOnlyMemory<byte> segment in buffer)
+                if (buffer.IsSingleSegment)
                 {
-                    output.Write(segment.Span);
+                    // The usual case (a message in one block of the input): no enumerator.
+                    output.Write(buffer.FirstSpan);
+                }
+                else
+                {
+                    foreach (ReadOnlyMemory<byte> segment in buffer)
+                    {
+                        output.Write(segment.Span);
+                    }
                 }
 
                 input.AdvanceTo(buffer.End);

@@ -247,7 +247,8 @@ public sealed partial class Connection
             return;
         }
 
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(_settings.ReceiveBufferSize);
+        // Rented at the first read that needs it: a handler that lends its own memory (GetReceiveBuffer) may need none.
+        byte[]? buffer = null;
         try
         {
             for (int reads = 0; ; reads++)
@@ -274,7 +275,16 @@ public sealed partial class Connection
                     return;
                 }
 
-                int n = _transfer.Receive(buffer, out SocketError error);
+                // The handler's own memory when it lends some (the pipes' input on the loop: the bytes land where the
+                // application reads them, without a copy), else the pass's buffer.
+                ArraySegment<byte> target = discard ? default : _handler.GetReceiveBuffer(this, _settings.ReceiveBufferSize);
+                if (target.Array is null)
+                {
+                    buffer ??= ArrayPool<byte>.Shared.Rent(_settings.ReceiveBufferSize);
+                    target = new ArraySegment<byte>(buffer);
+                }
+
+                int n = _transfer.Receive(target, out SocketError error);
                 if (error != SocketError.Success)
                 {
                     if (error == SocketError.WouldBlock)
@@ -309,10 +319,10 @@ public sealed partial class Connection
                 _lastActivity = ActivityTimestamp();
                 if (!discard)
                 {
-                    _handler.OnReceived(this, new ReadOnlySpan<byte>(buffer, 0, n));
+                    _handler.OnReceived(this, new ReadOnlySpan<byte>(target.Array, target.Offset, n));
                 }
 
-                if (n < buffer.Length && !Has(ConnectionFlags.HangupSeen))
+                if (n < target.Count && !Has(ConnectionFlags.HangupSeen))
                 {
                     // A short read emptied the socket's buffer: anything arriving later is a new readiness (and a new edge).
                     InputDrained();
@@ -323,7 +333,10 @@ public sealed partial class Connection
         finally
         {
             EndReceivePass();
-            ArrayPool<byte>.Shared.Return(buffer);
+            if (buffer is not null)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
         }
     }
 

@@ -51,6 +51,13 @@ public abstract class ConnectionHandler
     public abstract void OnReceived(Connection connection, ReadOnlySpan<byte> data);
 
     /// <summary>
+    /// Memory of the handler's own for the next receive of up to <paramref name="size"/> bytes (readiness backends), or
+    /// default for the connection's buffer. The next <see cref="OnReceived"/> then gets a view of it, and the handler may
+    /// keep what it lent instead of copying it (the pipes' input on the loop). Called on the loop thread before each read.
+    /// </summary>
+    internal virtual ArraySegment<byte> GetReceiveBuffer(Connection connection, int size) => default;
+
+    /// <summary>
     /// The peer shut down its sending side (half-close): no more data will arrive, but you may still write.
     /// The default calls <see cref="Connection.Shutdown"/>: finish sending what is buffered, then close.
     /// </summary>

@@ -79,6 +79,10 @@ public sealed partial class PipeConnection
         flush.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onInputFlushed);
     }
 
+    /// <summary>Memory for the next receive (loop thread): the loop reader's, unless the input is done or a pipe takes the bytes.</summary>
+    internal ArraySegment<byte> GetReceiveBuffer(int size) =>
+        _loopInput is not null && !_inputDone ? _loopInput.GetReceiveBuffer(size) : default;
+
     /// <summary>The peer's end of stream: the input completes (the application reads what came before it first).</summary>
     internal void OnReadClosed() => CompleteInputWriter(null);
 

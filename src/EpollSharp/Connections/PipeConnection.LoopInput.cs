@@ -2,6 +2,7 @@ using System;
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
 using System.Threading;
 using System.Threading.Tasks;
 using System.Threading.Tasks.Sources;
@@ -14,7 +15,9 @@ namespace EpollSharp.Connections;
 // would — no pipe writer, no flush, no scheduler between. Any other completion of a waiting read (the peer's end of
 // stream, a close, CancelPendingRead, the read's token) is posted to the loop, where the continuation then runs, as the
 // pipe's loop scheduler did. The application may read from any thread (one reader at a time, as with any pipe): the
-// state the loop and the reader share is guarded by a lock, taken once per message on the loop's side.
+// state the loop and the reader share is guarded by a lock, taken once per message on the loop's side. With the pipes'
+// own pool, the loop receives straight into a large block the reader lends (GetReceiveBuffer, one per loop thread), and a
+// read of more than a small block's worth is linked into the reader as it is, without the copy.
 public sealed partial class PipeConnection
 {
     /// <summary>The application's input with continuations on the loop (else null: the <see cref="_input"/> pipe).</summary>
@@ -61,6 +64,18 @@ public sealed partial class PipeConnection
 
         [ThreadStatic]
         private static int t_freeSegmentCount;
+
+        /// <summary>
+        /// This loop thread's receive segment: a large block of the pipes' pool that the next receive lands in (lent by
+        /// <see cref="GetReceiveBuffer"/>). A read of more than <see cref="PipeBlockPool.BlockSize"/> bytes is linked into
+        /// the reader as it is (its block is the one a copy would have rented) and the thread takes a new one next time; a
+        /// smaller read is copied into a small block as before, so a connection holding a few bytes holds a small block.
+        /// </summary>
+        [ThreadStatic]
+        private static Segment? t_receiveSegment;
+
+        /// <summary>Whether the reader lends receive memory: its pool is the pipes' own (a custom pool's blocks are its own business).</summary>
+        private readonly bool _lendsReceiveMemory;
 
         private readonly PipeConnection _owner;
         private readonly MemoryPool<byte> _pool;
@@ -117,9 +132,32 @@ public sealed partial class PipeConnection
             _maxBlock = max <= 0 ? int.MaxValue : max;
             _pauseThreshold = options.InputPauseThreshold;
             _resumeThreshold = options.InputPauseThreshold == 0 ? 0 : options.InputResumeThreshold;
+            _lendsReceiveMemory = ReferenceEquals(_pool, PipeBlockPool.Instance);
         }
 
         private Connection Connection => _owner.Connection;
+
+        /// <summary>
+        /// Memory for the connection's next receive of up to <paramref name="size"/> bytes (loop thread): the start of this
+        /// thread's receive segment, or default (the connection's own buffer) with another pool or a larger size.
+        /// </summary>
+        public ArraySegment<byte> GetReceiveBuffer(int size)
+        {
+            if (!_lendsReceiveMemory || size > PipeBlockPool.LargeBlockSize)
+            {
+                return default;
+            }
+
+            Segment segment = t_receiveSegment ??= NewReceiveSegment();
+            return new ArraySegment<byte>(segment.Array!, 0, size);
+        }
+
+        private static Segment NewReceiveSegment()
+        {
+            Segment segment = TakeFreeSegment();
+            segment.Init(null, PipeBlockPool.Instance.Rent(PipeBlockPool.LargeBlockSize), 0);
+            return segment;
+        }
 
         // ================= the loop's side =================
 
@@ -129,6 +167,14 @@ public sealed partial class PipeConnection
             ReadResult result = default;
             CancellationTokenRegistration registration = default;
             bool deliver = false;
+
+            // Received into this thread's receive segment (GetReceiveBuffer), and more than a small block's worth: linked as is.
+            Segment? lent = t_receiveSegment;
+            if (lent is null || data.Length <= PipeBlockPool.BlockSize || !data.Overlaps(lent.Array, out int offset) || offset != 0)
+            {
+                lent = null;
+            }
+
             lock (_sync)
             {
                 if (_readerCompleted || _writerCompleted)
@@ -137,7 +183,15 @@ public sealed partial class PipeConnection
                     return;
                 }
 
-                Append(data);
+                if (lent is not null && (_tail is null || _tail.End == _tail.Memory.Length))
+                {
+                    Link(lent, data.Length);
+                    t_receiveSegment = null;
+                }
+                else
+                {
+                    Append(data);
+                }
                 if (_state == Waiting && !_deliveryPosted)
                 {
                     // (A read whose token fired, or that CancelPendingRead ended, has its delivery posted already.)
@@ -226,6 +280,25 @@ public sealed partial class PipeConnection
                 data = data.Slice(n);
             }
 
+            _dataReady = true;
+        }
+
+        /// <summary>Links <paramref name="segment"/>, which holds the <paramref name="length"/> bytes received, after the received bytes (under the lock; the tail is full or there is none).</summary>
+        private void Link(Segment segment, int length)
+        {
+            segment.Attach(this, _written, length);
+            if (_tail is null)
+            {
+                _head = segment;
+                _headIndex = 0;
+            }
+            else
+            {
+                _tail.SetNext(segment);
+            }
+
+            _tail = segment;
+            _written += length;
             _dataReady = true;
         }
 
@@ -644,20 +717,23 @@ public sealed partial class PipeConnection
 
         // ================= segments =================
 
-        private Segment RentSegment(int wanted, long runningIndex)
+        private static Segment TakeFreeSegment()
         {
             Segment? segment = t_freeSegments;
-            if (segment is not null)
+            if (segment is null)
             {
-                t_freeSegments = (Segment?)segment.Next;
-                t_freeSegmentCount--;
-                segment.SetNext(null);
-            }
-            else
-            {
-                segment = new Segment();
+                return new Segment();
             }
 
+            t_freeSegments = (Segment?)segment.Next;
+            t_freeSegmentCount--;
+            segment.SetNext(null);
+            return segment;
+        }
+
+        private Segment RentSegment(int wanted, long runningIndex)
+        {
+            Segment segment = TakeFreeSegment();
             int size = Math.Min(Math.Max(wanted, PipeBlockPool.BlockSize), _maxBlock);
             IMemoryOwner<byte> owner = _pool.Rent(size);
             segment.Init(this, owner, runningIndex);
@@ -692,10 +768,14 @@ public sealed partial class PipeConnection
             /// <summary>The block, writable (the reader sees it read-only through the sequence).</summary>
             public Memory<byte> Block;
 
+            /// <summary>The block's array, for a receive segment (see <see cref="t_receiveSegment"/>); else null.</summary>
+            public byte[]? Array;
+
             /// <summary>Bytes written into the block (all of it for every segment but the tail).</summary>
             public int End;
 
-            public void Init(LoopInputReader reader, IMemoryOwner<byte> owner, long runningIndex)
+            /// <summary>A segment over <paramref name="owner"/>'s block for <paramref name="reader"/> (null: a receive segment, whose block must be an array).</summary>
+            public void Init(LoopInputReader? reader, IMemoryOwner<byte> owner, long runningIndex)
             {
                 Reader = reader;
                 _owner = owner;
@@ -703,6 +783,20 @@ public sealed partial class PipeConnection
                 Memory = Block;
                 RunningIndex = runningIndex;
                 End = 0;
+                if (reader is null)
+                {
+                    Array = MemoryMarshal.TryGetArray(Block, out ArraySegment<byte> array) && array.Offset == 0
+                        ? array.Array
+                        : throw new InvalidOperationException("The pipes' pool lends arrays.");
+                }
+            }
+
+            /// <summary>A receive segment holding <paramref name="end"/> received bytes joins <paramref name="reader"/>'s buffer at <paramref name="runningIndex"/>.</summary>
+            public void Attach(LoopInputReader reader, long runningIndex, int end)
+            {
+                Reader = reader;
+                RunningIndex = runningIndex;
+                End = end;
             }
 
             public void SetNext(Segment? next) => Next = next;
@@ -712,6 +806,7 @@ public sealed partial class PipeConnection
                 Reader = null;
                 _owner?.Dispose();
                 _owner = null;
+                Array = null;
                 Block = default;
                 Memory = default;
                 End = 0;

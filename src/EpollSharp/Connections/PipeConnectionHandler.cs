@@ -69,6 +69,9 @@ public sealed class PipeConnectionHandler : ConnectionHandler
     /// <param name="data">The bytes received.</param>
     public override void OnReceived(Connection connection, ReadOnlySpan<byte> data) => Of(connection).OnReceived(data);
 
+    /// <summary>With continuations on the loop, the input reader lends its memory for the next receive (no copy afterwards).</summary>
+    internal override ArraySegment<byte> GetReceiveBuffer(Connection connection, int size) => Of(connection).GetReceiveBuffer(size);
+
     /// <summary>The peer's end of stream: completes the input pipe (the application reads what came before, then <c>IsCompleted</c>). Does not shut down the output.</summary>
     /// <param name="connection">The connection.</param>
     public override void OnReadClosed(Connection connection) => Of(connection).OnReadClosed();

@@ -30,10 +30,10 @@ internal readonly partial struct SocketTransfer
     /// <summary>One non-blocking send attempt of a backlog segment; as <see cref="Send(ReadOnlySpan{byte}, out SocketError)"/>.</summary>
     internal int Send(ArraySegment<byte> segment, out SocketError error) => Send((ReadOnlySpan<byte>)segment, out error);
 
-    /// <summary>One non-blocking receive into <paramref name="buffer"/>: the bytes read, 0 at the end of stream, or 0 with an error.</summary>
-    internal int Receive(byte[] buffer, out SocketError error) =>
+    /// <summary>One non-blocking receive into <paramref name="target"/>: the bytes read, 0 at the end of stream, or 0 with an error.</summary>
+    internal int Receive(ArraySegment<byte> target, out SocketError error) =>
         _directHandle is not null
-            ? SocketIo.Receive(_directHandle, buffer, out error)
-            : _socket.Receive(buffer, 0, buffer.Length, SocketFlags.None, out error);
+            ? SocketIo.Receive(_directHandle, target.AsSpan(), out error)
+            : _socket.Receive(target.Array!, target.Offset, target.Count, SocketFlags.None, out error);
 }
 #endif

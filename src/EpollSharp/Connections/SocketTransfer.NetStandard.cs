@@ -53,8 +53,8 @@ internal readonly partial struct SocketTransfer
     internal int Send(ArraySegment<byte> segment, out SocketError error) =>
         _socket.Send(segment.Array!, segment.Offset, segment.Count, SocketFlags.None, out error);
 
-    /// <summary>One non-blocking receive into <paramref name="buffer"/>: the bytes read, 0 at the end of stream, or 0 with an error.</summary>
-    internal int Receive(byte[] buffer, out SocketError error) =>
-        _socket.Receive(buffer, 0, buffer.Length, SocketFlags.None, out error);
+    /// <summary>One non-blocking receive into <paramref name="target"/>: the bytes read, 0 at the end of stream, or 0 with an error.</summary>
+    internal int Receive(ArraySegment<byte> target, out SocketError error) =>
+        _socket.Receive(target.Array!, target.Offset, target.Count, SocketFlags.None, out error);
 }
 #endif

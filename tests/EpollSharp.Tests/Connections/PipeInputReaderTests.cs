@@ -38,9 +38,11 @@ public class PipeInputReaderTests
 
         public PipeReader Input => Connection.Transport.Input;
 
-        public static async Task<Dialed> Open(EventLoopBackend backend, PipeConnectionOptions options)
+        public static Task<Dialed> Open(EventLoopBackend backend, PipeConnectionOptions options) => Open(new RunningLoop(backend), options);
+
+        /// <summary>A connection on <paramref name="loop"/>, which the connection's disposal disposes.</summary>
+        public static async Task<Dialed> Open(RunningLoop loop, PipeConnectionOptions options)
         {
-            var loop = new RunningLoop(backend);
             using Socket listener = RunningLoop.PlainListener(backlog: 1);
             Task<Socket> accepting = listener.AcceptAsync();
             PipeConnection connection = await PipeConnection.ConnectAsync(loop.Loop, listener.LocalEndPoint!, options).WaitAsync(Timeout);
@@ -65,6 +67,186 @@ public class PipeInputReaderTests
     }
 
     private static string Text(ReadOnlySequence<byte> buffer) => Encoding.ASCII.GetString(buffer.ToArray());
+
+    /// <summary><paramref name="length"/> bytes of a pattern that differs with <paramref name="seed"/> and repeats only every 251 bytes.</summary>
+    private static byte[] Pattern(int length, int seed)
+    {
+        var bytes = new byte[length];
+        for (int i = 0; i < length; i++)
+        {
+            bytes[i] = (byte)((i + seed) % 251);
+        }
+
+        return bytes;
+    }
+
+    /// <summary>Reads, consuming nothing and examining everything, until the input holds at least <paramref name="length"/> bytes.</summary>
+    private static async Task<ReadResult> ReadAtLeast(PipeReader input, long length)
+    {
+        ReadResult result = await input.ReadAsync().AsTask().WaitAsync(Timeout);
+        while (result.Buffer.Length < length)
+        {
+            Assert.False(result.IsCompleted, "the input ended early");
+            input.AdvanceTo(result.Buffer.Start, result.Buffer.End);
+            result = await input.ReadAsync().AsTask().WaitAsync(Timeout);
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// Reads larger than a small block (which the loop receives straight into memory the reader then keeps) and small ones
+    /// (copied), in every order: bytes held unconsumed stay intact while more arrive behind them, a partly consumed buffer
+    /// goes on with the next bytes, and a message larger than a whole block arrives complete.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public async Task Large_and_small_reads_arrive_intact_behind_bytes_still_held(EventLoopBackend backend, bool onLoop)
+    {
+        await using Dialed d = await Dialed.Open(backend, PipeConnectionTests.Options(onLoop));
+        PipeReader input = d.Input;
+        byte[] a = Pattern(12_000, 1);
+        byte[] b = Pattern(16_384, 2);
+        byte[] c = Encoding.ASCII.GetBytes("xyz");
+        byte[] e = Pattern(40_000, 3);
+
+        d.Peer.Send(a);
+        ReadResult result = await ReadAtLeast(input, a.Length);
+        Assert.Equal(a, result.Buffer.ToArray());
+
+        // Held (examined, not consumed) while a whole block's worth more arrives.
+        input.AdvanceTo(result.Buffer.Start, result.Buffer.End);
+        d.Peer.Send(b);
+        result = await ReadAtLeast(input, a.Length + b.Length);
+        Assert.Equal(a.Concat(b).ToArray(), result.Buffer.ToArray());
+
+        // Part consumed, then a small read behind the rest.
+        input.AdvanceTo(result.Buffer.GetPosition(5_000), result.Buffer.End);
+        d.Peer.Send(c);
+        result = await ReadAtLeast(input, a.Length + b.Length + c.Length - 5_000);
+        Assert.Equal(a.Skip(5_000).Concat(b).Concat(c).ToArray(), result.Buffer.ToArray());
+
+        // All consumed; then more than two blocks' worth, consumed as it comes.
+        input.AdvanceTo(result.Buffer.End);
+        d.Peer.Send(e);
+        var got = new List<byte>();
+        while (got.Count < e.Length)
+        {
+            result = await input.ReadAsync().AsTask().WaitAsync(Timeout);
+            got.AddRange(result.Buffer.ToArray());
+            input.AdvanceTo(result.Buffer.End);
+        }
+
+        Assert.Equal(e, got.ToArray());
+        Assert.Equal(a.Length + b.Length + c.Length + e.Length, d.Loop.Harness.Invoke(() => d.Connection.Connection.BytesReceived));
+    }
+
+    /// <summary>
+    /// With a <see cref="PipeConnectionOptions.MemoryPool"/> of the application's, every segment of the input is that
+    /// pool's memory, large reads included (the loop lends its receive memory only with the pipes' own pool).
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public async Task Input_segments_come_from_the_configured_pool_for_large_reads_too(EventLoopBackend backend, bool onLoop)
+    {
+        var pool = new RecordingPool();
+        var options = new PipeConnectionOptions { RunContinuationsOnLoop = onLoop, MemoryPool = pool };
+        await using Dialed d = await Dialed.Open(backend, options);
+        PipeReader input = d.Input;
+        byte[] data = Pattern(60_000, 11);
+        d.Peer.Send(data);
+        var got = new List<byte>();
+        int segments = 0;
+        while (got.Count < data.Length)
+        {
+            ReadResult result = await input.ReadAsync().AsTask().WaitAsync(Timeout);
+            foreach (ReadOnlyMemory<byte> segment in result.Buffer)
+            {
+                Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(segment, out ArraySegment<byte> array), "a segment not backed by an array");
+                Assert.True(pool.Lent.ContainsKey(array.Array!), "an input segment that is not the configured pool's memory");
+                segments++;
+            }
+
+            got.AddRange(result.Buffer.ToArray());
+            input.AdvanceTo(result.Buffer.End);
+        }
+
+        Assert.Equal(data, got.ToArray());
+        Assert.True(segments > 0);
+    }
+
+    /// <summary>A pool that remembers every array it lent.</summary>
+    private sealed class RecordingPool : MemoryPool<byte>
+    {
+        public ConcurrentDictionary<byte[], bool> Lent { get; } = new();
+
+        public override int MaxBufferSize => 64 * 1024;
+
+        public override IMemoryOwner<byte> Rent(int minBufferSize = -1)
+        {
+            var array = new byte[minBufferSize <= 0 ? 4096 : minBufferSize];
+            Lent[array] = true;
+            return new Owner(array);
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+        }
+
+        private sealed class Owner(byte[] array) : IMemoryOwner<byte>
+        {
+            public Memory<byte> Memory => array;
+
+            public void Dispose()
+            {
+            }
+        }
+    }
+
+    /// <summary>
+    /// Two connections on one loop, the first reset while its application holds a large read: the bytes it holds stay
+    /// intact while the second connection receives large reads into the loop's receive memory (before and after the
+    /// first completes its input and its blocks go back to the pool), and a position of the first's buffer is refused
+    /// by the second's reader.
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public async Task Receive_memory_is_reused_after_a_reset_without_touching_bytes_still_held(EventLoopBackend backend, bool onLoop)
+    {
+        var loop = new RunningLoop(backend);
+        Dialed first = await Dialed.Open(loop, PipeConnectionTests.Options(onLoop));
+        await using Dialed second = await Dialed.Open(loop, PipeConnectionTests.Options(onLoop));
+        byte[] a = Pattern(10_000, 4);
+        first.Peer.Send(a);
+        ReadResult held = await ReadAtLeast(first.Input, a.Length);
+        first.Peer.LingerState = new LingerOption(true, 0);
+        first.Peer.Close();
+        LoopHarness.WaitUntil(() => loop.Harness.Invoke(() => first.Connection.Connection.IsClosed), "the reset closes the first connection");
+
+        byte[] b = Pattern(10_000, 5);
+        second.Peer.Send(b);
+        ReadResult result = await ReadAtLeast(second.Input, b.Length);
+        Assert.Equal(b, result.Buffer.ToArray());
+        Assert.Equal(a, held.Buffer.ToArray());
+        if (onLoop)
+        {
+            Assert.Throws<InvalidOperationException>(() => second.Input.AdvanceTo(held.Buffer.End));
+        }
+
+        second.Input.AdvanceTo(result.Buffer.End);
+        first.Input.Complete();
+        first.Peer.Dispose();
+        await first.Connection.DisposeAsync().AsTask().WaitAsync(Timeout);
+
+        for (int seed = 6; seed < 10; seed++)
+        {
+            byte[] more = Pattern(12_000, seed);
+            second.Peer.Send(more);
+            result = await ReadAtLeast(second.Input, more.Length);
+            Assert.Equal(more, result.Buffer.ToArray());
+            second.Input.AdvanceTo(result.Buffer.End);
+        }
+    }
 
     /// <summary>
     /// AdvanceTo(start, end) examined everything: the next ReadAsync waits for new bytes and then returns the old ones

@@ -148,6 +148,25 @@ public sealed partial class SampleProcess : IDisposable
         Assert.Equal(0, kill(Process.Id, signal));
     }
 
+    /// <summary>
+    /// True when this process ignores <paramref name="signal"/> (the SigIgn mask of /proc/self/status). A child
+    /// inherits an ignored disposition across exec and .NET keeps it ignored, so a test that stops a sample with
+    /// that signal cannot run (a shell without job control starts background commands with SIGINT ignored).
+    /// </summary>
+    public static bool IgnoredByThisProcess(int signal)
+    {
+        foreach (string line in File.ReadLines("/proc/self/status"))
+        {
+            if (line.StartsWith("SigIgn:", StringComparison.Ordinal))
+            {
+                ulong mask = Convert.ToUInt64(line.Substring("SigIgn:".Length).Trim(), 16);
+                return (mask & (1UL << (signal - 1))) != 0;
+            }
+        }
+
+        return false;
+    }
+
     /// <summary>CPU time (user + system) the process has used, from /proc/PID/stat (clock ticks of 10 ms).</summary>
     public TimeSpan CpuTime()
     {

@@ -90,6 +90,22 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     /// <summary><c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c>: the min-wait in microseconds; 0 switches batching waits off.</summary>
     private static readonly uint s_minWaitSetting = ParseMinWait(Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_MIN_WAIT_US"));
 
+    /// <summary>
+    /// Whether <c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c> names a min-wait (a number): it is then used as it is, instead of the
+    /// one that follows the arrival rate (see <see cref="AdaptiveMinWait"/>).
+    /// </summary>
+    private static readonly bool s_minWaitFixed = uint.TryParse(
+        Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_MIN_WAIT_US")?.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out _);
+
+    /// <summary>
+    /// A min-wait that follows the arrival rate lasts about as long as this many receives, accepts or readiness events
+    /// take to arrive (see <see cref="AdaptiveMinWait"/>).
+    /// </summary>
+    internal const uint AdaptiveArrivals = 8;
+
+    /// <summary>The longest min-wait that follows the arrival rate, in microseconds.</summary>
+    internal const uint AdaptiveMaxMinWaitMicroseconds = 250;
+
     /// <summary>A zero <c>__kernel_timespec</c> for the wake-up's linked timeout, read by the kernel when it is submitted.</summary>
     private static readonly Interop.KernelTimespec* s_zeroTimespec = AllocateZeroTimespec();
 
@@ -128,6 +144,18 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
 
     /// <summary>Tests: the completions a batching wait asks for, whatever is in flight; 0: from what is in flight.</summary>
     private uint _minCompleteOverride;
+
+    /// <summary>
+    /// The min-wait follows the arrival rate (batching waits on, <c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c> unset, and
+    /// <see cref="MinWaitMicroseconds"/> not set by a test). Issuer thread.
+    /// </summary>
+    private bool _minWaitAdaptive;
+
+    /// <summary>When the last reap that found arrivals ended (<see cref="Stopwatch.GetTimestamp"/>); 0 before the first. Issuer thread.</summary>
+    private long _lastArrivalReap;
+
+    /// <summary>A moving average of the time between arrivals, in <see cref="Stopwatch"/> ticks; 0 before the first. Issuer thread.</summary>
+    private double _ticksPerArrival;
 
     /// <summary>
     /// The receives, accepts and readiness events the last wait found (under the lock): fewer than
@@ -215,6 +243,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         _ring = ring!;
         _batchingWaits = _issuerBound && s_minWaitSetting > 0 && (_ring.Features & Interop.IoUring.IORING_FEAT_MIN_TIMEOUT) != 0;
         _minWaitUsec = _batchingWaits ? s_minWaitSetting : 0;
+        _minWaitAdaptive = _batchingWaits && !s_minWaitFixed;
         SetUpCompletions(completions);
     }
 
@@ -240,7 +269,47 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             }
 
             Volatile.Write(ref _minWaitUsec, value);
+            _minWaitAdaptive = false;
         }
+    }
+
+    /// <summary>Whether the min-wait follows the arrival rate (see <see cref="AdaptiveMinWait"/>). Issuer thread.</summary>
+    internal bool MinWaitAdaptive => _minWaitAdaptive;
+
+    /// <summary>
+    /// The min-wait the next batching wait passes, in microseconds: <see cref="MinWaitMicroseconds"/> when it is fixed,
+    /// or the one that follows the arrival rate (<see cref="AdaptiveMinWait"/>). Issuer thread.
+    /// </summary>
+    internal uint EffectiveMinWaitMicroseconds =>
+        _minWaitAdaptive ? AdaptiveMinWait(_ticksPerArrival, Stopwatch.Frequency) : Volatile.Read(ref _minWaitUsec);
+
+    /// <summary>
+    /// The min-wait that follows the arrival rate: the time <see cref="AdaptiveArrivals"/> arrivals take at
+    /// <paramref name="ticksPerArrival"/> (<paramref name="frequency"/> ticks a second), at least
+    /// <see cref="DefaultMinWaitMicroseconds"/> and at most <see cref="AdaptiveMaxMinWaitMicroseconds"/>. A fast stream
+    /// of small messages fills a batch within the default; a slower one (large messages, paced by a peer that copies
+    /// them) would end most waits after one or two arrivals, each wait a system call and a sleep, so the wait stretches
+    /// to collect about as many.
+    /// </summary>
+    internal static uint AdaptiveMinWait(double ticksPerArrival, long frequency)
+    {
+        double us = ticksPerArrival * AdaptiveArrivals * 1_000_000.0 / frequency;
+        return us <= DefaultMinWaitMicroseconds ? DefaultMinWaitMicroseconds
+            : us >= AdaptiveMaxMinWaitMicroseconds ? AdaptiveMaxMinWaitMicroseconds
+            : (uint)us;
+    }
+
+    /// <summary>
+    /// Folds the arrivals of a reap into the moving average of the time between arrivals (an eighth of each new sample).
+    /// A sample is the time since the last reap with arrivals over the arrivals; one of more than the longest adaptive
+    /// min-wait per arrival (a loop that was idle) counts as that, so a pause does not hold the min-wait up for long.
+    /// </summary>
+    internal static double FoldArrivals(double ticksPerArrival, long elapsedTicks, uint arrivals, long frequency)
+    {
+        double sample = elapsedTicks / (double)arrivals;
+        double cap = AdaptiveMaxMinWaitMicroseconds * (double)frequency / 1_000_000.0;
+        sample = Math.Min(sample, cap);
+        return ticksPerArrival == 0 ? sample : ticksPerArrival + ((sample - ticksPerArrival) / 8);
     }
 
     /// <summary>Tests: the completions every batching wait asks for, whatever is in flight (0: from what is in flight).</summary>
@@ -452,7 +521,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 // A batching wait: up to the min-wait for minComplete completions, then whatever arrived (or the first
                 // one after). The deadline is passed as well (an hour without one: the kernel would end the wait at the
                 // min-wait otherwise), and the min-wait never goes past it.
-                uint minWait = Volatile.Read(ref _minWaitUsec);
+                uint minWait = EffectiveMinWaitMicroseconds;
                 if (remaining < 0)
                 {
                     ts.TvSec = MinWaitNoDeadlineSeconds;
@@ -809,6 +878,16 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
 
             _ring.AdvanceCq(head);
             _lastArrivals = arrivals;
+            if (_minWaitAdaptive && arrivals > 0)
+            {
+                long now = Stopwatch.GetTimestamp();
+                if (_lastArrivalReap != 0)
+                {
+                    _ticksPerArrival = FoldArrivals(_ticksPerArrival, now - _lastArrivalReap, arrivals, Stopwatch.Frequency);
+                }
+
+                _lastArrivalReap = now;
+            }
         }
 
         return written;

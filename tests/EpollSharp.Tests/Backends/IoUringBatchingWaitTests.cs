@@ -273,4 +273,83 @@ public sealed class IoUringBatchingWaitTests
         Assert.Equal(1, n);
         Assert.Equal(42UL, events[0].Token);
     }
+
+    [Fact]
+    public void The_adaptive_min_wait_is_the_time_of_eight_arrivals_within_its_bounds()
+    {
+        long f = Stopwatch.Frequency;
+        double PerArrival(double microseconds) => microseconds * f / 1_000_000.0;
+
+        Assert.Equal(IoUringBackend.DefaultMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(0, f));
+        Assert.Equal(IoUringBackend.DefaultMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(PerArrival(1), f));
+        Assert.InRange(IoUringBackend.AdaptiveMinWait(PerArrival(10), f), 79u, 80u);
+        Assert.InRange(IoUringBackend.AdaptiveMinWait(PerArrival(20), f), 159u, 160u);
+        Assert.Equal(IoUringBackend.AdaptiveMaxMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(PerArrival(100), f));
+        Assert.Equal(IoUringBackend.AdaptiveMaxMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(PerArrival(1e9), f));
+
+        // The first sample is taken as it is; later ones move the average by an eighth; an idle gap counts as the cap.
+        double first = IoUringBackend.FoldArrivals(0, (long)PerArrival(40), 4, f);
+        Assert.Equal(PerArrival(10), first, 3);
+        Assert.Equal(PerArrival(10 + ((30 - 10) / 8.0)), IoUringBackend.FoldArrivals(first, (long)PerArrival(30), 1, f), 3);
+        double capped = IoUringBackend.FoldArrivals(0, (long)PerArrival(3_600_000_000.0), 1, f);
+        Assert.Equal(PerArrival(IoUringBackend.AdaptiveMaxMinWaitMicroseconds), capped, 3);
+    }
+
+    [SkippableFact]
+    public void The_min_wait_follows_the_arrival_rate_and_a_set_one_stays()
+    {
+        Util.Backends.SkipUnlessAvailable(EventLoopBackend.IoUring);
+        using var backend = new IoUringBackend(64, 0, completions: false);
+        Skip.IfNot(backend.BatchingWaits, "batching waits need an issuer-bound ring and IORING_FEAT_MIN_TIMEOUT (Linux 6.12)");
+        Skip.IfNot(backend.MinWaitAdaptive, "EPOLLSHARP_IO_URING_MIN_WAIT_US sets a fixed min-wait in this environment");
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(1);
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        client.Connect(listener.LocalEndPoint!);
+        using Socket server = listener.Accept();
+        backend.Add(new BackendTarget(server.SafeHandle, server), 7, Interest.Readable, TriggerMode.Level);
+        var events = new BackendEvent[8];
+        byte[] sink = new byte[64];
+        Assert.Equal(IoUringBackend.DefaultMinWaitMicroseconds, backend.EffectiveMinWaitMicroseconds);
+
+        // Arrivals milliseconds apart (each byte read, so each wait has one readiness event): the min-wait grows to its cap.
+        for (int i = 0; i < 4; i++)
+        {
+            Thread.Sleep(3);
+            client.Send(new byte[] { 1 });
+            Assert.Equal(1, backend.Wait(events, 10_000));
+            Assert.Equal(7UL, events[0].Token);
+            server.Receive(sink);
+        }
+
+        Assert.Equal(IoUringBackend.AdaptiveMaxMinWaitMicroseconds, backend.EffectiveMinWaitMicroseconds);
+
+        // Then one arrival per wait as fast as the loop turns (the byte left unread, level-triggered): it comes down to
+        // the default within a few hundred waits (the least seen counts: a preempted wait lifts it again for a while).
+        client.Send(new byte[] { 1 });
+        uint least = uint.MaxValue;
+        for (int i = 0; i < 2_000 && least > IoUringBackend.DefaultMinWaitMicroseconds; i++)
+        {
+            Assert.Equal(1, backend.Wait(events, 10_000));
+            least = Math.Min(least, backend.EffectiveMinWaitMicroseconds);
+        }
+
+        _output.WriteLine($"least min-wait while arrivals were back to back: {least} us");
+        Assert.Equal(IoUringBackend.DefaultMinWaitMicroseconds, least);
+
+        // A min-wait set by hand is used as it is, whatever the rate.
+        backend.MinWaitMicroseconds = 300;
+        Assert.False(backend.MinWaitAdaptive);
+        server.Receive(sink);
+        for (int i = 0; i < 3; i++)
+        {
+            Thread.Sleep(3);
+            client.Send(new byte[] { 1 });
+            Assert.Equal(1, backend.Wait(events, 10_000));
+            server.Receive(sink);
+        }
+
+        Assert.Equal(300u, backend.EffectiveMinWaitMicroseconds);
+    }
 }

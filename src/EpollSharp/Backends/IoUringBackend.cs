@@ -69,7 +69,10 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
 
     private static readonly string? s_singleIssuerSwitch = Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_SINGLE_ISSUER");
 
-    /// <summary>The min-wait of a batching wait when <c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c> does not say otherwise.</summary>
+    /// <summary>
+    /// The least min-wait of a batching wait that follows the arrival rate (see <see cref="AdaptiveMinWait"/>), which is
+    /// used unless <c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c> is a number; also what <see cref="ParseMinWait"/> gives otherwise.
+    /// </summary>
     internal const uint DefaultMinWaitMicroseconds = 50;
 
     /// <summary>The longest min-wait <c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c> may ask for (a millisecond).</summary>

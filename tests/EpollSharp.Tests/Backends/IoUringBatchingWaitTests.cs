@@ -245,12 +245,9 @@ public sealed class IoUringBatchingWaitTests
         using IoUringBackend backend = NewBatchingBackend();
         const uint minWait = 200_000;
         backend.MinWaitMicroseconds = minWait;
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
-        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        client.Connect(listener.LocalEndPoint!);
-        using Socket server = listener.Accept();
+        using var pair = Util.SocketPair.CreateBlocking();
+        Socket server = pair.Local;
+        Socket client = pair.Peer;
         client.Send(new byte[] { 1 });
 
         // One readable socket, far fewer completions than the wait asks for: it waits out the min-wait (the batch it was
@@ -302,12 +299,9 @@ public sealed class IoUringBatchingWaitTests
         using var backend = new IoUringBackend(64, 0, completions: false);
         Skip.IfNot(backend.BatchingWaits, "batching waits need an issuer-bound ring and IORING_FEAT_MIN_TIMEOUT (Linux 6.12)");
         Skip.IfNot(backend.MinWaitAdaptive, "EPOLLSHARP_IO_URING_MIN_WAIT_US sets a fixed min-wait in this environment");
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
-        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        client.Connect(listener.LocalEndPoint!);
-        using Socket server = listener.Accept();
+        using var pair = Util.SocketPair.CreateBlocking();
+        Socket server = pair.Local;
+        Socket client = pair.Peer;
         backend.Add(new BackendTarget(server.SafeHandle, server), 7, Interest.Readable, TriggerMode.Level);
         var events = new BackendEvent[8];
         byte[] sink = new byte[64];

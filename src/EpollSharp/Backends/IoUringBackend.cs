@@ -90,15 +90,13 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     /// <summary>A batching wait with no deadline still passes one (the kernel ends a min-wait with no timeout at the min-wait); an hour.</summary>
     private const long MinWaitNoDeadlineSeconds = 3600;
 
-    /// <summary><c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c>: the min-wait in microseconds; 0 switches batching waits off.</summary>
-    private static readonly uint s_minWaitSetting = ParseMinWait(Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_MIN_WAIT_US"));
-
     /// <summary>
-    /// Whether <c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c> names a min-wait (a number): it is then used as it is, instead of the
-    /// one that follows the arrival rate (see <see cref="AdaptiveMinWait"/>).
+    /// <c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c>, read once: the min-wait in microseconds (0 switches batching waits off), and
+    /// whether the variable names one (a number), which is then used as it is instead of the one that follows the arrival
+    /// rate (see <see cref="AdaptiveMinWait"/>).
     /// </summary>
-    private static readonly bool s_minWaitFixed = uint.TryParse(
-        Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_MIN_WAIT_US")?.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out _);
+    private static readonly (uint Microseconds, bool Fixed) s_minWaitSetting =
+        ParseMinWait(Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_MIN_WAIT_US"));
 
     /// <summary>
     /// A min-wait that follows the arrival rate lasts about as long as this many receives, accepts or readiness events
@@ -244,9 +242,9 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         }
 
         _ring = ring!;
-        _batchingWaits = _issuerBound && s_minWaitSetting > 0 && (_ring.Features & Interop.IoUring.IORING_FEAT_MIN_TIMEOUT) != 0;
-        _minWaitUsec = _batchingWaits ? s_minWaitSetting : 0;
-        _minWaitAdaptive = _batchingWaits && !s_minWaitFixed;
+        _batchingWaits = _issuerBound && s_minWaitSetting.Microseconds > 0 && (_ring.Features & Interop.IoUring.IORING_FEAT_MIN_TIMEOUT) != 0;
+        _minWaitUsec = _batchingWaits ? s_minWaitSetting.Microseconds : 0;
+        _minWaitAdaptive = _batchingWaits && !s_minWaitSetting.Fixed;
         SetUpCompletions(completions);
     }
 
@@ -322,11 +320,14 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         set => Volatile.Write(ref _minCompleteOverride, value);
     }
 
-    /// <summary>Parses <c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c>: unset or not a number gives the default; clamped to <see cref="MaxMinWaitMicroseconds"/>.</summary>
-    internal static uint ParseMinWait(string? value) =>
+    /// <summary>
+    /// Parses <c>EPOLLSHARP_IO_URING_MIN_WAIT_US</c>: a number is a fixed min-wait, clamped to
+    /// <see cref="MaxMinWaitMicroseconds"/>; unset or not a number gives the default, not fixed.
+    /// </summary>
+    internal static (uint Microseconds, bool Fixed) ParseMinWait(string? value) =>
         uint.TryParse(value?.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out uint us)
-            ? Math.Min(us, MaxMinWaitMicroseconds)
-            : DefaultMinWaitMicroseconds;
+            ? (Math.Min(us, MaxMinWaitMicroseconds), true)
+            : (DefaultMinWaitMicroseconds, false);
 
     private static Interop.KernelTimespec* AllocateZeroTimespec()
     {

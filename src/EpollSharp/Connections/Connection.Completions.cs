@@ -31,17 +31,23 @@ public sealed partial class Connection : ICompletionSink
     /// <summary>The most chunks (of <see cref="SendQueue.ChunkSize"/>) one send takes.</summary>
     private const int MaxSendChunks = 64;
 
-    /// <summary>The pins of the chunks the send in flight reads from (the first <see cref="_sendPinCount"/>).</summary>
+    /// <summary>
+    /// The pins of the chunks the send in flight reads from (the first <see cref="_sendPinCount"/>): made with the first
+    /// send of a chunk (a send of only a borrowed front pins nothing), as long as <see cref="_sendMessageCapacity"/>.
+    /// </summary>
     private GCHandle[]? _sendPins;
 
     private int _sendPinCount;
 
     /// <summary>
     /// The send's <c>msghdr</c> and its iovecs, in native memory (allocated with the first send, freed after the last
-    /// completion), with room for as many chunks as <see cref="_sendPins"/>: one, or <see cref="MaxSendChunks"/> once a
+    /// completion), with room for <see cref="_sendMessageCapacity"/> buffers: one, or <see cref="MaxSendChunks"/> once a
     /// send took more.
     /// </summary>
     private IntPtr _sendMessage;
+
+    /// <summary>How many buffers <see cref="_sendMessage"/> has room for (when it is allocated).</summary>
+    private int _sendMessageCapacity;
 
     /// <summary>Bytes the kernel delivered while the connection could not hand them over (paused, or behind held bytes), in order.</summary>
     private SendQueue? _held;
@@ -106,7 +112,10 @@ public sealed partial class Connection : ICompletionSink
     internal bool ReceiveParked => _channel?.ReceiveParked ?? false;
 
     /// <summary>How many chunks the connection's send message has room for: 0 before its first send, then 1 or <see cref="MaxSendChunks"/> (for tests).</summary>
-    internal int SendMessageCapacity => _sendMessage == IntPtr.Zero ? 0 : _sendPins!.Length;
+    internal int SendMessageCapacity => _sendMessage == IntPtr.Zero ? 0 : _sendMessageCapacity;
+
+    /// <summary>How many chunk pins the connection keeps room for: 0 until it sends from a chunk (for tests).</summary>
+    internal int SendPinCapacity => _sendPins?.Length ?? 0;
 
     /// <summary>Bytes the kernel delivered that the connection holds (paused, or behind earlier held bytes), in provided buffers or copied.</summary>
     internal long HeldBytes
@@ -711,15 +720,22 @@ public sealed partial class Connection : ICompletionSink
         int borrowed = queue.HasBorrowed ? 1 : 0;
         int chunks = Math.Min(queue.ChunkCount, MaxSendChunks - borrowed);
         int buffers = borrowed + chunks;
-        if (_sendMessage == IntPtr.Zero || buffers > _sendPins!.Length)
+        if (_sendMessage == IntPtr.Zero || buffers > _sendMessageCapacity)
         {
-            // Room for one buffer until a send takes more (a small message's backlog is one chunk), then for the most. The
-            // connection keeps it while it lives, so that sends allocate nothing; one that only ever sent small messages
-            // keeps 72 bytes of native memory and a one-entry array instead of 1 KiB and 64 entries.
+            // Room for one buffer until a send takes more (a small message's backlog is one chunk or a borrowed front),
+            // then for the most. The connection keeps it while it lives, so that sends allocate nothing; one that only ever
+            // sent small messages keeps 72 bytes of native memory (and a one-entry pin array if it sent from a chunk)
+            // instead of 1 KiB and 64 entries.
             int capacity = buffers == 1 ? 1 : MaxSendChunks;
             FreeSendMessage();
             _sendMessage = Marshal.AllocHGlobal(sizeof(Interop.MsgHdr) + (capacity * sizeof(Interop.IoVec)));
-            _sendPins = new GCHandle[capacity];
+            _sendMessageCapacity = capacity;
+        }
+
+        if (chunks > 0 && (_sendPins is null || _sendPins.Length < _sendMessageCapacity))
+        {
+            // No send is in flight, so no pin is held.
+            _sendPins = new GCHandle[_sendMessageCapacity];
         }
 
         var message = (Interop.MsgHdr*)_sendMessage;

@@ -25,7 +25,11 @@ internal sealed unsafe class SendQueue
     /// <summary>The size of the first chunk of an empty queue when the bytes appended fit in it.</summary>
     internal const int SmallChunkSize = 1024;
 
-    private Chunk[] _ring = new Chunk[4];
+    /// <summary>
+    /// The chunks, a power of two in length: none until the first chunk is appended (a queue that only ever held borrowed
+    /// fronts, as an echo on the completion path does, carries no ring), then 4, doubling.
+    /// </summary>
+    private Chunk[] _ring = Array.Empty<Chunk>();
     private int _head;
     private int _count;
 
@@ -250,7 +254,7 @@ internal sealed unsafe class SendQueue
 
     private void Grow()
     {
-        var ring = new Chunk[_ring.Length * 2];
+        var ring = new Chunk[Math.Max(4, _ring.Length * 2)];
         for (int i = 0; i < _count; i++)
         {
             ring[i] = _ring[(_head + i) & (_ring.Length - 1)];

@@ -48,12 +48,12 @@ public sealed class IoUringBatchingWaitTests
     [SkippableFact]
     public void The_min_wait_setting_is_parsed_and_clamped()
     {
-        Assert.Equal(IoUringBackend.DefaultMinWaitMicroseconds, IoUringBackend.ParseMinWait(null));
-        Assert.Equal(IoUringBackend.DefaultMinWaitMicroseconds, IoUringBackend.ParseMinWait("fast"));
-        Assert.Equal(IoUringBackend.DefaultMinWaitMicroseconds, IoUringBackend.ParseMinWait("-5"));
-        Assert.Equal(0u, IoUringBackend.ParseMinWait("0"));
-        Assert.Equal(20u, IoUringBackend.ParseMinWait(" 20 "));
-        Assert.Equal(IoUringBackend.MaxMinWaitMicroseconds, IoUringBackend.ParseMinWait("999999"));
+        Assert.Equal((IoUringBackend.DefaultMinWaitMicroseconds, false), IoUringBackend.ParseMinWait(null));
+        Assert.Equal((IoUringBackend.DefaultMinWaitMicroseconds, false), IoUringBackend.ParseMinWait("fast"));
+        Assert.Equal((IoUringBackend.DefaultMinWaitMicroseconds, false), IoUringBackend.ParseMinWait("-5"));
+        Assert.Equal((0u, true), IoUringBackend.ParseMinWait("0"));
+        Assert.Equal((20u, true), IoUringBackend.ParseMinWait(" 20 "));
+        Assert.Equal((IoUringBackend.MaxMinWaitMicroseconds, true), IoUringBackend.ParseMinWait("999999"));
     }
 
     [SkippableFact]

@@ -76,6 +76,11 @@ public class PipeAllocationTests
 
     private void EchoAllocatesNothingPerMessage(EventLoopBackend backend, bool onLoop, bool stream, int size, int messages)
     {
+#if DEBUG
+        // The stream view's ReadAsync and WriteAsync are async methods, whose state machines a Debug build compiles as
+        // classes: one per call. The claim is the Release build's (README: dotnet test EpollSharp.sln -c Release).
+        Skip.If(stream, "the stream view allocates nothing per message in Release builds only (run the tests with -c Release)");
+#endif
         var started = new ConcurrentQueue<PipeConnection>();
         var handler = new PipeConnectionHandler(PipeConnectionTests.Tracked(started, stream ? StreamEcho : PipeConnectionTests.Echo), PipeConnectionTests.Options(onLoop));
         using var server = new EchoServer(backend, handler);

@@ -792,7 +792,7 @@ internal sealed unsafe partial class IoUringBackend
             else
             {
                 channel.Sends++;
-                channel.Sink.OnSendCompleted(p.Result);
+                channel.Sink.OnSendCompleted(p.Result == -Interop.Errno.EPIPE ? ReceiveErrorInBatch(channel) ?? p.Result : p.Result);
             }
         }
         finally
@@ -810,6 +810,28 @@ internal sealed unsafe partial class IoUringBackend
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// The error that ended <paramref name="channel"/>'s receive in the batch being dispatched (a negative errno), or null.
+    /// Sends are dispatched before receives (see <see cref="DispatchCompletion"/>), but the kernel may have run the receive
+    /// first: when the peer resets, the receive takes the socket's error (<c>ECONNRESET</c>), and a send that runs after it
+    /// finds only a socket that can send no more (<c>EPIPE</c>). That send is reported with the receive's error, as it would
+    /// have failed had it run first, so that the connection ends as the reset it is and not as a broken pipe.
+    /// </summary>
+    private int? ReceiveErrorInBatch(CompletionChannel channel)
+    {
+        for (int i = 0; i < _pendingReceives; i++)
+        {
+            ref PendingCompletion r = ref _pending[i];
+            if (ReferenceEquals(r.Channel, channel) && r.Kind == KindReceive && r.Result < 0
+                && r.Result is not (-Interop.Errno.ECANCELED or -Interop.Errno.ENOBUFS or -Interop.Errno.EAGAIN or -Interop.Errno.EINTR))
+            {
+                return r.Result;
+            }
+        }
+
+        return null;
     }
 
     /// <inheritdoc/>

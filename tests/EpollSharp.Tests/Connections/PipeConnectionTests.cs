@@ -589,6 +589,58 @@ public class PipeConnectionTests
         server.AssertNoLoopErrors();
     }
 
+    /// <summary>
+    /// Clients that send a few bytes and reset at once, many of them: every connection ends as a reset
+    /// (<see cref="ConnectionCloseReason.Reset"/>, <c>ECONNRESET</c>), never as a broken pipe, and an application whose
+    /// read or flush fails gets an <see cref="IOException"/> that says it was reset (a flush that finds the connection
+    /// closed may instead complete, as Kestrel's does). The echo of those bytes races the reset: on io_uring
+    /// the receive may take the connection's error from the kernel first, and the send then sees only <c>EPIPE</c>
+    /// (a run of 2,000 such clients had up to 119 broken pipes before the backend reported the receive's error for it).
+    /// </summary>
+    [SkippableTheory]
+    [MemberData(nameof(BackendsAndModes))]
+    public void Clients_that_send_and_reset_at_once_are_all_seen_as_resets(EventLoopBackend backend, bool onLoop)
+    {
+        const int Clients = 1000;
+        var errors = new ConcurrentQueue<string>();
+        var started = new ConcurrentQueue<PipeConnection>();
+        int ended = 0;
+        var handler = new PipeConnectionHandler(
+            Tracked(started, async c =>
+            {
+                try
+                {
+                    // Ends without an error when a flush found the connection closed (FlushResult.IsCompleted).
+                    await Echo(c);
+                }
+                catch (IOException ex) when (ex.InnerException is SocketException { SocketErrorCode: SocketError.ConnectionReset })
+                {
+                }
+                catch (Exception ex)
+                {
+                    errors.Enqueue($"{ex.GetType().Name}: {ex.Message}");
+                }
+                finally
+                {
+                    Interlocked.Increment(ref ended);
+                }
+            }),
+            Options(onLoop));
+        using var server = new EchoServer(backend, handler, new ListenerOptions { MaxConnections = Clients * 2 });
+        for (int i = 0; i < Clients; i++)
+        {
+            using Socket client = server.Connect();
+            client.Send(new byte[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 });
+            client.LingerState = new LingerOption(true, 0);
+        }
+
+        LoopHarness.WaitUntil(() => Volatile.Read(ref ended) == Clients, "every application ended", seconds: 30);
+        Assert.Empty(errors.GroupBy(e => e).Select(g => $"{g.Count()} x {g.Key}"));
+        var reasons = started.Select(c => CloseReasonOf(server, c.Connection)).GroupBy(r => r).ToDictionary(g => g.Key, g => g.Count());
+        Assert.Equal(new Dictionary<ConnectionCloseReason, int> { [ConnectionCloseReason.Reset] = Clients }, reasons);
+        server.AssertNoLoopErrors();
+    }
+
     /// <summary>The server shuts down gracefully: ConnectionClosedRequested fires, the application finishes, the client gets its echo and then end of stream.</summary>
     [SkippableTheory]
     [MemberData(nameof(BackendsAndModes))]

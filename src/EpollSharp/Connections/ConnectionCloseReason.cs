@@ -20,6 +20,12 @@ public enum ConnectionCloseReason
     Reset = 3,
 
     /// <summary>A send failed because the peer is gone (<c>EPIPE</c>, reported by .NET as <see cref="System.Net.Sockets.SocketError.Shutdown"/>). Never a signal: .NET ignores <c>SIGPIPE</c>.</summary>
+    /// <remarks>
+    /// Linux reports a reset that comes after the peer's end of stream (a peer that closed its socket without reading what
+    /// was still sent to it) as <c>EPIPE</c>, not <c>ECONNRESET</c>: such a peer ends a connection as <see cref="Reset"/>
+    /// or as <see cref="BrokenPipe"/> depending on whether its end of stream arrived first, on every backend. Treat the
+    /// two alike: the peer is gone.
+    /// </remarks>
     BrokenPipe = 4,
 
     /// <summary>Another socket error ended the connection; see <see cref="Connection.SocketError"/>.</summary>

@@ -99,10 +99,17 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
         ParseMinWait(Environment.GetEnvironmentVariable("EPOLLSHARP_IO_URING_MIN_WAIT_US"));
 
     /// <summary>
-    /// A min-wait that follows the arrival rate lasts about as long as this many receives, accepts or readiness events
+    /// A min-wait that follows the arrival rate lasts at least as long as this many receives, accepts or readiness events
     /// take to arrive (see <see cref="AdaptiveMinWait"/>).
     /// </summary>
     internal const uint AdaptiveArrivals = 8;
+
+    /// <summary>
+    /// A min-wait that follows the arrival rate lasts this many times as long as the arrivals its wait asks for take at the
+    /// average rate: the wait ends as soon as they are in, and arrivals come in bursts, so a min-wait of the average
+    /// alone would cut about half of the batches short (see <see cref="AdaptiveMinWait"/>).
+    /// </summary>
+    internal const uint AdaptiveSlack = 2;
 
     /// <summary>The longest min-wait that follows the arrival rate, in microseconds.</summary>
     internal const uint AdaptiveMaxMinWaitMicroseconds = 250;
@@ -278,23 +285,32 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     internal bool MinWaitAdaptive => _minWaitAdaptive;
 
     /// <summary>
-    /// The min-wait the next batching wait passes, in microseconds: <see cref="MinWaitMicroseconds"/> when it is fixed,
-    /// or the one that follows the arrival rate (<see cref="AdaptiveMinWait"/>). Issuer thread.
+    /// The min-wait a batching wait that asks for the fewest arrivals (<see cref="AdaptiveArrivals"/>) passes, in
+    /// microseconds: <see cref="MinWaitMicroseconds"/> when it is fixed, or the one that follows the arrival rate
+    /// (<see cref="AdaptiveMinWait"/>). Issuer thread.
     /// </summary>
-    internal uint EffectiveMinWaitMicroseconds =>
-        _minWaitAdaptive ? AdaptiveMinWait(_ticksPerArrival, Stopwatch.Frequency) : Volatile.Read(ref _minWaitUsec);
+    internal uint EffectiveMinWaitMicroseconds => EffectiveMinWait(0);
 
     /// <summary>
-    /// The min-wait that follows the arrival rate: the time <see cref="AdaptiveArrivals"/> arrivals take at
-    /// <paramref name="ticksPerArrival"/> (<paramref name="frequency"/> ticks a second), at least
-    /// <see cref="DefaultMinWaitMicroseconds"/> and at most <see cref="AdaptiveMaxMinWaitMicroseconds"/>. A fast stream
-    /// of small messages fills a batch within the default; a slower one (large messages, paced by a peer that copies
-    /// them) would end most waits after one or two arrivals, each wait a system call and a sleep, so the wait stretches
-    /// to collect about as many.
+    /// The min-wait of a batching wait that asks for <paramref name="arrivals"/> arrivals besides its submissions'
+    /// completions: <see cref="MinWaitMicroseconds"/> when it is fixed, or <see cref="AdaptiveMinWait"/>. Issuer thread.
     /// </summary>
-    internal static uint AdaptiveMinWait(double ticksPerArrival, long frequency)
+    private uint EffectiveMinWait(uint arrivals) =>
+        _minWaitAdaptive ? AdaptiveMinWait(_ticksPerArrival, arrivals, Stopwatch.Frequency) : Volatile.Read(ref _minWaitUsec);
+
+    /// <summary>
+    /// The min-wait that follows the arrival rate: the time that <see cref="AdaptiveSlack"/> times
+    /// <paramref name="arrivals"/> arrivals, and at least <see cref="AdaptiveArrivals"/>, take at
+    /// <paramref name="ticksPerArrival"/> (<paramref name="frequency"/> ticks a second); at least
+    /// <see cref="DefaultMinWaitMicroseconds"/> and at most <see cref="AdaptiveMaxMinWaitMicroseconds"/>. The wait ends as
+    /// soon as the completions it asked for are in, so the min-wait only bounds a batch that fills slowly; one shorter
+    /// than the batch takes to fill would end most waits with part of it, each wait a system call and a sleep (a slow
+    /// stream of large messages, paced by a peer that copies them; or many connections, whose wait asks for a quarter of
+    /// them). The cap bounds the latency a batch adds.
+    /// </summary>
+    internal static uint AdaptiveMinWait(double ticksPerArrival, uint arrivals, long frequency)
     {
-        double us = ticksPerArrival * AdaptiveArrivals * 1_000_000.0 / frequency;
+        double us = ticksPerArrival * Math.Max((double)arrivals * AdaptiveSlack, AdaptiveArrivals) * 1_000_000.0 / frequency;
         return us <= DefaultMinWaitMicroseconds ? DefaultMinWaitMicroseconds
             : us >= AdaptiveMaxMinWaitMicroseconds ? AdaptiveMaxMinWaitMicroseconds
             : (uint)us;
@@ -525,7 +541,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 // A batching wait: up to the min-wait for minComplete completions, then whatever arrived (or the first
                 // one after). The deadline is passed as well (an hour without one: the kernel would end the wait at the
                 // min-wait otherwise), and the min-wait never goes past it.
-                uint minWait = EffectiveMinWaitMicroseconds;
+                uint minWait = EffectiveMinWait(minComplete > toSubmit ? minComplete - toSubmit : 0);
                 if (remaining < 0)
                 {
                     ts.TvSec = MinWaitNoDeadlineSeconds;

@@ -272,17 +272,25 @@ public sealed class IoUringBatchingWaitTests
     }
 
     [Fact]
-    public void The_adaptive_min_wait_is_the_time_of_eight_arrivals_within_its_bounds()
+    public void The_adaptive_min_wait_is_the_time_of_twice_the_arrivals_asked_for_or_of_eight_within_its_bounds()
     {
         long f = Stopwatch.Frequency;
         double PerArrival(double microseconds) => microseconds * f / 1_000_000.0;
 
-        Assert.Equal(IoUringBackend.DefaultMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(0, f));
-        Assert.Equal(IoUringBackend.DefaultMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(PerArrival(1), f));
-        Assert.InRange(IoUringBackend.AdaptiveMinWait(PerArrival(10), f), 79u, 80u);
-        Assert.InRange(IoUringBackend.AdaptiveMinWait(PerArrival(20), f), 159u, 160u);
-        Assert.Equal(IoUringBackend.AdaptiveMaxMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(PerArrival(100), f));
-        Assert.Equal(IoUringBackend.AdaptiveMaxMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(PerArrival(1e9), f));
+        // Asked for four arrivals or fewer (or none besides the submissions' completions): the time of eight.
+        Assert.Equal(IoUringBackend.DefaultMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(0, 0, f));
+        Assert.Equal(IoUringBackend.DefaultMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(PerArrival(1), 0, f));
+        Assert.InRange(IoUringBackend.AdaptiveMinWait(PerArrival(10), 0, f), 79u, 80u);
+        Assert.InRange(IoUringBackend.AdaptiveMinWait(PerArrival(10), 4, f), 79u, 80u);
+        Assert.InRange(IoUringBackend.AdaptiveMinWait(PerArrival(20), 1, f), 159u, 160u);
+
+        // More arrivals asked for (a quarter of what is in flight): the time of twice as many, within the cap.
+        Assert.InRange(IoUringBackend.AdaptiveMinWait(PerArrival(10), 5, f), 99u, 100u);
+        Assert.InRange(IoUringBackend.AdaptiveMinWait(PerArrival(6), 16, f), 191u, 192u);
+        Assert.Equal(IoUringBackend.DefaultMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(PerArrival(1), 16, f));
+        Assert.Equal(IoUringBackend.AdaptiveMaxMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(PerArrival(7), 250, f));
+        Assert.Equal(IoUringBackend.AdaptiveMaxMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(PerArrival(100), 0, f));
+        Assert.Equal(IoUringBackend.AdaptiveMaxMinWaitMicroseconds, IoUringBackend.AdaptiveMinWait(PerArrival(1e9), 0, f));
 
         // The first sample is taken as it is; later ones move the average by an eighth; an idle gap counts as the cap.
         double first = IoUringBackend.FoldArrivals(0, (long)PerArrival(40), 4, f);

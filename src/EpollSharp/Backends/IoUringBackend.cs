@@ -171,6 +171,12 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
     /// </summary>
     private uint _lastArrivals;
 
+    /// <summary>
+    /// The most arrivals a batching wait asks for besides its submissions' completions (it also asks for no more than a
+    /// quarter of what is in flight); see <see cref="FollowBatch"/>. Issuer thread.
+    /// </summary>
+    private uint _arrivalsToAsk = uint.MaxValue;
+
     /// <summary>Cancellations asked for by other threads (issuer-bound ring): written by the issuer at its next wait.</summary>
     private DeferredCancel[] _deferredCancels = new DeferredCancel[16];
     private int _deferredCancelCount;
@@ -524,6 +530,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             bool timedOut = false;
             int rc = 0;
             int errno = 0;
+            uint? batchAsked = null;
             if (_ring.HasCompletions)
             {
                 if (toSubmit > 0)
@@ -556,6 +563,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
 
                 arg.Ts = (ulong)(nuint)(&ts);
                 arg.MinWaitUsec = minWait;
+                batchAsked = minComplete > toSubmit ? minComplete - toSubmit : 0;
                 rc = _ring.Enter(toSubmit, minComplete, Interop.IoUring.IORING_ENTER_GETEVENTS | Interop.IoUring.IORING_ENTER_EXT_ARG, &arg, out errno);
             }
             else if (remaining < 0)
@@ -590,6 +598,11 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             }
 
             int n = Reap(events, out bool woke);
+            if (batchAsked is uint asked && MinCompleteOverride == 0)
+            {
+                _arrivalsToAsk = FollowBatch(asked, _lastArrivals);
+            }
+
             if (n > 0 || woke || timedOut || remaining == 0 || _pendingCount > 0)
             {
                 return n;
@@ -753,8 +766,21 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             return 1;
         }
 
-        return Math.Min(toSubmit + (uint)(inFlight / 4), _ring.CqEntries / 2);
+        return Math.Min(toSubmit + Math.Min((uint)(inFlight / 4), _arrivalsToAsk), _ring.CqEntries / 2);
     }
+
+    /// <summary>
+    /// After a batching wait that asked for <paramref name="asked"/> arrivals and found <paramref name="found"/>: what
+    /// is in flight is not what will arrive (an idle connection's receive is in flight too), so the batch follows what
+    /// came. Fewer than asked (the min-wait ended the wait, or a wake-up or a timer did): the next wait asks for as many
+    /// as came, at least <see cref="MinWaitBusy"/>, so that a few busy peers among many idle connections are not kept
+    /// waiting for company that is not there. More than asked (more came while the loop woke): the next asks for twice
+    /// as many. Issuer thread.
+    /// </summary>
+    internal static uint FollowBatch(uint asked, uint found) =>
+        found < asked ? Math.Max(found, MinWaitBusy)
+            : found > asked ? (found >= uint.MaxValue / 2 ? uint.MaxValue : found * 2)
+            : asked;
 
     /// <summary>The poll events for an interest: readable also asks for <c>EPOLLRDHUP</c>, as the epoll backend does.</summary>
     internal static uint ToPollEvents(Interest interest)

@@ -215,6 +215,97 @@ public sealed class IoUringBatchingWaitTests
         }
     }
 
+    [SkippableFact]
+    public void A_loop_that_batches_serves_a_few_busy_clients_among_many_idle_ones_without_waiting_out_the_min_wait()
+    {
+        Util.Backends.SkipUnlessAvailable(EventLoopBackend.IoUring);
+        using var server = new EchoServer(EventLoopBackend.IoUring, new Echo(), ioUringCompletions: true);
+        Skip.If(server.Loop.CompletionIo is null, "io_uring completions unavailable here");
+        IoUringBackend backend = (IoUringBackend)typeof(EventLoop).GetField("_backend", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(server.Loop)!;
+        Skip.IfNot(backend.BatchingWaits, "batching waits need Linux 6.12");
+        var clients = new List<Socket>();
+        try
+        {
+            byte[] message = { 1, 2, 3, 4 };
+            void EchoOn(Socket client, byte[] echo)
+            {
+                client.Send(message);
+                int total = 0;
+                while (total < message.Length)
+                {
+                    int n = client.Receive(echo, total, message.Length - total, SocketFlags.None);
+                    Assert.True(n > 0, "the server closed a connection");
+                    total += n;
+                }
+
+                Assert.Equal(message, echo);
+            }
+
+            // Many connections, each with its receive in flight, nearly all of them idle.
+            for (int i = 0; i < 4 * IoUringBackend.MinWaitInFlight; i++)
+            {
+                clients.Add(server.Connect());
+                EchoOn(clients[i], new byte[4]);
+            }
+
+            // Four clients echo back and forth in step (all send, then all read their echo, as a load generator's
+            // thread does): the loop's waits find two or more arrivals, so they batch; asking for a quarter of what is in
+            // flight, each would wait out the min-wait.
+            const uint minWait = 300_000;
+            const int roundTrips = 30;
+            backend.MinWaitMicroseconds = minWait;
+            Socket[] busy = { clients[0], clients[1], clients[2], clients[3] };
+            byte[] echo = new byte[4];
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < roundTrips; i++)
+            {
+                foreach (Socket client in busy)
+                {
+                    client.Send(message);
+                }
+
+                foreach (Socket client in busy)
+                {
+                    int total = 0;
+                    while (total < message.Length)
+                    {
+                        int n = client.Receive(echo, total, message.Length - total, SocketFlags.None);
+                        Assert.True(n > 0, "the server closed a connection");
+                        total += n;
+                    }
+
+                    Assert.Equal(message, echo);
+                }
+            }
+
+            TimeSpan took = sw.Elapsed;
+            _output.WriteLine($"{roundTrips} round trips of four busy clients among {clients.Count} took {took.TotalMilliseconds:F1} ms with a {minWait / 1000} ms min-wait");
+
+            // A few waits may run out the min-wait while the batch learns what comes; nearly every round trip would take
+            // one (30 x 300 ms) if the waits kept asking for a quarter of what is in flight.
+            Assert.True(took < TimeSpan.FromMicroseconds(8 * minWait), $"{roundTrips} round trips took {took}: the waits kept waiting for arrivals that were not coming");
+            server.AssertNoLoopErrors();
+        }
+        finally
+        {
+            foreach (Socket client in clients)
+            {
+                client.Dispose();
+            }
+        }
+    }
+
+    [Fact]
+    public void A_batch_asks_for_what_came_when_less_came_and_for_twice_as_much_when_more_came()
+    {
+        Assert.Equal(5u, IoUringBackend.FollowBatch(16, 5));
+        Assert.Equal(IoUringBackend.MinWaitBusy, IoUringBackend.FollowBatch(16, 1));
+        Assert.Equal(IoUringBackend.MinWaitBusy, IoUringBackend.FollowBatch(16, 0));
+        Assert.Equal(16u, IoUringBackend.FollowBatch(16, 16));
+        Assert.Equal(34u, IoUringBackend.FollowBatch(16, 17));
+        Assert.Equal(uint.MaxValue, IoUringBackend.FollowBatch(16, uint.MaxValue - 1));
+    }
+
     private sealed class Echo : ConnectionHandler
     {
         public override void OnReceived(Connection connection, ReadOnlySpan<byte> data) => connection.Write(data);

@@ -117,33 +117,12 @@ public sealed class IoUringBatchingWaitTests
     {
         Util.Backends.SkipUnlessAvailable(EventLoopBackend.IoUring);
         using var server = new EchoServer(EventLoopBackend.IoUring, new Echo(), ioUringCompletions: true);
-        Skip.If(server.Loop.CompletionIo is null, "io_uring completions unavailable here");
-        IoUringBackend backend = (IoUringBackend)typeof(EventLoop).GetField("_backend", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(server.Loop)!;
-        Skip.IfNot(backend.BatchingWaits, "batching waits need Linux 6.12");
-        var clients = new List<Socket>();
+        IoUringBackend backend = BatchingBackendOf(server);
+        byte[] message = { 1, 2, 3, 4 };
+        byte[] echo = new byte[4];
+        List<Socket> clients = ConnectEchoed(server, 2 * IoUringBackend.MinWaitInFlight, message);
         try
         {
-            byte[] message = { 1, 2, 3, 4 };
-            byte[] echo = new byte[4];
-            void EchoOn(Socket client)
-            {
-                client.Send(message);
-                int total = 0;
-                while (total < message.Length)
-                {
-                    int n = client.Receive(echo, total, message.Length - total, SocketFlags.None);
-                    Assert.True(n > 0, "the server closed a connection");
-                    total += n;
-                }
-
-                Assert.Equal(message, echo);
-            }
-
-            for (int i = 0; i < 2 * IoUringBackend.MinWaitInFlight; i++)
-            {
-                clients.Add(server.Connect());
-                EchoOn(clients[i]);
-            }
 
             const uint minWait = 1_000_000;
             backend.MinWaitMicroseconds = minWait;
@@ -161,13 +140,7 @@ public sealed class IoUringBatchingWaitTests
 
                 foreach (Socket client in clients)
                 {
-                    int total = 0;
-                    while (total < message.Length)
-                    {
-                        int n = client.Receive(echo, total, message.Length - total, SocketFlags.None);
-                        Assert.True(n > 0, "the server closed a connection");
-                        total += n;
-                    }
+                    ReadEcho(client, message, echo);
                 }
 
                 TimeSpan burst = sw.Elapsed;
@@ -183,7 +156,7 @@ public sealed class IoUringBatchingWaitTests
                 // A lone echo on the quiet loop.
                 LoopHarness.WaitUntil(() => SleepsInIoUringEnter(loopTask), "the loop sleeps in io_uring_enter");
                 sw.Restart();
-                EchoOn(clients[round]);
+                EchoOn(clients[round], message, echo);
                 TimeSpan lone = sw.Elapsed;
 
                 // A timer.
@@ -220,34 +193,13 @@ public sealed class IoUringBatchingWaitTests
     {
         Util.Backends.SkipUnlessAvailable(EventLoopBackend.IoUring);
         using var server = new EchoServer(EventLoopBackend.IoUring, new Echo(), ioUringCompletions: true);
-        Skip.If(server.Loop.CompletionIo is null, "io_uring completions unavailable here");
-        IoUringBackend backend = (IoUringBackend)typeof(EventLoop).GetField("_backend", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(server.Loop)!;
-        Skip.IfNot(backend.BatchingWaits, "batching waits need Linux 6.12");
-        var clients = new List<Socket>();
+        IoUringBackend backend = BatchingBackendOf(server);
+        byte[] message = { 1, 2, 3, 4 };
+
+        // Many connections, each with its receive in flight, nearly all of them idle.
+        List<Socket> clients = ConnectEchoed(server, 4 * IoUringBackend.MinWaitInFlight, message);
         try
         {
-            byte[] message = { 1, 2, 3, 4 };
-            void EchoOn(Socket client, byte[] echo)
-            {
-                client.Send(message);
-                int total = 0;
-                while (total < message.Length)
-                {
-                    int n = client.Receive(echo, total, message.Length - total, SocketFlags.None);
-                    Assert.True(n > 0, "the server closed a connection");
-                    total += n;
-                }
-
-                Assert.Equal(message, echo);
-            }
-
-            // Many connections, each with its receive in flight, nearly all of them idle.
-            for (int i = 0; i < 4 * IoUringBackend.MinWaitInFlight; i++)
-            {
-                clients.Add(server.Connect());
-                EchoOn(clients[i], new byte[4]);
-            }
-
             // Four clients echo back and forth in step (all send, then all read their echo, as a load generator's
             // thread does): the loop's waits find two or more arrivals, so they batch; asking for a quarter of what is in
             // flight, each would wait out the min-wait.
@@ -266,15 +218,7 @@ public sealed class IoUringBatchingWaitTests
 
                 foreach (Socket client in busy)
                 {
-                    int total = 0;
-                    while (total < message.Length)
-                    {
-                        int n = client.Receive(echo, total, message.Length - total, SocketFlags.None);
-                        Assert.True(n > 0, "the server closed a connection");
-                        total += n;
-                    }
-
-                    Assert.Equal(message, echo);
+                    ReadEcho(client, message, echo);
                 }
             }
 
@@ -304,6 +248,49 @@ public sealed class IoUringBatchingWaitTests
         Assert.Equal(16u, IoUringBackend.FollowBatch(16, 16));
         Assert.Equal(34u, IoUringBackend.FollowBatch(16, 17));
         Assert.Equal(uint.MaxValue, IoUringBackend.FollowBatch(16, uint.MaxValue - 1));
+    }
+
+    /// <summary>The io_uring backend of an echo server on the completion path; skips unless its waits batch.</summary>
+    private static IoUringBackend BatchingBackendOf(EchoServer server)
+    {
+        Skip.If(server.Loop.CompletionIo is null, "io_uring completions unavailable here");
+        IoUringBackend backend = (IoUringBackend)typeof(EventLoop).GetField("_backend", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(server.Loop)!;
+        Skip.IfNot(backend.BatchingWaits, "batching waits need Linux 6.12");
+        return backend;
+    }
+
+    /// <summary>Connects <paramref name="count"/> clients, each echoing <paramref name="message"/> once.</summary>
+    private static List<Socket> ConnectEchoed(EchoServer server, int count, byte[] message)
+    {
+        var clients = new List<Socket>();
+        byte[] echo = new byte[message.Length];
+        for (int i = 0; i < count; i++)
+        {
+            clients.Add(server.Connect());
+            EchoOn(clients[i], message, echo);
+        }
+
+        return clients;
+    }
+
+    private static void EchoOn(Socket client, byte[] message, byte[] echo)
+    {
+        client.Send(message);
+        ReadEcho(client, message, echo);
+    }
+
+    /// <summary>Reads <paramref name="message"/>'s echo into <paramref name="echo"/> and checks it.</summary>
+    private static void ReadEcho(Socket client, byte[] message, byte[] echo)
+    {
+        int total = 0;
+        while (total < message.Length)
+        {
+            int n = client.Receive(echo, total, message.Length - total, SocketFlags.None);
+            Assert.True(n > 0, "the server closed a connection");
+            total += n;
+        }
+
+        Assert.Equal(message, echo);
     }
 
     private sealed class Echo : ConnectionHandler

@@ -548,7 +548,8 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
                 // A batching wait: up to the min-wait for minComplete completions, then whatever arrived (or the first
                 // one after). The deadline is passed as well (an hour without one: the kernel would end the wait at the
                 // min-wait otherwise), and the min-wait never goes past it.
-                uint minWait = EffectiveMinWait(minComplete > toSubmit ? minComplete - toSubmit : 0);
+                uint asked = minComplete > toSubmit ? minComplete - toSubmit : 0;
+                uint minWait = EffectiveMinWait(asked);
                 if (remaining < 0)
                 {
                     ts.TvSec = MinWaitNoDeadlineSeconds;
@@ -563,7 +564,7 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
 
                 arg.Ts = (ulong)(nuint)(&ts);
                 arg.MinWaitUsec = minWait;
-                batchAsked = minComplete > toSubmit ? minComplete - toSubmit : 0;
+                batchAsked = asked;
                 rc = _ring.Enter(toSubmit, minComplete, Interop.IoUring.IORING_ENTER_GETEVENTS | Interop.IoUring.IORING_ENTER_EXT_ARG, &arg, out errno);
             }
             else if (remaining < 0)
@@ -598,9 +599,9 @@ internal sealed unsafe partial class IoUringBackend : IPollBackend, ICompletionI
             }
 
             int n = Reap(events, out bool woke);
-            if (batchAsked is uint asked && MinCompleteOverride == 0)
+            if (batchAsked is uint batch && MinCompleteOverride == 0)
             {
-                _arrivalsToAsk = FollowBatch(asked, _lastArrivals);
+                _arrivalsToAsk = FollowBatch(batch, _lastArrivals);
             }
 
             if (n > 0 || woke || timedOut || remaining == 0 || _pendingCount > 0)
